@@ -1,0 +1,76 @@
+//! The mesh as the agent understands it, whatever source it came from: the
+//! one validated input of the map writer and of the metrics' label table.
+use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    /// Every backend equally likely, independently per connection.
+    Random,
+    /// Backends in turn, one shared cursor per service.
+    RoundRobin,
+    /// Backends in proportion to their weights (gray release, canaries).
+    Weighted,
+}
+
+impl Policy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Policy::Random => "random",
+            Policy::RoundRobin => "round_robin",
+            Policy::Weighted => "weighted",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Backend {
+    pub addr: SocketAddr,
+    pub weight: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Service {
+    pub name: String,
+    /// The address clients dial.
+    pub vip: SocketAddr,
+    pub policy: Policy,
+    pub backends: Vec<Backend>,
+}
+
+impl Service {
+    /// The backends that take traffic, in order. Under `random` and
+    /// `round_robin` a weight of 0 drains a backend; under `weighted` every
+    /// backend is kept so indices match the configuration.
+    pub fn routable_backends(&self) -> Vec<&Backend> {
+        match self.policy {
+            Policy::Weighted => self.backends.iter().collect(),
+            Policy::Random | Policy::RoundRobin => {
+                self.backends.iter().filter(|b| b.weight > 0).collect()
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Mesh {
+    /// Keyed by VIP:port, which is unique.
+    pub services: BTreeMap<SocketAddr, Service>,
+    pub probe: ProbeSettings,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProbeSettings {
+    /// How often a long-lived connection reports its running totals.
+    pub report_interval: Duration,
+}
+
+impl Default for ProbeSettings {
+    fn default() -> Self {
+        Self {
+            report_interval: Duration::from_secs(10),
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! Routing at connect(): a TCP connection to a service address (VIP:port) is
+//! sent to one of the service's backends before the SYN leaves, so there is
+//! no proxy and no NAT in the path. getpeername() is rewritten back to the
+//! VIP so the application sees the address it dialled.
+#![no_std]
+#![no_main]
+// The BPF target has atomic add but no compare-and-swap, so core's Atomic*
+// types offer no fetch_add; the intrinsic compiles to BPF_ATOMIC|BPF_FETCH.
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
+
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
+use aya_ebpf::{
+    bindings::bpf_sock_addr,
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_prandom_u32, bpf_get_socket_cookie, bpf_ktime_get_ns,
+    },
+    macros::{cgroup_sock_addr, map},
+    maps::{HashMap, LruHashMap},
+    programs::SockAddrContext,
+};
+use kmesh_common::{
+    AF_INET, AF_INET6, BACKEND_SEARCH_STEPS, BackendKey, BackendValue, MAX_BACKENDS, RouteDecision,
+    ServiceKey, ServiceValue, policy,
+};
+
+const IPPROTO_TCP: u32 = 6;
+/// Return value of a cgroup/sock_addr program that lets the call proceed.
+const ALLOW: i32 = 1;
+/// Third word of an IPv4-mapped IPv6 address (::ffff:a.b.c.d), network order.
+const V4_MAPPED_WORD: u32 = 0x0000_ffffu32.to_be();
+
+/// BPF_F_NO_PREALLOC: replaced elements are freed after an RCU grace period,
+/// so a connect() reading a service while the agent rewrites it never sees
+/// a recycled element.
+const NO_PREALLOC: u32 = 1;
+
+#[map(name = "KM_SERVICES")]
+static SERVICES: HashMap<ServiceKey, ServiceValue> = HashMap::pinned(16384, NO_PREALLOC);
+
+#[map(name = "KM_BACKENDS")]
+static BACKENDS: HashMap<BackendKey, BackendValue> = HashMap::pinned(16384 * 4, NO_PREALLOC);
+
+/// Shared with the probe (same name, pinned): what connect() decided.
+#[map(name = "KM_SOCK_ROUTES")]
+static SOCK_ROUTES: LruHashMap<u64, RouteDecision> = LruHashMap::pinned(65536, 0);
+
+#[cgroup_sock_addr(connect4)]
+pub fn route_connect4(ctx: SockAddrContext) -> i32 {
+    let sa = ctx.sock_addr;
+    // SAFETY: the kernel hands a valid bpf_sock_addr to this program.
+    unsafe {
+        if (*sa).protocol != IPPROTO_TCP {
+            return ALLOW;
+        }
+        let key = ServiceKey {
+            addr: [(*sa).user_ip4, 0, 0, 0],
+            port: port_from_ctx((*sa).user_port),
+            family: AF_INET,
+        };
+        if let Some(decision) = decide(&ctx, &key) {
+            (*sa).user_ip4 = decision.backend_addr[0];
+            (*sa).user_port = port_to_ctx(decision.backend_port);
+        }
+    }
+    ALLOW
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn route_connect6(ctx: SockAddrContext) -> i32 {
+    let sa = ctx.sock_addr;
+    // SAFETY: as in connect4.
+    unsafe {
+        if (*sa).protocol != IPPROTO_TCP {
+            return ALLOW;
+        }
+        let ip = read_ip6(sa);
+        // A v6 socket dialling ::ffff:a.b.c.d reaches an IPv4 service.
+        let v4_mapped = ip[0] == 0 && ip[1] == 0 && ip[2] == V4_MAPPED_WORD;
+        let key = if v4_mapped {
+            ServiceKey {
+                addr: [ip[3], 0, 0, 0],
+                port: port_from_ctx((*sa).user_port),
+                family: AF_INET,
+            }
+        } else {
+            ServiceKey {
+                addr: ip,
+                port: port_from_ctx((*sa).user_port),
+                family: AF_INET6,
+            }
+        };
+        if let Some(decision) = decide(&ctx, &key) {
+            let dst = if v4_mapped {
+                [0, 0, V4_MAPPED_WORD, decision.backend_addr[0]]
+            } else {
+                decision.backend_addr
+            };
+            write_ip6(sa, dst);
+            (*sa).user_port = port_to_ctx(decision.backend_port);
+        }
+    }
+    ALLOW
+}
+
+#[cgroup_sock_addr(getpeername4)]
+pub fn vip_getpeername4(ctx: SockAddrContext) -> i32 {
+    let sa = ctx.sock_addr;
+    // SAFETY: as in connect4.
+    unsafe {
+        let cookie = bpf_get_socket_cookie(ctx.sock_addr.cast());
+        if let Some(route) = SOCK_ROUTES.get_ptr(cookie) {
+            (*sa).user_ip4 = (*route).orig_addr[0];
+            (*sa).user_port = port_to_ctx((*route).orig_port);
+        }
+    }
+    ALLOW
+}
+
+#[cgroup_sock_addr(getpeername6)]
+pub fn vip_getpeername6(ctx: SockAddrContext) -> i32 {
+    let sa = ctx.sock_addr;
+    // SAFETY: as in connect4.
+    unsafe {
+        let cookie = bpf_get_socket_cookie(ctx.sock_addr.cast());
+        if let Some(route) = SOCK_ROUTES.get_ptr(cookie) {
+            let orig = if (*route).family == AF_INET {
+                [0, 0, V4_MAPPED_WORD, (*route).orig_addr[0]]
+            } else {
+                (*route).orig_addr
+            };
+            write_ip6(sa, orig);
+            (*sa).user_port = port_to_ctx((*route).orig_port);
+        }
+    }
+    ALLOW
+}
+
+/// Picks a backend for `key` if it is a service, and records the decision
+/// under the socket's cookie for getpeername() and the probe.
+#[inline(always)]
+unsafe fn decide(ctx: &SockAddrContext, key: &ServiceKey) -> Option<RouteDecision> {
+    let svc = SERVICES.get_ptr_mut(key)?;
+    // SAFETY: map values stay valid for the program's run (NO_PREALLOC + RCU).
+    let (service_id, generation, count, total, pol) = unsafe {
+        (
+            (*svc).service_id,
+            (*svc).generation,
+            (*svc).backend_count,
+            (*svc).total_weight,
+            (*svc).policy,
+        )
+    };
+    if count == 0 || count > MAX_BACKENDS {
+        return None;
+    }
+    let index = match pol {
+        policy::ROUND_ROBIN => {
+            // SAFETY: the cursor is a u64 inside a live map value; the
+            // kernel's atomic add keeps concurrent connect()s from sharing a turn.
+            let turn = unsafe {
+                atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*svc).rr_cursor, 1)
+            };
+            (turn % count as u64) as u32
+        }
+        policy::WEIGHTED if total > 0 => weighted_pick(service_id, generation, count, total)?,
+        _ => random_below(count),
+    };
+    let backend = unsafe {
+        BACKENDS.get(BackendKey {
+            service_id,
+            generation,
+            index,
+        })
+    }?;
+    let decision = RouteDecision {
+        orig_addr: key.addr,
+        backend_addr: backend.addr,
+        orig_port: key.port,
+        backend_port: backend.port,
+        family: key.family,
+        _pad0: 0,
+        service_id,
+        backend_index: index,
+        policy: pol,
+        _pad1: 0,
+        connect_ns: unsafe { bpf_ktime_get_ns() },
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+    };
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
+    // If the decision cannot be stored the connection is still routed; it
+    // only loses getpeername() rewriting and its route labels.
+    let _ = SOCK_ROUTES.insert(cookie, decision, 0);
+    Some(decision)
+}
+
+/// First backend whose cumulative weight exceeds a uniform draw below the
+/// total: a binary search, so the cost is log2(backends) map lookups.
+#[inline(always)]
+fn weighted_pick(service_id: u32, generation: u32, count: u32, total: u32) -> Option<u32> {
+    let draw = random_below(total);
+    let (mut lo, mut hi) = (0u32, count - 1);
+    for _ in 0..BACKEND_SEARCH_STEPS {
+        if lo >= hi {
+            break;
+        }
+        let mid = lo + (hi - lo) / 2;
+        let backend = unsafe {
+            BACKENDS.get(BackendKey {
+                service_id,
+                generation,
+                index: mid,
+            })
+        }?;
+        if backend.cumulative_weight > draw {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    Some(lo)
+}
+
+#[inline(always)]
+fn random_below(n: u32) -> u32 {
+    // SAFETY: a helper without arguments.
+    unsafe { bpf_get_prandom_u32() % n }
+}
+
+/// `user_port` holds the port in network order in its low 16 bits.
+#[inline(always)]
+fn port_from_ctx(user_port: u32) -> u16 {
+    u16::from_be(user_port as u16)
+}
+
+#[inline(always)]
+fn port_to_ctx(port: u16) -> u32 {
+    port.to_be() as u32
+}
+
+// The verifier wants 4-byte accesses to user_ip6; volatile keeps LLVM from
+// merging or splitting them.
+#[inline(always)]
+unsafe fn read_ip6(sa: *mut bpf_sock_addr) -> [u32; 4] {
+    unsafe {
+        let p = &raw const (*sa).user_ip6;
+        [
+            core::ptr::read_volatile(&raw const (*p)[0]),
+            core::ptr::read_volatile(&raw const (*p)[1]),
+            core::ptr::read_volatile(&raw const (*p)[2]),
+            core::ptr::read_volatile(&raw const (*p)[3]),
+        ]
+    }
+}
+
+#[inline(always)]
+unsafe fn write_ip6(sa: *mut bpf_sock_addr, ip: [u32; 4]) {
+    unsafe {
+        let p = &raw mut (*sa).user_ip6;
+        core::ptr::write_volatile(&raw mut (*p)[0], ip[0]);
+        core::ptr::write_volatile(&raw mut (*p)[1], ip[1]);
+        core::ptr::write_volatile(&raw mut (*p)[2], ip[2]);
+        core::ptr::write_volatile(&raw mut (*p)[3], ip[3]);
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,303 @@
+//! The probe: every TCP connection of the attached cgroup leaves a record at
+//! establishment, periodically while it lives, and at close, with its timings,
+//! bytes, RTT, retransmits, close reason, and the routing decision connect()
+//! made for it (read from the map shared with orchestration).
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::{
+        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB,
+        BPF_SOCK_OPS_RTT_CB, BPF_SOCK_OPS_RTT_CB_FLAG, BPF_SOCK_OPS_STATE_CB,
+        BPF_SOCK_OPS_STATE_CB_FLAG, BPF_SOCK_OPS_TCP_CONNECT_CB,
+    },
+    helpers::{bpf_get_socket_cookie, bpf_ktime_get_ns},
+    macros::{map, sock_ops, tracepoint},
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
+    programs::{SockOpsContext, TracePointContext},
+};
+use kmesh_common::{
+    AF_INET, ConnEvent, ConnState, ProbeConfig, RouteDecision, close_reason, conn_flags, direction,
+    event_flags, event_kind, tcp_state,
+};
+
+/// Shared with orchestration (same name, pinned): what connect() decided.
+#[map(name = "KM_SOCK_ROUTES")]
+static SOCK_ROUTES: LruHashMap<u64, RouteDecision> = LruHashMap::pinned(65536, 0);
+
+#[map(name = "KM_CONNS")]
+static CONNS: LruHashMap<u64, ConnState> = LruHashMap::with_max_entries(65536, 0);
+
+/// The agent may resize it at load time.
+#[map(name = "KM_EVENTS")]
+static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
+/// Records that found the ring buffer full, per CPU: loss is counted, never silent.
+#[map(name = "KM_DROPS")]
+static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+#[map(name = "KM_PROBE_CFG")]
+static CONFIG: Array<ProbeConfig> = Array::with_max_entries(1, 0);
+
+/// Offset of `sock_cookie` in the tcp:tcp_receive_reset record
+/// (/sys/kernel/tracing/events/tcp/tcp_receive_reset/format).
+const RECEIVE_RESET_COOKIE_OFFSET: usize = 64;
+
+#[sock_ops]
+pub fn observe_sockops(ctx: SockOpsContext) -> u32 {
+    match ctx.op() {
+        BPF_SOCK_OPS_TCP_CONNECT_CB => on_connect(&ctx),
+        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB => on_established(&ctx, direction::OUTBOUND),
+        BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB => on_established(&ctx, direction::INBOUND),
+        BPF_SOCK_OPS_STATE_CB => on_state_change(&ctx, ctx.arg(0), ctx.arg(1)),
+        BPF_SOCK_OPS_RTT_CB => on_rtt_sample(&ctx),
+        _ => {}
+    }
+    1
+}
+
+/// A reset arrives before the state change to CLOSE; remember it so the
+/// close record can say who ended the connection.
+#[tracepoint(category = "tcp", name = "tcp_receive_reset")]
+pub fn observe_receive_reset(ctx: TracePointContext) -> u32 {
+    // SAFETY: the offset is within the tracepoint record (see its format).
+    if let Ok(cookie) = unsafe { ctx.read_at::<u64>(RECEIVE_RESET_COOKIE_OFFSET) }
+        && let Some(state) = CONNS.get_ptr_mut(cookie)
+    {
+        // SAFETY: a live map value; only this flag bit is written.
+        unsafe { (*state).flags |= conn_flags::RST_RECEIVED };
+    }
+    0
+}
+
+fn cookie_of(ctx: &SockOpsContext) -> u64 {
+    // SAFETY: sock_ops contexts carry a socket.
+    unsafe { bpf_get_socket_cookie(ctx.ops.cast()) }
+}
+
+fn now_ns() -> u64 {
+    // SAFETY: a helper without arguments.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+fn report_interval_ns() -> u64 {
+    CONFIG.get(0).map_or(0, |c| c.report_interval_ns)
+}
+
+/// Asks the kernel for the callbacks the probe needs on this socket.
+fn watch_socket(ctx: &SockOpsContext) {
+    let mut flags = ctx.cb_flags() | BPF_SOCK_OPS_STATE_CB_FLAG;
+    if report_interval_ns() > 0 {
+        flags |= BPF_SOCK_OPS_RTT_CB_FLAG;
+    }
+    let _ = ctx.set_cb_flags(flags as i32);
+}
+
+/// Just before the SYN: start the clock and pick up connect()'s decision.
+fn on_connect(ctx: &SockOpsContext) {
+    let cookie = cookie_of(ctx);
+    let mut state = ConnState {
+        start_ns: now_ns(),
+        direction: direction::OUTBOUND,
+        last_state: tcp_state::SYN_SENT as u8,
+        ..ConnState::default()
+    };
+    if let Some(route) = SOCK_ROUTES.get_ptr(cookie) {
+        // SAFETY: a live map value, copied out.
+        state.route = unsafe { *route };
+        state.start_ns = state.route.connect_ns;
+        state.flags |= conn_flags::ROUTED;
+    }
+    if CONNS.insert(cookie, state, 0).is_ok() {
+        watch_socket(ctx);
+    }
+}
+
+fn on_established(ctx: &SockOpsContext, dir: u8) {
+    let cookie = cookie_of(ctx);
+    let now = now_ns();
+    let state = match CONNS.get_ptr_mut(cookie) {
+        Some(state) => state,
+        None => {
+            // Inbound, or an outbound socket that connected before the probe
+            // was attached: start tracking now.
+            let state = ConnState {
+                start_ns: now,
+                direction: dir,
+                ..ConnState::default()
+            };
+            if CONNS.insert(cookie, state, 0).is_err() {
+                return;
+            }
+            watch_socket(ctx);
+            match CONNS.get_ptr_mut(cookie) {
+                Some(state) => state,
+                None => return,
+            }
+        }
+    };
+    // SAFETY: a live map value of this socket.
+    unsafe {
+        (*state).established_ns = now;
+        (*state).last_report_ns = now;
+        (*state).last_state = tcp_state::ESTABLISHED as u8;
+        (*state).flags |= conn_flags::ESTABLISHED;
+        emit(
+            ctx,
+            cookie,
+            &*state,
+            event_kind::ESTABLISHED,
+            close_reason::NONE,
+            now,
+        );
+    }
+}
+
+fn on_state_change(ctx: &SockOpsContext, old: u32, new: u32) {
+    let cookie = cookie_of(ctx);
+    let Some(state) = CONNS.get_ptr_mut(cookie) else {
+        return;
+    };
+    // SAFETY: a live map value of this socket.
+    let state_ref = unsafe { &mut *state };
+    if new != tcp_state::CLOSE {
+        state_ref.last_state = new as u8;
+        return;
+    }
+    let reason = close_reason_of(state_ref.flags, old);
+    emit(ctx, cookie, state_ref, event_kind::CLOSED, reason, now_ns());
+    let _ = CONNS.remove(cookie);
+    let _ = SOCK_ROUTES.remove(cookie);
+}
+
+/// Why a connection reached CLOSE, from where it came from and what the
+/// tracepoints saw on the way.
+fn close_reason_of(flags: u8, old_state: u32) -> u8 {
+    let reset = flags & conn_flags::RST_RECEIVED != 0;
+    if flags & conn_flags::ESTABLISHED == 0 {
+        return if reset {
+            close_reason::CONNECT_REFUSED
+        } else {
+            close_reason::CONNECT_FAILED
+        };
+    }
+    if reset {
+        return close_reason::RST_RECEIVED;
+    }
+    // An orderly close passes through FIN_WAIT*/CLOSING/LAST_ACK; jumping to
+    // CLOSE straight from a data state means this side sent a reset.
+    if old_state == tcp_state::ESTABLISHED || old_state == tcp_state::CLOSE_WAIT {
+        close_reason::RST_SENT
+    } else {
+        close_reason::FIN
+    }
+}
+
+/// Every RTT sample of a watched socket: report a long-lived connection's
+/// totals once per interval.
+fn on_rtt_sample(ctx: &SockOpsContext) {
+    let interval = report_interval_ns();
+    if interval == 0 {
+        return;
+    }
+    let cookie = cookie_of(ctx);
+    let Some(state) = CONNS.get_ptr_mut(cookie) else {
+        return;
+    };
+    let now = now_ns();
+    // SAFETY: a live map value of this socket.
+    unsafe {
+        if (*state).flags & conn_flags::ESTABLISHED == 0 || now - (*state).last_report_ns < interval
+        {
+            return;
+        }
+        (*state).last_report_ns = now;
+        emit(
+            ctx,
+            cookie,
+            &*state,
+            event_kind::PERIODIC,
+            close_reason::NONE,
+            now,
+        );
+    }
+}
+
+#[inline(always)]
+fn emit(ctx: &SockOpsContext, cookie: u64, state: &ConnState, kind: u8, reason: u8, now: u64) {
+    let Some(mut entry) = EVENTS.reserve::<ConnEvent>(0) else {
+        if let Some(drops) = DROPS.get_ptr_mut(0) {
+            // SAFETY: this CPU's slot; per-CPU maps need no atomics.
+            unsafe { *drops += 1 };
+        }
+        return;
+    };
+    let ops = ctx.ops;
+    // SAFETY: sock_ops field reads; the verifier turns them into reads of the
+    // socket (zero where the socket is not a full one).
+    let event = unsafe {
+        let family = (*ops).family as u16;
+        let (local_addr, remote_addr) = if family == AF_INET {
+            ([(*ops).local_ip4, 0, 0, 0], [(*ops).remote_ip4, 0, 0, 0])
+        } else {
+            ((*ops).local_ip6, (*ops).remote_ip6)
+        };
+        let connect_latency_ns =
+            if state.direction == direction::OUTBOUND && state.established_ns != 0 {
+                state.established_ns - state.start_ns
+            } else {
+                0
+            };
+        ConnEvent {
+            kind,
+            direction: state.direction,
+            close_reason: reason,
+            flags: if state.flags & conn_flags::ROUTED != 0 {
+                event_flags::ROUTED
+            } else {
+                0
+            },
+            family,
+            local_port: (*ops).local_port as u16,
+            remote_port: remote_port((*ops).remote_port),
+            _pad0: 0,
+            srtt_us: (*ops).srtt_us >> 3,
+            local_addr,
+            remote_addr,
+            cookie,
+            ts_ns: now,
+            start_ns: state.start_ns,
+            connect_latency_ns,
+            bytes_sent: (*ops).bytes_acked,
+            bytes_received: (*ops).bytes_received,
+            min_rtt_us: (*ops).rtt_min,
+            total_retrans: (*ops).total_retrans,
+            segs_in: (*ops).segs_in,
+            segs_out: (*ops).segs_out,
+            route: state.route,
+        }
+    };
+    entry.write(event);
+    entry.submit(0);
+}
+
+/// sock_ops keeps the remote port in network order; on little-endian
+/// kernels it sits in the upper 16 bits (the kernel shifts it there).
+#[inline(always)]
+fn remote_port(raw: u32) -> u16 {
+    #[cfg(target_endian = "little")]
+    let port = (raw >> 16) as u16;
+    #[cfg(target_endian = "big")]
+    let port = raw as u16;
+    u16::from_be(port)
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Installs everything kmesh-rs needs to build and test on a Debian 12 machine,
+# idempotently: a second run with everything present takes seconds.
+#
+#   - Debian's rustc-web 1.96 ships its library source, which
+#     `-Z build-std=core` needs for the bpfel-unknown-none target (the rustup
+#     toolchain has no rust-src and rustup's server is not reachable).
+#   - bpf-linker built against LLVM 22, the same LLVM major rustc-web uses,
+#     so it can read the eBPF crates' bitcode.
+#   - bpffs and tracefs mounted (neither is mounted at boot here).
+set -euo pipefail
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+BPF_LINKER_VERSION=0.13.0
+APT_PACKAGES=(rustc-web rust-web-src cargo-web llvm-22-dev libpolly-22-dev
+  zlib1g-dev libzstd-dev iproute2 procps)
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "setup.sh must run as root: it installs Debian packages and mounts bpffs/tracefs." >&2
+  exit 1
+fi
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  log "installing Debian packages: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# rustc-web installs as /usr/bin/rustc-web etc. on some releases and as
+# /usr/bin/rustc on others; find the one that carries library source.
+if [ ! -d /usr/lib/rustlib/src/rust/library/core ] && [ ! -d /usr/lib/rust-web/lib/rustlib/src/rust/library/core ]; then
+  log "warning: rust library source not found where rust-web-src puts it"
+fi
+
+CARGO_BIN="${CARGO_HOME:-$HOME/.cargo}/bin"
+if ! "$CARGO_BIN/bpf-linker" --version 2>/dev/null | grep -q "$BPF_LINKER_VERSION"; then
+  log "building bpf-linker $BPF_LINKER_VERSION against LLVM 22 (about 75 s)"
+  PATH=/usr/lib/llvm-22/bin:$PATH LLVM_SYS_221_PREFIX=/usr/lib/llvm-22 \
+    cargo install --locked bpf-linker --version "$BPF_LINKER_VERSION" \
+    --no-default-features --features llvm-22 >/dev/null
+fi
+
+mountpoint -q /sys/fs/bpf || { log "mounting bpffs at /sys/fs/bpf"; mount -t bpf bpf /sys/fs/bpf; }
+if [ ! -d /sys/kernel/tracing/events ]; then
+  log "mounting tracefs at /sys/kernel/tracing"
+  mount -t tracefs tracefs /sys/kernel/tracing
+fi
+log "ready"
