@@ -1,4 +1,17 @@
 //! kmesh-agent: loads the eBPF data plane, keeps its maps in step with the
 //! mesh config, and turns the probe's records into metrics.
+//!
+//! Data flows one way: config -> model -> maps; ring buffer -> aggregator ->
+//! exporters.
+pub mod addr;
 pub mod config;
+pub mod dataplane;
+pub mod export;
+pub mod http;
+pub mod maps;
+pub mod metrics;
 pub mod model;
+pub mod probe;
+pub mod reload;
+pub mod run;
+pub mod sysfs;

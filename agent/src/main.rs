@@ -1,1 +1,110 @@
-fn main() {}
+use std::{io::Write, net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use kmesh_agent::{config, run};
+use tracing_subscriber::EnvFilter;
+
+/// kmesh-rs node agent: routes service connections in the kernel and
+/// measures every connection it routes.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load the eBPF programs, apply the mesh config and serve metrics until SIGINT/SIGTERM.
+    Run {
+        /// Mesh config file (YAML); reloaded when it changes or on SIGHUP.
+        #[arg(long, env = "KMESH_CONFIG")]
+        config: PathBuf,
+        /// cgroup v2 directory to attach to; default: the cgroup2 mount (every process on the node).
+        #[arg(long, env = "KMESH_CGROUP")]
+        cgroup: Option<PathBuf>,
+        /// bpffs directory for the maps the programs share.
+        #[arg(long, env = "KMESH_BPFFS_DIR", default_value = "/sys/fs/bpf/kmesh-rs")]
+        bpffs_dir: PathBuf,
+        /// Address of the HTTP endpoint (/metrics, /healthz, /readyz, /v1/snapshot).
+        #[arg(long, env = "KMESH_METRICS_ADDR", default_value = "127.0.0.1:9464")]
+        metrics_addr: SocketAddr,
+        /// Ring-buffer size in bytes (a power of two, at least one page).
+        #[arg(long, env = "KMESH_RINGBUF_BYTES", default_value_t = 256 * 1024, value_parser = parse_ringbuf_bytes)]
+        ringbuf_bytes: u32,
+    },
+    /// Validate a mesh config file and print what it defines.
+    Check {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+fn parse_ringbuf_bytes(s: &str) -> Result<u32, String> {
+    let v: u32 = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    if v < 4096 || !v.is_power_of_two() {
+        return Err(format!("{v} is not a power of two of at least 4096"));
+    }
+    Ok(v)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Run {
+            config,
+            cgroup,
+            bpffs_dir,
+            metrics_addr,
+            ringbuf_bytes,
+        } => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("kmesh-control")
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| {
+                rt.block_on(run::run(run::RunOptions {
+                    config,
+                    cgroup,
+                    bpffs_dir,
+                    metrics_addr,
+                    ringbuf_bytes,
+                }))
+            }),
+        Command::Check { config } => check(&config),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(path: &std::path::Path) -> anyhow::Result<()> {
+    let mesh = config::load(path)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}: {} services", path.display(), mesh.services.len())?;
+    for s in mesh.services.values() {
+        writeln!(
+            out,
+            "  {} {} {} ({} backends)",
+            s.name,
+            s.vip,
+            s.policy.as_str(),
+            s.backends.len()
+        )?;
+        for b in &s.backends {
+            writeln!(out, "    {} weight {}", b.addr, b.weight)?;
+        }
+    }
+    Ok(())
+}

@@ -38,7 +38,7 @@ pub mod policy {
 
 /// Key of the services map: the address a client dials.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct ServiceKey {
     pub addr: [u32; 4],
     pub port: u16,
@@ -179,6 +179,10 @@ pub struct ConnState {
     pub start_ns: u64,
     pub established_ns: u64,
     pub last_report_ns: u64,
+    /// The kernel's byte counters at establishment: `bytes_acked` already
+    /// counts the SYN there, which is not payload.
+    pub base_acked: u64,
+    pub base_received: u64,
     pub direction: u8,
     /// `conn_flags` bits.
     pub flags: u8,
@@ -191,6 +195,10 @@ pub mod conn_flags {
     pub const ROUTED: u8 = 1;
     pub const RST_RECEIVED: u8 = 2;
     pub const ESTABLISHED: u8 = 4;
+    /// Our FIN was acknowledged: `bytes_acked` counts it, payload does not.
+    pub const FIN_ACKED: u8 = 8;
+    /// The peer's FIN arrived: `bytes_received` counts it.
+    pub const FIN_RECEIVED: u8 = 16;
 }
 
 /// Runtime switches the agent writes into index 0 of the probe-config array.
@@ -246,7 +254,7 @@ mod tests {
         assert_eq!(size_of::<BackendKey>(), 12);
         assert_eq!(size_of::<BackendValue>(), 24);
         assert_eq!(size_of::<RouteDecision>(), 72);
-        assert_eq!(size_of::<ConnState>(), 32 + 72);
+        assert_eq!(size_of::<ConnState>(), 48 + 72);
         assert_eq!(size_of::<ConnEvent>(), 16 + 32 + 48 + 16 + 72);
     }
 }

@@ -160,9 +160,9 @@ unsafe fn decide(ctx: &SockAddrContext, key: &ServiceKey) -> Option<RouteDecisio
             // SAFETY: the cursor is a u64 inside a live map value; the
             // kernel's atomic add keeps concurrent connect()s from sharing a turn.
             let turn = unsafe {
-                atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*svc).rr_cursor, 1)
+                atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(&raw mut (*svc).rr_cursor, 1)
             };
-            (turn % count as u64) as u32
+            turn.checked_rem(u64::from(count)).unwrap_or(0) as u32
         }
         policy::WEIGHTED if total > 0 => weighted_pick(service_id, generation, count, total)?,
         _ => random_below(count),
@@ -224,8 +224,10 @@ fn weighted_pick(service_id: u32, generation: u32, count: u32, total: u32) -> Op
 
 #[inline(always)]
 fn random_below(n: u32) -> u32 {
+    // checked_rem, not `%`: a panic path would leave a call to the panic
+    // handler as the program's last instruction, which the verifier rejects.
     // SAFETY: a helper without arguments.
-    unsafe { bpf_get_prandom_u32() % n }
+    unsafe { bpf_get_prandom_u32() }.checked_rem(n).unwrap_or(0)
 }
 
 /// `user_port` holds the port in network order in its low 16 bits.

@@ -136,8 +136,10 @@ fn on_established(ctx: &SockOpsContext, dir: u8) {
             }
         }
     };
-    // SAFETY: a live map value of this socket.
+    // SAFETY: a live map value of this socket; ctx field reads.
     unsafe {
+        (*state).base_acked = (*ctx.ops).bytes_acked;
+        (*state).base_received = (*ctx.ops).bytes_received;
         (*state).established_ns = now;
         (*state).last_report_ns = now;
         (*state).last_state = tcp_state::ESTABLISHED as u8;
@@ -160,6 +162,7 @@ fn on_state_change(ctx: &SockOpsContext, old: u32, new: u32) {
     };
     // SAFETY: a live map value of this socket.
     let state_ref = unsafe { &mut *state };
+    state_ref.flags |= fin_flags(state_ref.flags, old, new);
     if new != tcp_state::CLOSE {
         state_ref.last_state = new as u8;
         return;
@@ -168,6 +171,23 @@ fn on_state_change(ctx: &SockOpsContext, old: u32, new: u32) {
     emit(ctx, cookie, state_ref, event_kind::CLOSED, reason, now_ns());
     let _ = CONNS.remove(cookie);
     let _ = SOCK_ROUTES.remove(cookie);
+}
+
+/// Which FINs a state change proves were exchanged. The kernel's byte
+/// counters include them (one sequence number each), payload does not.
+fn fin_flags(flags: u8, old: u32, new: u32) -> u8 {
+    match new {
+        tcp_state::CLOSE_WAIT | tcp_state::CLOSING => conn_flags::FIN_RECEIVED,
+        tcp_state::FIN_WAIT2 => conn_flags::FIN_ACKED,
+        tcp_state::CLOSE if flags & conn_flags::RST_RECEIVED == 0 => match old {
+            // LAST_ACK and CLOSING end when our FIN is acknowledged.
+            tcp_state::LAST_ACK | tcp_state::CLOSING => conn_flags::FIN_ACKED,
+            // FIN_WAIT2 ends (into TIME_WAIT) when the peer's FIN arrives.
+            tcp_state::FIN_WAIT2 => conn_flags::FIN_RECEIVED,
+            _ => 0,
+        },
+        _ => 0,
+    }
 }
 
 /// Why a connection reached CLOSE, from where it came from and what the
@@ -233,52 +253,72 @@ fn emit(ctx: &SockOpsContext, cookie: u64, state: &ConnState, kind: u8, reason: 
         return;
     };
     let ops = ctx.ops;
-    // SAFETY: sock_ops field reads; the verifier turns them into reads of the
-    // socket (zero where the socket is not a full one).
-    let event = unsafe {
+    let ev = entry.as_mut_ptr();
+    // Fields are written straight into the reserved record: a ConnEvent
+    // built on the stack would push the program past the 512-byte stack.
+    // SAFETY: `ev` points at a reserved record of ConnEvent's size; the
+    // sock_ops reads become reads of the socket (zero where it is not a
+    // full one).
+    unsafe {
         let family = (*ops).family as u16;
-        let (local_addr, remote_addr) = if family == AF_INET {
-            ([(*ops).local_ip4, 0, 0, 0], [(*ops).remote_ip4, 0, 0, 0])
+        (*ev).kind = kind;
+        (*ev).direction = state.direction;
+        (*ev).close_reason = reason;
+        (*ev).flags = if state.flags & conn_flags::ROUTED != 0 {
+            event_flags::ROUTED
         } else {
-            ((*ops).local_ip6, (*ops).remote_ip6)
+            0
         };
-        let connect_latency_ns =
+        (*ev).family = family;
+        (*ev).local_port = (*ops).local_port as u16;
+        (*ev).remote_port = remote_port((*ops).remote_port);
+        (*ev)._pad0 = 0;
+        (*ev).srtt_us = (*ops).srtt_us >> 3;
+        if family == AF_INET {
+            (*ev).local_addr = [(*ops).local_ip4, 0, 0, 0];
+            (*ev).remote_addr = [(*ops).remote_ip4, 0, 0, 0];
+        } else {
+            (*ev).local_addr = read_ip6(&raw const (*ops).local_ip6);
+            (*ev).remote_addr = read_ip6(&raw const (*ops).remote_ip6);
+        }
+        (*ev).cookie = cookie;
+        (*ev).ts_ns = now;
+        (*ev).start_ns = state.start_ns;
+        (*ev).connect_latency_ns =
             if state.direction == direction::OUTBOUND && state.established_ns != 0 {
                 state.established_ns - state.start_ns
             } else {
                 0
             };
-        ConnEvent {
-            kind,
-            direction: state.direction,
-            close_reason: reason,
-            flags: if state.flags & conn_flags::ROUTED != 0 {
-                event_flags::ROUTED
-            } else {
-                0
-            },
-            family,
-            local_port: (*ops).local_port as u16,
-            remote_port: remote_port((*ops).remote_port),
-            _pad0: 0,
-            srtt_us: (*ops).srtt_us >> 3,
-            local_addr,
-            remote_addr,
-            cookie,
-            ts_ns: now,
-            start_ns: state.start_ns,
-            connect_latency_ns,
-            bytes_sent: (*ops).bytes_acked,
-            bytes_received: (*ops).bytes_received,
-            min_rtt_us: (*ops).rtt_min,
-            total_retrans: (*ops).total_retrans,
-            segs_in: (*ops).segs_in,
-            segs_out: (*ops).segs_out,
-            route: state.route,
-        }
-    };
-    entry.write(event);
+        let fin_acked = u64::from(state.flags & conn_flags::FIN_ACKED != 0);
+        let fin_received = u64::from(state.flags & conn_flags::FIN_RECEIVED != 0);
+        (*ev).bytes_sent = (*ops)
+            .bytes_acked
+            .saturating_sub(state.base_acked + fin_acked);
+        (*ev).bytes_received = (*ops)
+            .bytes_received
+            .saturating_sub(state.base_received + fin_received);
+        (*ev).min_rtt_us = (*ops).rtt_min;
+        (*ev).total_retrans = (*ops).total_retrans;
+        (*ev).segs_in = (*ops).segs_in;
+        (*ev).segs_out = (*ops).segs_out;
+        core::ptr::copy_nonoverlapping(&raw const state.route, &raw mut (*ev).route, 1);
+    }
     entry.submit(0);
+}
+
+/// The verifier rejects context reads through a pointer it has seen
+/// modified; volatile word reads keep each access a fixed offset from ctx.
+#[inline(always)]
+unsafe fn read_ip6(p: *const [u32; 4]) -> [u32; 4] {
+    unsafe {
+        [
+            core::ptr::read_volatile(&raw const (*p)[0]),
+            core::ptr::read_volatile(&raw const (*p)[1]),
+            core::ptr::read_volatile(&raw const (*p)[2]),
+            core::ptr::read_volatile(&raw const (*p)[3]),
+        ]
+    }
 }
 
 /// sock_ops keeps the remote port in network order; on little-endian

@@ -1,0 +1,304 @@
+//! Loads the two eBPF objects, shares their maps through bpffs pins, attaches
+//! them to a cgroup, and takes it all down again.
+use std::{
+    fs::File,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf, EbpfLoader, include_bytes_aligned,
+    maps::{Map, MapInfo},
+    programs::{CgroupAttachMode, CgroupSockAddr, SockOps, TracePoint},
+};
+use kmesh_common::{BackendKey, BackendValue, RouteDecision, ServiceKey, ServiceValue, map_names};
+use tracing::{info, warn};
+
+use crate::sysfs;
+
+static ORCHESTRATION_OBJ: &[u8] =
+    include_bytes_aligned!(concat!(env!("OUT_DIR"), "/orchestration"));
+static PROBE_OBJ: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/probe"));
+
+const SOCK_ADDR_PROGRAMS: [&str; 4] = [
+    "route_connect4",
+    "route_connect6",
+    "vip_getpeername4",
+    "vip_getpeername6",
+];
+
+/// Programs attach through bpf_link (kernel >= 5.7), which always lets them
+/// run beside other programs on the cgroup; the kernel rejects any explicit
+/// attach flag on a link, so the mode must be the flag-less one.
+const LINK_MODE: CgroupAttachMode = CgroupAttachMode::Single;
+
+const SOCKOPS_PROGRAM: &str = "observe_sockops";
+const RESET_PROGRAM: &str = "observe_receive_reset";
+
+/// The maps pinned under the bpffs directory, with the key and value sizes
+/// this build expects of them.
+const PINNED_MAPS: [(&str, usize, usize); 3] = [
+    (
+        map_names::SERVICES,
+        size_of::<ServiceKey>(),
+        size_of::<ServiceValue>(),
+    ),
+    (
+        map_names::BACKENDS,
+        size_of::<BackendKey>(),
+        size_of::<BackendValue>(),
+    ),
+    (
+        map_names::SOCK_ROUTES,
+        size_of::<u64>(),
+        size_of::<RouteDecision>(),
+    ),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataPlaneError {
+    #[error("cgroup {path}: {reason}")]
+    Cgroup { path: PathBuf, reason: String },
+    #[error("bpffs directory {path}: {reason}")]
+    Bpffs { path: PathBuf, reason: String },
+    #[error(
+        "pinned map {path} was left by an incompatible build (key/value size {found:?}, this agent needs {expected:?}); \
+         stop the agent that owns it, or remove the pin (rm {path}) to start afresh"
+    )]
+    IncompatiblePin {
+        path: PathBuf,
+        found: (u32, u32),
+        expected: (u32, u32),
+    },
+    #[error("loading the {object} eBPF object: {source}")]
+    Load {
+        object: &'static str,
+        source: aya::EbpfError,
+    },
+    #[error("{action} program {program}: {source}")]
+    Program {
+        action: &'static str,
+        program: &'static str,
+        source: aya::programs::ProgramError,
+    },
+    #[error(
+        "the {object} eBPF object has no map {name}; the agent and its embedded programs disagree"
+    )]
+    MissingMap {
+        object: &'static str,
+        name: &'static str,
+    },
+    #[error("{0}")]
+    Sys(#[from] sysfs::SysError),
+}
+
+pub struct DataPlaneOptions {
+    pub cgroup: PathBuf,
+    pub bpffs_dir: PathBuf,
+    /// Ring buffer size in bytes: a power of two, a multiple of the page size.
+    pub ringbuf_bytes: u32,
+}
+
+/// The loaded, attached programs. Dropping it detaches them; [`Self::remove_pins`]
+/// removes the shared maps too.
+pub struct DataPlane {
+    orchestration: Ebpf,
+    probe: Ebpf,
+    cgroup: File,
+    cgroup_path: PathBuf,
+    pin_dir: PathBuf,
+}
+
+impl DataPlane {
+    /// Loads and verifies both objects; nothing is attached yet, so the
+    /// maps can be filled before the first connection is routed.
+    pub fn load(opts: &DataPlaneOptions) -> Result<Self, DataPlaneError> {
+        sysfs::raise_memlock_limit();
+        let cgroup = open_cgroup(&opts.cgroup)?;
+        prepare_pin_dir(&opts.bpffs_dir)?;
+        check_existing_pins(&opts.bpffs_dir)?;
+        sysfs::ensure_tracefs()?;
+        let had_pins = PINNED_MAPS
+            .iter()
+            .any(|(name, _, _)| opts.bpffs_dir.join(name).exists());
+        let loaded = Self::load_objects(opts, cgroup);
+        if loaded.is_err() && !had_pins {
+            // Loading pins the shared maps before the verifier runs; a
+            // failed start must not leave them behind.
+            remove_pins(&opts.bpffs_dir);
+        }
+        loaded
+    }
+
+    fn load_objects(opts: &DataPlaneOptions, cgroup: File) -> Result<Self, DataPlaneError> {
+        let mut orchestration = EbpfLoader::new()
+            .default_map_pin_directory(&opts.bpffs_dir)
+            .load(ORCHESTRATION_OBJ)
+            .map_err(|source| DataPlaneError::Load {
+                object: "orchestration",
+                source,
+            })?;
+        let mut probe = EbpfLoader::new()
+            .default_map_pin_directory(&opts.bpffs_dir)
+            .map_max_entries(map_names::EVENTS, opts.ringbuf_bytes)
+            .load(PROBE_OBJ)
+            .map_err(|source| DataPlaneError::Load {
+                object: "probe",
+                source,
+            })?;
+        for name in SOCK_ADDR_PROGRAMS {
+            let program: &mut CgroupSockAddr = program_mut(&mut orchestration, name)?;
+            program.load().map_err(prog_err("loading", name))?;
+        }
+        let sockops: &mut SockOps = program_mut(&mut probe, SOCKOPS_PROGRAM)?;
+        sockops
+            .load()
+            .map_err(prog_err("loading", SOCKOPS_PROGRAM))?;
+        let reset: &mut TracePoint = program_mut(&mut probe, RESET_PROGRAM)?;
+        reset.load().map_err(prog_err("loading", RESET_PROGRAM))?;
+        Ok(Self {
+            orchestration,
+            probe,
+            cgroup,
+            cgroup_path: opts.cgroup.clone(),
+            pin_dir: opts.bpffs_dir.clone(),
+        })
+    }
+
+    /// Attaches routing and the probe to the cgroup: from here on, every
+    /// connect() in it is routed and every TCP connection observed.
+    pub fn attach(&mut self) -> Result<(), DataPlaneError> {
+        for name in SOCK_ADDR_PROGRAMS {
+            let program: &mut CgroupSockAddr = program_mut(&mut self.orchestration, name)?;
+            program
+                .attach(&self.cgroup, LINK_MODE)
+                .map_err(prog_err("attaching", name))?;
+        }
+        let sockops: &mut SockOps = program_mut(&mut self.probe, SOCKOPS_PROGRAM)?;
+        sockops
+            .attach(&self.cgroup, LINK_MODE)
+            .map_err(prog_err("attaching", SOCKOPS_PROGRAM))?;
+        let reset: &mut TracePoint = program_mut(&mut self.probe, RESET_PROGRAM)?;
+        reset
+            .attach("tcp", "tcp_receive_reset")
+            .map_err(prog_err("attaching", RESET_PROGRAM))?;
+        info!(cgroup = %self.cgroup_path.display(), bpffs = %self.pin_dir.display(), "eBPF programs attached");
+        Ok(())
+    }
+
+    pub fn take_orchestration_map(&mut self, name: &'static str) -> Result<Map, DataPlaneError> {
+        self.orchestration
+            .take_map(name)
+            .ok_or(DataPlaneError::MissingMap {
+                object: "orchestration",
+                name,
+            })
+    }
+
+    pub fn take_probe_map(&mut self, name: &'static str) -> Result<Map, DataPlaneError> {
+        self.probe.take_map(name).ok_or(DataPlaneError::MissingMap {
+            object: "probe",
+            name,
+        })
+    }
+
+    /// Detaches every program and removes the pinned maps and their
+    /// directory, leaving nothing behind in the kernel.
+    pub fn shut_down(self) {
+        let pin_dir = self.pin_dir.clone();
+        drop(self);
+        remove_pins(&pin_dir);
+        info!(bpffs = %pin_dir.display(), "eBPF programs detached and pinned maps removed");
+    }
+}
+
+fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, DataPlaneError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let program = ebpf
+        .program_mut(name)
+        .ok_or_else(|| DataPlaneError::Program {
+            action: "finding",
+            program: name,
+            source: aya::programs::ProgramError::UnexpectedProgramType,
+        })?;
+    program.try_into().map_err(prog_err("typing", name))
+}
+
+fn prog_err(
+    action: &'static str,
+    program: &'static str,
+) -> impl FnOnce(aya::programs::ProgramError) -> DataPlaneError {
+    move |source| DataPlaneError::Program {
+        action,
+        program,
+        source,
+    }
+}
+
+fn open_cgroup(path: &Path) -> Result<File, DataPlaneError> {
+    let err = |reason: String| DataPlaneError::Cgroup {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if !sysfs::is_cgroup2(path) {
+        return Err(err(
+            "not a cgroup v2 directory; pass --cgroup with a path under the cgroup2 mount".into(),
+        ));
+    }
+    File::open(path).map_err(|e| err(format!("cannot open: {e}")))
+}
+
+fn prepare_pin_dir(dir: &Path) -> Result<(), DataPlaneError> {
+    let parent = dir.parent().unwrap_or(Path::new("/"));
+    sysfs::ensure_bpffs(parent)?;
+    std::fs::create_dir_all(dir).map_err(|e| DataPlaneError::Bpffs {
+        path: dir.to_path_buf(),
+        reason: format!("cannot create: {e}"),
+    })
+}
+
+fn check_existing_pins(dir: &Path) -> Result<(), DataPlaneError> {
+    for (name, key, value) in PINNED_MAPS {
+        let path = dir.join(name);
+        if !path.exists() {
+            continue;
+        }
+        let expected = (key as u32, value as u32);
+        match MapInfo::from_pin(&path) {
+            Ok(found) if (found.key_size(), found.value_size()) == expected => {
+                info!(map = %path.display(), "reusing pinned map");
+            }
+            Ok(found) => {
+                return Err(DataPlaneError::IncompatiblePin {
+                    path,
+                    found: (found.key_size(), found.value_size()),
+                    expected,
+                });
+            }
+            Err(e) => {
+                return Err(DataPlaneError::Bpffs {
+                    path,
+                    reason: format!("cannot open pinned map: {e}"),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn remove_pins(dir: &Path) {
+    for (name, _, _) in PINNED_MAPS {
+        let path = dir.join(name);
+        if let Err(e) = std::fs::remove_file(&path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            warn!(map = %path.display(), error = %e, "could not remove pinned map");
+        }
+    }
+    if let Err(e) = std::fs::remove_dir(dir)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        warn!(dir = %dir.display(), error = %e, "could not remove the bpffs directory (not empty?)");
+    }
+}

@@ -1,0 +1,2 @@
+//! Exporters: each reads the aggregator and nothing else.
+pub mod prometheus;

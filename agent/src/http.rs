@@ -1,0 +1,95 @@
+//! The agent's HTTP endpoint: Prometheus `/metrics`, `/healthz`, `/readyz`
+//! and a JSON snapshot at `/v1/snapshot`. Bind it to loopback unless a
+//! scraper elsewhere needs it.
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use axum::{
+    Json, Router,
+    extract::State,
+    http::{StatusCode, header},
+    response::IntoResponse,
+    routing::get,
+};
+use prometheus_client::registry::Registry;
+use tokio::{net::TcpListener, sync::watch};
+
+use crate::metrics::{Aggregator, snapshot::Snapshot};
+
+#[derive(Clone)]
+struct AppState {
+    registry: Arc<Registry>,
+    aggregator: Arc<Mutex<Aggregator>>,
+    ready: Arc<AtomicBool>,
+}
+
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        anyhow::anyhow!("cannot listen on {addr} for /metrics: {e}; pick another --metrics-addr")
+    })
+}
+
+pub async fn serve(
+    listener: TcpListener,
+    registry: Registry,
+    aggregator: Arc<Mutex<Aggregator>>,
+    ready: Arc<AtomicBool>,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let state = AppState {
+        registry: Arc::new(registry),
+        aggregator,
+        ready,
+    };
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/v1/snapshot", get(snapshot))
+        .with_state(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, &state.registry) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        ),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("encoding metrics failed: {e}\n"),
+        ),
+    }
+}
+
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    if state.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: programs not attached or config not applied\n",
+        )
+    }
+}
+
+async fn snapshot(State(state): State<AppState>) -> Json<Snapshot> {
+    let agg = state.aggregator.lock().unwrap_or_else(|p| p.into_inner());
+    Json(agg.snapshot())
+}

@@ -1,0 +1,301 @@
+//! The map writer: makes the kernel's services and backends maps equal to a
+//! [`Mesh`], touching only what changed.
+//!
+//! A changed service gets its backends written under a new generation first;
+//! only then is the service entry pointed at that generation, and the old
+//! generation deleted. A connect() racing the update sees the old backend
+//! set or the new one, never a mix.
+use std::collections::{BTreeMap, HashMap};
+
+use aya::maps::{HashMap as BpfHashMap, Map, MapData, MapError};
+use kmesh_common::{BackendKey, BackendValue, ServiceKey, ServiceValue, policy};
+use tracing::{debug, info};
+
+use crate::{
+    addr::ip_to_words,
+    model::{Mesh, Policy, Service},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MapWriteError {
+    #[error(
+        "{op} in map {map} for service {service}: {source}; if the map is full, raise its size or remove services"
+    )]
+    Write {
+        op: &'static str,
+        map: &'static str,
+        service: String,
+        source: MapError,
+    },
+    #[error("opening map {map}: {source}")]
+    Open { map: &'static str, source: MapError },
+}
+
+/// What one apply changed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ApplyReport {
+    pub added: usize,
+    pub updated: usize,
+    pub removed: usize,
+    pub unchanged: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Installed {
+    service_id: u32,
+    generation: u32,
+    policy: u32,
+    backends: Vec<BackendValue>,
+}
+
+pub struct MapWriter {
+    services: BpfHashMap<MapData, ServiceKey, ServiceValue>,
+    backends: BpfHashMap<MapData, BackendKey, BackendValue>,
+    installed: BTreeMap<ServiceKey, Installed>,
+    next_id: u32,
+}
+
+pub fn service_key(service: &Service) -> ServiceKey {
+    let (addr, family) = ip_to_words(service.vip.ip());
+    ServiceKey {
+        addr,
+        port: service.vip.port(),
+        family,
+    }
+}
+
+fn policy_code(p: Policy) -> u32 {
+    match p {
+        Policy::Random => policy::RANDOM,
+        Policy::RoundRobin => policy::ROUND_ROBIN,
+        Policy::Weighted => policy::WEIGHTED,
+    }
+}
+
+fn backend_values(service: &Service) -> Vec<BackendValue> {
+    let mut cumulative = 0u32;
+    service
+        .routable_backends()
+        .into_iter()
+        .map(|b| {
+            let (addr, family) = ip_to_words(b.addr.ip());
+            // Only weighted picks read the cumulative weight; the others
+            // count every routable backend once.
+            cumulative += if service.policy == Policy::Weighted {
+                b.weight
+            } else {
+                1
+            };
+            BackendValue {
+                addr,
+                port: b.addr.port(),
+                family,
+                cumulative_weight: cumulative,
+            }
+        })
+        .collect()
+}
+
+impl MapWriter {
+    /// Takes over the maps, adopting whatever an earlier agent left in them
+    /// so that routing carries on until the first apply replaces it.
+    pub fn new(services: Map, backends: Map) -> Result<Self, MapWriteError> {
+        let services = BpfHashMap::try_from(services).map_err(|source| MapWriteError::Open {
+            map: "services",
+            source,
+        })?;
+        let backends = BpfHashMap::try_from(backends).map_err(|source| MapWriteError::Open {
+            map: "backends",
+            source,
+        })?;
+        let mut writer = Self {
+            services,
+            backends,
+            installed: BTreeMap::new(),
+            next_id: 1,
+        };
+        writer.adopt_existing();
+        Ok(writer)
+    }
+
+    fn adopt_existing(&mut self) {
+        let entries: Vec<(ServiceKey, ServiceValue)> =
+            self.services.iter().filter_map(Result::ok).collect();
+        for (key, value) in entries {
+            let backends = (0..value.backend_count)
+                .filter_map(|index| {
+                    self.backends
+                        .get(
+                            &BackendKey {
+                                service_id: value.service_id,
+                                generation: value.generation,
+                                index,
+                            },
+                            0,
+                        )
+                        .ok()
+                })
+                .collect();
+            self.next_id = self.next_id.max(value.service_id + 1);
+            self.installed.insert(
+                key,
+                Installed {
+                    service_id: value.service_id,
+                    generation: value.generation,
+                    policy: value.policy,
+                    backends,
+                },
+            );
+        }
+        if !self.installed.is_empty() {
+            info!(
+                services = self.installed.len(),
+                "adopted services from pinned maps"
+            );
+        }
+    }
+
+    /// The service id the kernel reports for each service address.
+    pub fn service_ids(&self) -> impl Iterator<Item = (&ServiceKey, u32)> {
+        self.installed.iter().map(|(k, v)| (k, v.service_id))
+    }
+
+    pub fn apply(&mut self, mesh: &Mesh) -> Result<ApplyReport, MapWriteError> {
+        let mut report = ApplyReport::default();
+        let mut wanted = BTreeMap::new();
+        for service in mesh.services.values() {
+            wanted.insert(service_key(service), service);
+        }
+        for (key, service) in &wanted {
+            let backends = backend_values(service);
+            let policy = policy_code(service.policy);
+            match self.installed.get(key) {
+                Some(cur) if cur.policy == policy && cur.backends == backends => {
+                    report.unchanged += 1;
+                }
+                Some(cur) => {
+                    let (id, generation) = (cur.service_id, cur.generation.wrapping_add(1));
+                    self.install(key, service, id, generation, policy, backends)?;
+                    report.updated += 1;
+                }
+                None => {
+                    let id = self.next_id;
+                    self.next_id += 1;
+                    self.install(key, service, id, 1, policy, backends)?;
+                    report.added += 1;
+                }
+            }
+        }
+        let gone: Vec<ServiceKey> = self
+            .installed
+            .keys()
+            .filter(|k| !wanted.contains_key(k))
+            .copied()
+            .collect();
+        for key in gone {
+            self.uninstall(&key)?;
+            report.removed += 1;
+        }
+        self.sweep_orphan_backends();
+        Ok(report)
+    }
+
+    fn install(
+        &mut self,
+        key: &ServiceKey,
+        service: &Service,
+        service_id: u32,
+        generation: u32,
+        policy: u32,
+        backends: Vec<BackendValue>,
+    ) -> Result<(), MapWriteError> {
+        let write_err = |op, map, source| MapWriteError::Write {
+            op,
+            map,
+            service: format!("{} ({})", service.name, service.vip),
+            source,
+        };
+        for (index, value) in backends.iter().enumerate() {
+            let bkey = BackendKey {
+                service_id,
+                generation,
+                index: index as u32,
+            };
+            self.backends
+                .insert(bkey, value, 0)
+                .map_err(|e| write_err("inserting a backend", "backends", e))?;
+        }
+        let value = ServiceValue {
+            service_id,
+            generation,
+            backend_count: backends.len() as u32,
+            total_weight: backends.last().map_or(0, |b| b.cumulative_weight),
+            policy,
+            _pad0: 0,
+            rr_cursor: 0,
+        };
+        self.services
+            .insert(key, value, 0)
+            .map_err(|e| write_err("inserting the service", "services", e))?;
+        let previous = self.installed.insert(
+            *key,
+            Installed {
+                service_id,
+                generation,
+                policy,
+                backends,
+            },
+        );
+        if let Some(prev) = previous {
+            self.remove_backends(prev.service_id, prev.generation, prev.backends.len());
+        }
+        debug!(service = %service.name, vip = %service.vip, generation, "service written");
+        Ok(())
+    }
+
+    fn uninstall(&mut self, key: &ServiceKey) -> Result<(), MapWriteError> {
+        if let Err(source) = self.services.remove(key)
+            && !matches!(&source, MapError::KeyNotFound)
+        {
+            return Err(MapWriteError::Write {
+                op: "removing the service",
+                map: "services",
+                service: format!("{key:?}"),
+                source,
+            });
+        }
+        if let Some(prev) = self.installed.remove(key) {
+            self.remove_backends(prev.service_id, prev.generation, prev.backends.len());
+        }
+        Ok(())
+    }
+
+    fn remove_backends(&mut self, service_id: u32, generation: u32, count: usize) {
+        for index in 0..count as u32 {
+            let _ = self.backends.remove(&BackendKey {
+                service_id,
+                generation,
+                index,
+            });
+        }
+    }
+
+    /// Deletes backend entries no installed service points at: leftovers of
+    /// an agent that stopped between writing and cleaning up.
+    fn sweep_orphan_backends(&mut self) {
+        let live: HashMap<u32, u32> = self
+            .installed
+            .values()
+            .map(|i| (i.service_id, i.generation))
+            .collect();
+        let orphans: Vec<BackendKey> = self
+            .backends
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| live.get(&k.service_id) != Some(&k.generation))
+            .collect();
+        for key in orphans {
+            let _ = self.backends.remove(&key);
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! Turns a probe record into its bounded label set. Labels come only from the
+//! mesh model (service names, backend addresses the config lists), never
+//! from raw client ports, so the number of series stays bounded.
+use std::{collections::HashMap, fmt, net::SocketAddr, sync::Arc};
+
+use kmesh_common::{ConnEvent, ServiceKey, direction, event_flags};
+use serde::{Deserialize, Serialize};
+
+use crate::{addr::socket_addr, maps::service_key, model::Mesh};
+
+/// What a series is about when it is not a configured service or backend.
+pub const UNKNOWN: &str = "unknown";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Outbound,
+    Inbound,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Outbound => "outbound",
+            Direction::Inbound => "inbound",
+        }
+    }
+}
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SeriesKey {
+    pub service: Arc<str>,
+    pub backend: Arc<str>,
+    pub direction: Direction,
+}
+
+#[derive(Default)]
+pub struct LabelTable {
+    /// Kept for ids of removed services too: records still in flight name them.
+    service_names: HashMap<u32, Arc<str>>,
+    backends: HashMap<SocketAddr, (Arc<str>, Arc<str>)>,
+    unknown: Option<Arc<str>>,
+}
+
+impl LabelTable {
+    /// Rebuilds the table from the model and the ids the map writer gave.
+    pub fn update<'a>(&mut self, mesh: &Mesh, ids: impl Iterator<Item = (&'a ServiceKey, u32)>) {
+        let names: HashMap<ServiceKey, Arc<str>> = mesh
+            .services
+            .values()
+            .map(|s| (service_key(s), Arc::from(s.name.as_str())))
+            .collect();
+        for (key, id) in ids {
+            if let Some(name) = names.get(key) {
+                self.service_names.insert(id, name.clone());
+            }
+        }
+        self.backends.clear();
+        for service in mesh.services.values() {
+            let name: Arc<str> = Arc::from(service.name.as_str());
+            for b in &service.backends {
+                self.backends
+                    .insert(b.addr, (name.clone(), Arc::from(b.addr.to_string())));
+            }
+        }
+    }
+
+    fn unknown(&mut self) -> Arc<str> {
+        self.unknown
+            .get_or_insert_with(|| Arc::from(UNKNOWN))
+            .clone()
+    }
+
+    pub fn resolve(&mut self, ev: &ConnEvent) -> SeriesKey {
+        let dir = if ev.direction == direction::INBOUND {
+            Direction::Inbound
+        } else {
+            Direction::Outbound
+        };
+        let (service, backend) =
+            if dir == Direction::Outbound && ev.flags & event_flags::ROUTED != 0 {
+                let r = &ev.route;
+                let backend_addr = socket_addr(r.backend_addr, r.family, r.backend_port);
+                let service = match self.service_names.get(&r.service_id) {
+                    Some(name) => name.clone(),
+                    None => self.unknown(),
+                };
+                let backend = match self.backends.get(&backend_addr) {
+                    Some((_, label)) => label.clone(),
+                    // The backend left the config while this connection lived.
+                    None => Arc::from(backend_addr.to_string()),
+                };
+                (service, backend)
+            } else {
+                // Unrouted: a client dialling a backend directly, or a backend
+                // accepting. Name it only if the address is a configured backend.
+                let peer = if dir == Direction::Inbound {
+                    socket_addr(ev.local_addr, ev.family, ev.local_port)
+                } else {
+                    socket_addr(ev.remote_addr, ev.family, ev.remote_port)
+                };
+                match self.backends.get(&peer) {
+                    Some((s, b)) => (s.clone(), b.clone()),
+                    None => (self.unknown(), self.unknown()),
+                }
+            };
+        SeriesKey {
+            service,
+            backend,
+            direction: dir,
+        }
+    }
+}

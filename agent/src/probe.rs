@@ -1,0 +1,109 @@
+//! Reads the probe's ring buffer into the aggregator, on a thread of its own
+//! so that a slow control plane or scrape never delays it.
+use std::{
+    sync::{Arc, Mutex},
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use aya::maps::{Map, MapData, PerCpuArray, RingBuf};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    sync::watch,
+};
+use tracing::{error, warn};
+
+use crate::metrics::Aggregator;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeReaderError {
+    #[error("probe map {map}: {source}")]
+    Map {
+        map: &'static str,
+        source: aya::maps::MapError,
+    },
+    #[error("watching the ring buffer: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// How often the per-CPU drop counter is summed into the aggregator.
+const DROPS_POLL: Duration = Duration::from_secs(1);
+
+/// Starts the reader; it drains what is left and returns when `stop` turns true.
+pub fn spawn(
+    events: Map,
+    drops: Map,
+    aggregator: Arc<Mutex<Aggregator>>,
+    stop: watch::Receiver<bool>,
+) -> Result<JoinHandle<()>, ProbeReaderError> {
+    let ring = RingBuf::try_from(events).map_err(|source| ProbeReaderError::Map {
+        map: "events",
+        source,
+    })?;
+    let drops: PerCpuArray<MapData, u64> =
+        PerCpuArray::try_from(drops).map_err(|source| ProbeReaderError::Map {
+            map: "drops",
+            source,
+        })?;
+    let handle = std::thread::Builder::new()
+        .name("probe-reader".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a current-thread runtime");
+            if let Err(e) = runtime.block_on(read_loop(ring, drops, aggregator, stop)) {
+                error!(error = %e, "probe reader stopped; no more connection records will be counted");
+            }
+        })?;
+    Ok(handle)
+}
+
+async fn read_loop(
+    ring: RingBuf<MapData>,
+    drops: PerCpuArray<MapData, u64>,
+    aggregator: Arc<Mutex<Aggregator>>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), ProbeReaderError> {
+    // SAFETY: the ring buffer owns its map fd, which stays open and the same
+    // for as long as the AsyncFd owns the ring buffer.
+    let mut fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)?;
+    let mut tick = tokio::time::interval(DROPS_POLL);
+    loop {
+        tokio::select! {
+            guard = fd.readable_mut() => {
+                let mut guard = guard?;
+                drain(guard.get_inner_mut(), &aggregator);
+                guard.clear_ready();
+            }
+            _ = tick.tick() => publish_drops(&drops, &aggregator),
+            _ = stop.changed() => {
+                drain(fd.get_mut(), &aggregator);
+                publish_drops(&drops, &aggregator);
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn drain(ring: &mut RingBuf<MapData>, aggregator: &Mutex<Aggregator>) {
+    let mut agg = aggregator.lock().unwrap_or_else(|p| p.into_inner());
+    while let Some(item) = ring.next() {
+        agg.record_bytes(&item);
+    }
+}
+
+fn publish_drops(drops: &PerCpuArray<MapData, u64>, aggregator: &Mutex<Aggregator>) {
+    match drops.get(&0, 0) {
+        Ok(per_cpu) => {
+            let total: u64 = per_cpu.iter().sum();
+            aggregator
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .agent
+                .ringbuf_drops = total;
+        }
+        Err(e) => warn!(error = %e, "cannot read the ring-buffer drop counter"),
+    }
+}

@@ -1,0 +1,49 @@
+//! Watches the mesh file and says when it may have changed. Editors and
+//! ConfigMap updates replace the file rather than write it in place, so the
+//! directory is watched and events are filtered by file name.
+use std::path::{Path, PathBuf};
+
+use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot watch {path} for changes: {source}")]
+pub struct WatchError {
+    path: PathBuf,
+    source: notify::Error,
+}
+
+/// Sends `()` on `changed` whenever the file at `path` may have changed. The
+/// watcher stops when the returned value is dropped.
+pub fn watch(path: &Path, changed: mpsc::Sender<()>) -> Result<RecommendedWatcher, WatchError> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path.file_name().map(|n| n.to_os_string());
+    let err = |source| WatchError {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let Ok(event) = event else { return };
+        if event.kind.is_access() {
+            return;
+        }
+        // Kubernetes swaps a ConfigMap's `..data` symlink, so any change in
+        // the directory may be a change of the file.
+        let ours = event.paths.iter().any(|p| {
+            p.file_name().map(|n| n.to_os_string()) == name
+                || p.file_name().is_some_and(|n| n == "..data")
+        });
+        if ours {
+            // A full channel already holds a pending reload.
+            let _ = changed.try_send(());
+        }
+    })
+    .map_err(err)?;
+    watcher
+        .watch(&dir, RecursiveMode::NonRecursive)
+        .map_err(err)?;
+    Ok(watcher)
+}

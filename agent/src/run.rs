@@ -1,0 +1,195 @@
+//! `kmesh-agent run`: wires config, data plane, probe reader, aggregator and
+//! the HTTP endpoint together, and takes them down in order.
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use anyhow::Context;
+use aya::maps::{Array, MapData};
+use kmesh_common::{ProbeConfig, map_names};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::{mpsc, watch},
+};
+use tracing::{error, info, warn};
+
+use crate::{
+    config,
+    dataplane::{DataPlane, DataPlaneOptions},
+    export, http,
+    maps::MapWriter,
+    metrics::Aggregator,
+    model::Mesh,
+    probe, reload, sysfs,
+};
+
+pub struct RunOptions {
+    pub config: PathBuf,
+    pub cgroup: Option<PathBuf>,
+    pub bpffs_dir: PathBuf,
+    pub metrics_addr: SocketAddr,
+    pub ringbuf_bytes: u32,
+}
+
+/// Bursts of file events (write, rename, chmod) settle before a reload.
+const RELOAD_SETTLE: Duration = Duration::from_millis(150);
+
+pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
+    let mesh =
+        config::load(&opts.config).context("the agent needs a valid mesh config to start")?;
+    let cgroup = match &opts.cgroup {
+        Some(p) => p.clone(),
+        None => sysfs::detect_cgroup2_mount()?,
+    };
+    let listener = http::bind(opts.metrics_addr).await?;
+    let mut dataplane = DataPlane::load(&DataPlaneOptions {
+        cgroup,
+        bpffs_dir: opts.bpffs_dir.clone(),
+        ringbuf_bytes: opts.ringbuf_bytes,
+    })?;
+    let result = serve(&opts, mesh, &mut dataplane, listener).await;
+    dataplane.shut_down();
+    result
+}
+
+/// Everything between loading and unloading the programs; any error here
+/// still lets [`run`] detach them and remove the pins.
+async fn serve(
+    opts: &RunOptions,
+    mesh: Mesh,
+    dataplane: &mut DataPlane,
+    listener: tokio::net::TcpListener,
+) -> anyhow::Result<()> {
+    let mut control = Control {
+        writer: MapWriter::new(
+            dataplane.take_orchestration_map(map_names::SERVICES)?,
+            dataplane.take_orchestration_map(map_names::BACKENDS)?,
+        )?,
+        probe_config: Array::try_from(dataplane.take_probe_map(map_names::PROBE_CONFIG)?)
+            .context("opening the probe config map")?,
+        aggregator: Arc::new(Mutex::new(Aggregator::new())),
+        path: opts.config.clone(),
+    };
+    control.apply(&mesh)?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let reader = probe::spawn(
+        dataplane.take_probe_map(map_names::EVENTS)?,
+        dataplane.take_probe_map(map_names::DROPS)?,
+        control.aggregator.clone(),
+        stop_rx.clone(),
+    )?;
+    let ready = Arc::new(AtomicBool::new(false));
+    let server = tokio::spawn(http::serve(
+        listener,
+        export::prometheus::registry(control.aggregator.clone()),
+        control.aggregator.clone(),
+        ready.clone(),
+        stop_rx,
+    ));
+
+    let attached = dataplane.attach();
+    let outcome = match attached {
+        Ok(()) => {
+            ready.store(true, Ordering::Release);
+            info!(metrics = %opts.metrics_addr, config = %opts.config.display(), "kmesh-agent ready");
+            control.until_signalled().await
+        }
+        Err(e) => Err(e.into()),
+    };
+
+    ready.store(false, Ordering::Release);
+    let _ = stop_tx.send(true);
+    match server.await {
+        Ok(Err(e)) => warn!(error = %e, "metrics server ended with an error"),
+        Err(e) => warn!(error = %e, "metrics server task failed"),
+        Ok(Ok(())) => {}
+    }
+    if reader.join().is_err() {
+        warn!("probe reader thread panicked");
+    }
+    outcome
+}
+
+struct Control {
+    writer: MapWriter,
+    probe_config: Array<MapData, ProbeConfig>,
+    aggregator: Arc<Mutex<Aggregator>>,
+    path: PathBuf,
+}
+
+impl Control {
+    fn apply(&mut self, mesh: &Mesh) -> anyhow::Result<()> {
+        let report = self.writer.apply(mesh)?;
+        let interval = mesh
+            .probe
+            .report_interval
+            .as_nanos()
+            .min(u128::from(u64::MAX)) as u64;
+        self.probe_config
+            .set(
+                0,
+                ProbeConfig {
+                    report_interval_ns: interval,
+                },
+                0,
+            )
+            .context("writing the probe config map")?;
+        self.aggregator
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .update_labels(mesh, self.writer.service_ids());
+        info!(
+            services = mesh.services.len(),
+            added = report.added,
+            updated = report.updated,
+            removed = report.removed,
+            unchanged = report.unchanged,
+            "mesh config applied"
+        );
+        Ok(())
+    }
+
+    /// Re-reads the file; on any error the previous config stays in force.
+    fn reload(&mut self) {
+        let result = config::load(&self.path)
+            .map_err(anyhow::Error::from)
+            .and_then(|mesh| self.apply(&mesh));
+        let mut agg = self.aggregator.lock().unwrap_or_else(|p| p.into_inner());
+        match result {
+            Ok(()) => agg.agent.config_reloads_ok += 1,
+            Err(e) => {
+                agg.agent.config_reloads_failed += 1;
+                error!("config reload rejected, the previous config stays in force: {e:#}");
+            }
+        }
+    }
+
+    async fn until_signalled(&mut self) -> anyhow::Result<()> {
+        let (changed_tx, mut changed) = mpsc::channel(1);
+        let _watcher = reload::watch(&self.path, changed_tx)?;
+        let mut sigterm = signal(SignalKind::terminate())?;
+        let mut sigint = signal(SignalKind::interrupt())?;
+        let mut sighup = signal(SignalKind::hangup())?;
+        loop {
+            tokio::select! {
+                _ = sigterm.recv() => { info!("SIGTERM: shutting down"); return Ok(()); }
+                _ = sigint.recv() => { info!("SIGINT: shutting down"); return Ok(()); }
+                _ = sighup.recv() => self.reload(),
+                Some(()) = changed.recv() => {
+                    tokio::time::sleep(RELOAD_SETTLE).await;
+                    while changed.try_recv().is_ok() {}
+                    if Path::new(&self.path).exists() {
+                        self.reload();
+                    }
+                }
+            }
+        }
+    }
+}
