@@ -1,0 +1,184 @@
+//! kmesh-testbed: the backends, clients and live view that the end-to-end
+//! tests and the demo run. Every command can first move itself into a
+//! network namespace and a cgroup, so the kernel sees its sockets there.
+use std::{
+    io::Write,
+    net::{SocketAddr, TcpListener},
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use kmesh_tests::{ClientReport, join_cgroup, join_netns, protocol, render};
+
+#[derive(Parser)]
+#[command(about = "Backends, clients and a live view for kmesh-rs tests and demos")]
+struct Cli {
+    #[command(flatten)]
+    place: Place,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct Place {
+    /// Network namespace (a name under /run/netns) to run in.
+    #[arg(long, global = true)]
+    netns: Option<String>,
+    /// cgroup v2 directory to move this process into before any socket is made.
+    #[arg(long, global = true)]
+    cgroup: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the testbed protocol on each address until killed; prints "ready" once listening.
+    Serve {
+        #[arg(long = "listen", required = true)]
+        listen: Vec<SocketAddr>,
+        /// Abort every connection with a reset after reading the request.
+        #[arg(long)]
+        reset: bool,
+    },
+    /// Make connections to a target and print a JSON report of what happened.
+    Client {
+        #[arg(long)]
+        target: SocketAddr,
+        #[arg(long, default_value_t = 100)]
+        connections: u64,
+        #[arg(long, default_value_t = 1)]
+        concurrency: u64,
+        #[arg(long, default_value_t = 100)]
+        request_bytes: u32,
+        #[arg(long, default_value_t = 200)]
+        reply_bytes: u32,
+        /// New connections per second across all workers; 0 = as fast as possible.
+        #[arg(long, default_value_t = 0.0)]
+        rate: f64,
+        /// Keep each connection open this long after the reply.
+        #[arg(long, default_value_t = 0)]
+        hold_ms: u64,
+    },
+    /// Show the agent's live figures in the terminal until Ctrl-C.
+    Watch {
+        /// The agent's HTTP endpoint.
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        agent: SocketAddr,
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // cgroup first: the socket's cgroup is fixed when the socket is made.
+    if let Some(cg) = &cli.place.cgroup {
+        join_cgroup(cg)?;
+    }
+    if let Some(ns) = &cli.place.netns {
+        join_netns(ns)?;
+    }
+    match cli.command {
+        Command::Serve { listen, reset } => serve(&listen, reset),
+        Command::Client {
+            target,
+            connections,
+            concurrency,
+            request_bytes,
+            reply_bytes,
+            rate,
+            hold_ms,
+        } => {
+            let report = client(
+                target,
+                connections,
+                concurrency.max(1),
+                request_bytes,
+                reply_bytes,
+                rate,
+                Duration::from_millis(hold_ms),
+            );
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
+        Command::Watch { agent, interval_ms } => watch(agent, Duration::from_millis(interval_ms)),
+    }
+}
+
+fn serve(addrs: &[SocketAddr], reset: bool) -> anyhow::Result<()> {
+    let mut threads = Vec::new();
+    for &addr in addrs {
+        let listener = TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
+        threads.push(std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let _ = protocol::serve_one(stream, &addr.to_string(), reset);
+                });
+            }
+        }));
+    }
+    println!("ready");
+    std::io::stdout().flush()?;
+    for t in threads {
+        let _ = t.join();
+    }
+    Ok(())
+}
+
+fn client(
+    target: SocketAddr,
+    connections: u64,
+    concurrency: u64,
+    request_bytes: u32,
+    reply_bytes: u32,
+    rate: f64,
+    hold: Duration,
+) -> ClientReport {
+    let report = Arc::new(Mutex::new(ClientReport::default()));
+    let next = Arc::new(Mutex::new(0u64));
+    let start = Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (report, next) = (report.clone(), next.clone());
+            std::thread::spawn(move || {
+                loop {
+                    let n = {
+                        let mut next = next.lock().unwrap();
+                        if *next >= connections {
+                            return;
+                        }
+                        *next += 1;
+                        *next - 1
+                    };
+                    if rate > 0.0 {
+                        let due = start + Duration::from_secs_f64(n as f64 / rate);
+                        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                    }
+                    let outcome = protocol::call(target, request_bytes, reply_bytes, hold);
+                    report.lock().unwrap().add(outcome);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        let _ = w.join();
+    }
+    Arc::try_unwrap(report).unwrap().into_inner().unwrap()
+}
+
+fn watch(agent: SocketAddr, interval: Duration) -> anyhow::Result<()> {
+    loop {
+        match kmesh_tests::http_get(agent, "/v1/snapshot")
+            .and_then(|body| Ok(serde_json::from_str(&body)?))
+        {
+            Ok(snapshot) => {
+                print!("\x1b[2J\x1b[H{}", render::snapshot_table(&snapshot, agent));
+            }
+            Err(e) => print!("\x1b[2J\x1b[Hwaiting for the agent at {agent}: {e:#}\n"),
+        }
+        std::io::stdout().flush()?;
+        std::thread::sleep(interval);
+    }
+}

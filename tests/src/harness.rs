@@ -1,0 +1,340 @@
+//! Runs a real agent against a topology the test makes and removes: one
+//! network namespace (loopback only, so no packet can leave the machine), one
+//! cgroup v2 directory for the client, one bpffs directory for the pins.
+use std::{
+    io::{BufRead, BufReader},
+    net::{SocketAddr, TcpListener},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use kmesh_agent::metrics::snapshot::Snapshot;
+
+use crate::{ClientReport, http_get};
+
+/// Whether this process may run privileged tests. Outside CI a test that
+/// cannot run says why and is skipped; under `CI=true` it fails.
+pub fn privileged(test: &str) -> bool {
+    let why = if unsafe { libc::geteuid() } != 0 {
+        Some("needs root (eBPF, cgroups, network namespaces)".to_string())
+    } else if kmesh_agent::sysfs::detect_cgroup2_mount().is_err() {
+        Some("no cgroup v2 mount".to_string())
+    } else if Command::new("ip").arg("-V").output().is_err() {
+        Some("`ip` (iproute2) is not installed; run scripts/setup.sh".to_string())
+    } else {
+        None
+    };
+    match why {
+        None => true,
+        Some(why) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("{test}: cannot run under CI: {why}")
+        }
+        Some(why) => {
+            eprintln!("skipping {test}: {why}");
+            false
+        }
+    }
+}
+
+/// Path of a binary built in the same profile as the running test.
+pub fn target_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join(name);
+    assert!(
+        bin.exists(),
+        "{} not found; build it first (cargo build --release --bins)",
+        bin.display()
+    );
+    bin
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A child process killed and reaped when dropped.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The namespace, cgroup and bpffs directory of one test.
+pub struct Topology {
+    pub name: String,
+    pub netns: String,
+    pub cgroup: PathBuf,
+    pub bpffs: PathBuf,
+    pub workdir: PathBuf,
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+impl Topology {
+    pub fn new(tag: &str) -> Self {
+        let name = format!(
+            "kmt-{tag}-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let cgroot = kmesh_agent::sysfs::detect_cgroup2_mount().expect("cgroup2 mount");
+        let topo = Self {
+            netns: name.clone(),
+            cgroup: cgroot.join("kmesh-tests").join(&name),
+            bpffs: PathBuf::from("/sys/fs/bpf").join(&name),
+            workdir: std::env::temp_dir().join(&name),
+            name,
+        };
+        // From here on, Drop cleans up whatever was made.
+        std::fs::create_dir_all(&topo.workdir).expect("workdir");
+        run(Command::new("ip").args(["netns", "add", &topo.netns]));
+        run(Command::new("ip").args(["-n", &topo.netns, "link", "set", "lo", "up"]));
+        std::fs::create_dir_all(&topo.cgroup)
+            .unwrap_or_else(|e| panic!("creating cgroup {}: {e}", topo.cgroup.display()));
+        topo
+    }
+
+    /// Starts backends on `addrs` inside the namespace.
+    pub fn serve(&self, addrs: &[&str], reset: bool) -> Proc {
+        let mut cmd = Command::new(target_bin("kmesh-testbed"));
+        cmd.args(["--netns", &self.netns, "serve"]);
+        for a in addrs {
+            cmd.args(["--listen", a]);
+        }
+        if reset {
+            cmd.arg("--reset");
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawning kmesh-testbed serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("reading from kmesh-testbed serve");
+        assert_eq!(line.trim(), "ready", "backends did not start on {addrs:?}");
+        Proc(child)
+    }
+
+    /// Runs a client in the namespace and the cgroup; returns its report.
+    pub fn client(&self, target: &str, connections: u64, extra: &[&str]) -> ClientReport {
+        let out = Command::new(target_bin("kmesh-testbed"))
+            .args(["--netns", &self.netns, "--cgroup"])
+            .arg(&self.cgroup)
+            .args([
+                "client",
+                "--target",
+                target,
+                "--connections",
+                &connections.to_string(),
+            ])
+            .args(extra)
+            .output()
+            .expect("running kmesh-testbed client");
+        assert!(
+            out.status.success(),
+            "client failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("client report JSON")
+    }
+
+    pub fn start_agent(&self, config: &str) -> Agent {
+        Agent::start(self, config)
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        if let Ok(procs) = std::fs::read_to_string(self.cgroup.join("cgroup.procs")) {
+            for pid in procs.lines().filter_map(|l| l.parse::<i32>().ok()) {
+                // SAFETY: signalling a pid we put in our own cgroup.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.cgroup).is_ok() || !self.cgroup.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .output();
+        if self.bpffs.exists() {
+            for e in std::fs::read_dir(&self.bpffs)
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let _ = std::fs::remove_file(e.path());
+            }
+            let _ = std::fs::remove_dir(&self.bpffs);
+        }
+        let _ = std::fs::remove_dir_all(&self.workdir);
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// A running kmesh-agent; stopped (SIGTERM) when dropped.
+pub struct Agent {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub config_path: PathBuf,
+    log_path: PathBuf,
+}
+
+impl Agent {
+    fn start(topo: &Topology, config: &str) -> Self {
+        let config_path = topo.workdir.join("mesh.yaml");
+        std::fs::write(&config_path, config).expect("writing config");
+        let log_path = topo.workdir.join("agent.log");
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let child = Command::new(target_bin("kmesh-agent"))
+            .arg("run")
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--cgroup")
+            .arg(&topo.cgroup)
+            .arg("--bpffs-dir")
+            .arg(&topo.bpffs)
+            .arg("--metrics-addr")
+            .arg(addr.to_string())
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stderr(std::fs::File::create(&log_path).expect("log file"))
+            .spawn()
+            .expect("spawning kmesh-agent");
+        let mut agent = Self {
+            child: Some(child),
+            addr,
+            config_path,
+            log_path,
+        };
+        agent.wait_ready();
+        agent
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "kmesh-agent exited ({status}) before it was ready:\n{}",
+                    self.log()
+                );
+            }
+            if http_get(self.addr, "/readyz").is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("kmesh-agent not ready after 30 s:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn metrics(&self) -> Metrics {
+        Metrics(http_get(self.addr, "/metrics").expect("GET /metrics"))
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        serde_json::from_str(&http_get(self.addr, "/v1/snapshot").expect("GET /v1/snapshot"))
+            .expect("snapshot JSON")
+    }
+
+    /// Polls /metrics until `ready` holds (the ring buffer is read
+    /// asynchronously), at most 10 s; returns the last scrape either way so
+    /// the test's own assertions report what was there.
+    pub fn metrics_when(&self, ready: impl Fn(&Metrics) -> bool) -> Metrics {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let m = self.metrics();
+            if ready(&m) || Instant::now() > deadline {
+                return m;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM, then wait for the exit status.
+    pub fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("agent running");
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "kmesh-agent did not exit within 15 s of SIGTERM:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.stop();
+        }
+    }
+}
+
+/// A scrape of /metrics.
+pub struct Metrics(pub String);
+
+impl Metrics {
+    /// Sum of the samples of `name` whose labels include all of `labels`.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.0
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|line| {
+                let (series, value) = line.rsplit_once(' ')?;
+                let (metric, label_text) = match series.split_once('{') {
+                    Some((m, rest)) => (m, rest.trim_end_matches('}')),
+                    None => (series, ""),
+                };
+                if metric != name {
+                    return None;
+                }
+                let all = labels
+                    .iter()
+                    .all(|(k, v)| label_text.split(',').any(|p| p == format!("{k}=\"{v}\"")));
+                all.then(|| value.parse::<f64>().ok()).flatten()
+            })
+            .sum()
+    }
+}

@@ -1,0 +1,124 @@
+//! The testbed's request/reply protocol, so both ends know every byte that
+//! crossed the wire. The client sends an 8-byte header (request length,
+//! reply length; little-endian u32s) and the request; the server answers
+//! with its own address on one line, padded to the reply length, and closes.
+use std::{
+    io::{ErrorKind, Read, Write},
+    net::{SocketAddr, TcpStream},
+    time::Duration,
+};
+
+/// What one client connection saw.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Ok {
+        backend: String,
+        peer: SocketAddr,
+        sent: u64,
+        received: u64,
+    },
+    Failed {
+        kind: &'static str,
+        sent: u64,
+        received: u64,
+    },
+}
+
+const IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn classify(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        ErrorKind::ConnectionRefused => "refused",
+        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted => "reset",
+        ErrorKind::TimedOut | ErrorKind::WouldBlock => "timeout",
+        ErrorKind::NetworkUnreachable | ErrorKind::HostUnreachable => "unreachable",
+        _ => "other",
+    }
+}
+
+pub fn call(target: SocketAddr, request_bytes: u32, reply_bytes: u32, hold: Duration) -> Outcome {
+    let mut stream = match TcpStream::connect_timeout(&target, IO_TIMEOUT) {
+        Ok(s) => s,
+        Err(e) => {
+            return Outcome::Failed {
+                kind: classify(&e),
+                sent: 0,
+                received: 0,
+            };
+        }
+    };
+    let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
+    let peer = stream.peer_addr().unwrap_or(target);
+    let mut message = Vec::with_capacity(8 + request_bytes as usize);
+    message.extend_from_slice(&request_bytes.to_le_bytes());
+    message.extend_from_slice(&reply_bytes.to_le_bytes());
+    message.resize(8 + request_bytes as usize, b'q');
+    if let Err(e) = stream.write_all(&message) {
+        return Outcome::Failed {
+            kind: classify(&e),
+            sent: 0,
+            received: 0,
+        };
+    }
+    let sent = message.len() as u64;
+    let mut reply = Vec::new();
+    match stream.read_to_end(&mut reply) {
+        Ok(_) => {
+            if !hold.is_zero() {
+                std::thread::sleep(hold);
+            }
+            let backend = reply
+                .split(|b| *b == b'\n')
+                .next()
+                .map(|l| String::from_utf8_lossy(l).into_owned())
+                .unwrap_or_default();
+            Outcome::Ok {
+                backend,
+                peer,
+                sent,
+                received: reply.len() as u64,
+            }
+        }
+        Err(e) => Outcome::Failed {
+            kind: classify(&e),
+            sent,
+            received: reply.len() as u64,
+        },
+    }
+}
+
+/// Serves one connection; with `reset`, aborts it after reading the request.
+pub fn serve_one(mut stream: TcpStream, id: &str, reset: bool) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    let mut header = [0u8; 8];
+    stream.read_exact(&mut header)?;
+    let request = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
+    let reply = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
+    std::io::copy(
+        &mut (&mut stream).take(u64::from(request)),
+        &mut std::io::sink(),
+    )?;
+    if reset {
+        // SO_LINGER with a zero timeout turns close() into a reset.
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: a valid socket fd and a linger struct of the right size.
+        unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&stream),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&raw const linger).cast(),
+                size_of::<libc::linger>() as libc::socklen_t,
+            );
+        }
+        return Ok(());
+    }
+    let mut body = format!("{id}\n").into_bytes();
+    if body.len() < reply as usize {
+        body.resize(reply as usize, b'.');
+    }
+    stream.write_all(&body)
+}

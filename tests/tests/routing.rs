@@ -1,0 +1,154 @@
+//! Connect-time routing on the real kernel: policies, getpeername(), and
+//! destinations that are not services.
+use kmesh_tests::harness::{Topology, privileged};
+
+const VIP: &str = "198.18.0.10:80";
+const BACKENDS: [&str; 4] = [
+    "127.0.0.2:8080",
+    "127.0.0.3:8080",
+    "127.0.0.4:8080",
+    "127.0.0.5:8080",
+];
+
+fn mesh(policy: &str, backends: &[(&str, u32)]) -> String {
+    let mut y =
+        format!("services:\n  - name: echo\n    vip: {VIP}\n    policy: {policy}\n    backends:\n");
+    for (addr, weight) in backends {
+        y.push_str(&format!(
+            "      - address: {addr}\n        weight: {weight}\n"
+        ));
+    }
+    y
+}
+
+/// Bounds that a correct sampler leaves with probability < 1e-6 per backend:
+/// the binomial mean ± 5 standard deviations.
+fn five_sigma(n: u64, p: f64) -> (f64, f64) {
+    let mean = n as f64 * p;
+    let sd = (n as f64 * p * (1.0 - p)).sqrt();
+    (mean - 5.0 * sd, mean + 5.0 * sd)
+}
+
+#[test]
+fn round_robin_spreads_exactly_evenly() {
+    if !privileged("round_robin_spreads_exactly_evenly") {
+        return;
+    }
+    let topo = Topology::new("rr");
+    let _backends = topo.serve(&BACKENDS, false);
+    let _agent = topo.start_agent(&mesh("round_robin", &BACKENDS.map(|b| (b, 1))));
+    let report = topo.client(VIP, 1000, &["--concurrency", "4"]);
+    assert_eq!(report.ok, 1000, "failures: {:?}", report.failures);
+    for b in BACKENDS {
+        assert_eq!(report.backends.get(b), Some(&250), "{:?}", report.backends);
+    }
+}
+
+#[test]
+fn weighted_shares_follow_weights() {
+    if !privileged("weighted_shares_follow_weights") {
+        return;
+    }
+    let topo = Topology::new("weighted");
+    let _backends = topo.serve(&BACKENDS[..3], false);
+    let weights = [(BACKENDS[0], 80), (BACKENDS[1], 10), (BACKENDS[2], 10)];
+    let _agent = topo.start_agent(&mesh("weighted", &weights));
+    let n = 2000;
+    let report = topo.client(VIP, n, &["--concurrency", "4"]);
+    assert_eq!(report.ok, n, "failures: {:?}", report.failures);
+    for (b, w) in weights {
+        let got = *report.backends.get(b).unwrap_or(&0) as f64;
+        let (lo, hi) = five_sigma(n, f64::from(w) / 100.0);
+        assert!(
+            (lo..=hi).contains(&got),
+            "{b}: {got} outside [{lo:.0}, {hi:.0}] for weight {w}%"
+        );
+    }
+}
+
+#[test]
+fn random_policy_uses_every_backend_evenly() {
+    if !privileged("random_policy_uses_every_backend_evenly") {
+        return;
+    }
+    let topo = Topology::new("random");
+    let _backends = topo.serve(&BACKENDS, false);
+    let _agent = topo.start_agent(&mesh("random", &BACKENDS.map(|b| (b, 1))));
+    let n = 2000;
+    let report = topo.client(VIP, n, &["--concurrency", "4"]);
+    assert_eq!(report.ok, n);
+    let (lo, hi) = five_sigma(n, 0.25);
+    for b in BACKENDS {
+        let got = *report.backends.get(b).unwrap_or(&0) as f64;
+        assert!(
+            (lo..=hi).contains(&got),
+            "{b}: {got} outside [{lo:.0}, {hi:.0}]"
+        );
+    }
+}
+
+#[test]
+fn getpeername_returns_the_vip() {
+    if !privileged("getpeername_returns_the_vip") {
+        return;
+    }
+    let topo = Topology::new("peer");
+    let _backends = topo.serve(&BACKENDS[..2], false);
+    let _agent = topo.start_agent(&mesh("round_robin", &[(BACKENDS[0], 1), (BACKENDS[1], 1)]));
+    let report = topo.client(VIP, 20, &[]);
+    assert_eq!(report.ok, 20);
+    assert_eq!(report.peer_names.len(), 1, "{:?}", report.peer_names);
+    assert_eq!(report.peer_names.get(VIP), Some(&20));
+    assert_eq!(
+        report.backends.len(),
+        2,
+        "both backends answered: {:?}",
+        report.backends
+    );
+}
+
+#[test]
+fn ipv6_and_v4_mapped_clients_are_routed() {
+    if !privileged("ipv6_and_v4_mapped_clients_are_routed") {
+        return;
+    }
+    let topo = Topology::new("v6");
+    let _backends = topo.serve(&["[::1]:8080", BACKENDS[0]], false);
+    let config = format!(
+        "{}  - name: echo6\n    vip: \"[fd00::10]:80\"\n    backends:\n      - address: \"[::1]:8080\"\n",
+        mesh("round_robin", &[(BACKENDS[0], 1)])
+    );
+    let _agent = topo.start_agent(&config);
+    let v6 = topo.client("[fd00::10]:80", 10, &[]);
+    assert_eq!(v6.ok, 10, "failures: {:?}", v6.failures);
+    assert_eq!(v6.backends.get("[::1]:8080"), Some(&10));
+    assert_eq!(v6.peer_names.get("[fd00::10]:80"), Some(&10));
+    // A v6 socket dialling the IPv4 VIP as ::ffff:198.18.0.10.
+    let mapped = topo.client("[::ffff:198.18.0.10]:80", 10, &[]);
+    assert_eq!(mapped.ok, 10, "failures: {:?}", mapped.failures);
+    assert_eq!(mapped.backends.get(BACKENDS[0]), Some(&10));
+}
+
+#[test]
+fn other_destinations_pass_untouched() {
+    if !privileged("other_destinations_pass_untouched") {
+        return;
+    }
+    let topo = Topology::new("passthru");
+    let _backends = topo.serve(&BACKENDS[..2], false);
+    let _agent = topo.start_agent(&mesh("round_robin", &[(BACKENDS[0], 1)]));
+    // A backend dialled directly is reached as itself, not re-routed.
+    let direct = topo.client(BACKENDS[1], 10, &[]);
+    assert_eq!(direct.backends.get(BACKENDS[1]), Some(&10));
+    assert_eq!(direct.peer_names.get(BACKENDS[1]), Some(&10));
+    // The VIP on a port that is not a service goes to the VIP itself, which
+    // has no route in the test's namespace.
+    let other_port = topo.client("198.18.0.10:81", 5, &[]);
+    assert_eq!(other_port.ok, 0);
+    assert_eq!(
+        other_port.failures.get("unreachable"),
+        Some(&5),
+        "{:?}",
+        other_port.failures
+    );
+}
