@@ -1,0 +1,153 @@
+//! Config reloads and shutdown: bad input keeps the last good state, and
+//! the agent leaves nothing behind when it exits.
+use std::time::{Duration, Instant};
+
+use kmesh_tests::harness::{AGENT_ATTACH_TYPES, Topology, attached_programs, privileged};
+
+const VIP: &str = "198.18.0.30:80";
+
+fn mesh(backends: &[&str]) -> String {
+    let mut y = format!(
+        "services:\n  - name: echo\n    vip: {VIP}\n    policy: round_robin\n    backends:\n"
+    );
+    for b in backends {
+        y.push_str(&format!("      - address: {b}\n"));
+    }
+    y
+}
+
+/// Replaces the file the way editors and ConfigMaps do: write aside, rename.
+fn replace_config(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[test]
+fn a_bad_config_is_rejected_and_the_previous_one_keeps_routing() {
+    if !privileged("a_bad_config_is_rejected_and_the_previous_one_keeps_routing") {
+        return;
+    }
+    let topo = Topology::new("reload");
+    let all = ["127.0.0.2:8080", "127.0.0.3:8080", "127.0.0.4:8080"];
+    let _servers = topo.serve(&all, false);
+    let agent = topo.start_agent(&mesh(&all[..2]));
+
+    replace_config(
+        &agent.config_path,
+        "services:\n  - name: echo\n    vip: 198.18.0.30:80\n    policy: weighted\n    backends:\n      - address: 127.0.0.4:8080\n        weight: 0\n",
+    );
+    let failed = |m: &kmesh_tests::harness::Metrics| {
+        m.value("kmesh_config_reloads_total", &[("result", "failure")])
+    };
+    let m = agent.metrics_when(|m| failed(m) >= 1.0);
+    assert_eq!(
+        failed(&m),
+        1.0,
+        "the bad file was not seen as a failed reload:\n{}",
+        agent.log()
+    );
+    let log = agent.log();
+    let path = agent.config_path.display().to_string();
+    assert!(
+        log.contains(&path) && log.contains("line 2") && log.contains("all weights are 0"),
+        "the error must name the file, the line and the reason:\n{log}"
+    );
+    // Still the first config: round robin over the first two backends.
+    let report = topo.client(VIP, 10, &[]);
+    assert_eq!(report.backends.get(all[0]), Some(&5), "{report:?}");
+    assert_eq!(report.backends.get(all[1]), Some(&5), "{report:?}");
+
+    // A good file takes over.
+    replace_config(&agent.config_path, &mesh(&all[2..]));
+    let ok = |m: &kmesh_tests::harness::Metrics| {
+        m.value("kmesh_config_reloads_total", &[("result", "success")])
+    };
+    let m = agent.metrics_when(|m| ok(m) >= 1.0);
+    assert_eq!(ok(&m), 1.0, "{}", agent.log());
+    let report = topo.client(VIP, 10, &[]);
+    assert_eq!(report.backends.get(all[2]), Some(&10), "{report:?}");
+}
+
+#[test]
+fn a_removed_service_stops_being_routed() {
+    if !privileged("a_removed_service_stops_being_routed") {
+        return;
+    }
+    let topo = Topology::new("remove");
+    let _servers = topo.serve(&["127.0.0.2:8080"], false);
+    let agent = topo.start_agent(&mesh(&["127.0.0.2:8080"]));
+    assert_eq!(topo.client(VIP, 3, &[]).ok, 3);
+    replace_config(&agent.config_path, "services: []\n");
+    let m = agent.metrics_when(|m| m.value("kmesh_services", &[]) == 0.0);
+    assert_eq!(m.value("kmesh_services", &[]), 0.0);
+    let report = topo.client(VIP, 3, &[]);
+    assert_eq!(report.failures.get("unreachable"), Some(&3), "{report:?}");
+}
+
+#[test]
+fn exit_leaves_no_program_or_pin_behind() {
+    if !privileged("exit_leaves_no_program_or_pin_behind") {
+        return;
+    }
+    let topo = Topology::new("exit");
+    let _servers = topo.serve(&["127.0.0.2:8080"], false);
+    let mut agent = topo.start_agent(&mesh(&["127.0.0.2:8080"]));
+    for (attach_type, name) in AGENT_ATTACH_TYPES {
+        assert_eq!(
+            attached_programs(&topo.cgroup, attach_type),
+            1,
+            "{name} attached while running"
+        );
+    }
+    assert!(topo.bpffs.join("KM_SERVICES").exists());
+    assert_eq!(topo.client(VIP, 3, &[]).ok, 3);
+
+    let status = agent.stop();
+    assert!(status.success(), "agent exit {status}:\n{}", agent.log());
+    for (attach_type, name) in AGENT_ATTACH_TYPES {
+        assert_eq!(
+            attached_programs(&topo.cgroup, attach_type),
+            0,
+            "{name} still attached after exit"
+        );
+    }
+    assert!(
+        !topo.bpffs.exists(),
+        "pinned maps left in {}",
+        topo.bpffs.display()
+    );
+    // Routing is gone with the agent: the VIP is just an unroutable address.
+    let report = topo.client(VIP, 2, &[]);
+    assert_eq!(report.failures.get("unreachable"), Some(&2), "{report:?}");
+}
+
+#[test]
+fn the_topology_is_removed_even_when_a_test_fails() {
+    if !privileged("the_topology_is_removed_even_when_a_test_fails") {
+        return;
+    }
+    let (cgroup, netns) = std::panic::catch_unwind(|| {
+        let topo = Topology::new("unwind");
+        let _agent = topo.start_agent(&mesh(&["127.0.0.2:8080"]));
+        let _ = (topo.cgroup.clone(), topo.netns.clone());
+        std::panic::panic_any((topo.cgroup.clone(), topo.netns.clone()));
+    })
+    .expect_err("the closure panics")
+    .downcast::<(std::path::PathBuf, String)>()
+    .map(|b| *b)
+    .expect("the panic carries the names");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while cgroup.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!cgroup.exists(), "cgroup {} left behind", cgroup.display());
+    let list = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&list.stdout).contains(&netns),
+        "netns {netns} left behind"
+    );
+}

@@ -1,0 +1,201 @@
+//! What the probe reports, checked against what the client actually did.
+use kmesh_tests::harness::{Topology, privileged};
+
+const VIP: &str = "198.18.0.20:80";
+
+fn labels<'a>(backend: &'a str) -> [(&'static str, &'a str); 3] {
+    [
+        ("destination_service", "echo"),
+        ("destination_backend", backend),
+        ("direction", "outbound"),
+    ]
+}
+
+#[test]
+fn counters_equal_the_traffic_to_the_byte() {
+    if !privileged("counters_equal_the_traffic_to_the_byte") {
+        return;
+    }
+    let topo = Topology::new("counters");
+    let backends = ["127.0.0.2:8080", "127.0.0.3:8080"];
+    let _servers = topo.serve(&backends, false);
+    let agent = topo.start_agent(&format!(
+        "services:\n  - name: echo\n    vip: {VIP}\n    policy: round_robin\n    backends:\n      - address: {}\n      - address: {}\n",
+        backends[0], backends[1]
+    ));
+    let n = 300;
+    // Odd sizes, and a reply bigger than a segment, so nothing lines up by luck.
+    let report = topo.client(
+        VIP,
+        n,
+        &[
+            "--concurrency",
+            "3",
+            "--request-bytes",
+            "1237",
+            "--reply-bytes",
+            "70001",
+        ],
+    );
+    assert_eq!(report.ok, n, "failures: {:?}", report.failures);
+    assert_eq!(report.bytes_sent, n * (8 + 1237));
+    assert_eq!(report.bytes_received, n * 70001);
+
+    let m = agent.metrics_when(|m| {
+        m.value(
+            "kmesh_tcp_connections_closed_total",
+            &[("destination_service", "echo")],
+        ) >= n as f64
+    });
+    for b in backends {
+        let per_backend = report.backends[b] as f64;
+        assert_eq!(per_backend, (n / 2) as f64);
+        assert_eq!(
+            m.value("kmesh_tcp_connections_opened_total", &labels(b)),
+            per_backend,
+            "opened via {b}"
+        );
+        let mut closed = labels(b).to_vec();
+        closed.push(("close_reason", "fin"));
+        assert_eq!(
+            m.value("kmesh_tcp_connections_closed_total", &closed),
+            per_backend,
+            "closed via {b}"
+        );
+        assert_eq!(
+            m.value("kmesh_tcp_sent_bytes_total", &labels(b)),
+            per_backend * (8.0 + 1237.0),
+            "sent via {b}"
+        );
+        assert_eq!(
+            m.value("kmesh_tcp_received_bytes_total", &labels(b)),
+            per_backend * 70001.0,
+            "received via {b}"
+        );
+        assert_eq!(m.value("kmesh_tcp_connections_active", &labels(b)), 0.0);
+        assert_eq!(
+            m.value("kmesh_tcp_connect_latency_seconds_count", &labels(b)),
+            per_backend
+        );
+        assert_eq!(
+            m.value("kmesh_tcp_rtt_seconds_count", &labels(b)),
+            per_backend
+        );
+    }
+    // Plausible on loopback: above zero, below a second per connection.
+    let lat_sum = m.value(
+        "kmesh_tcp_connect_latency_seconds_sum",
+        &[("destination_service", "echo")],
+    );
+    assert!(
+        lat_sum > 0.0 && lat_sum < n as f64,
+        "connect latency sum {lat_sum}"
+    );
+    let snap = agent.snapshot();
+    for s in snap.series.iter().filter(|s| s.service == "echo") {
+        assert!(
+            s.connect_latency_us.p50 > 0 && s.connect_latency_us.p99 < 1_000_000,
+            "{s:?}"
+        );
+        assert!(s.srtt_us.p50 > 0 && s.srtt_us.p99 < 1_000_000, "{s:?}");
+        assert!(
+            s.min_rtt_us.p50 > 0 && s.min_rtt_us.p50 <= s.srtt_us.max,
+            "{s:?}"
+        );
+    }
+    assert_eq!(
+        m.value("kmesh_probe_ringbuf_dropped_events_total", &[]),
+        0.0
+    );
+}
+
+#[test]
+fn a_reset_from_the_server_is_reported_as_rst() {
+    if !privileged("a_reset_from_the_server_is_reported_as_rst") {
+        return;
+    }
+    let topo = Topology::new("reset");
+    let _servers = topo.serve(&["127.0.0.2:8080"], true);
+    let agent = topo.start_agent(&format!(
+        "services:\n  - name: echo\n    vip: {VIP}\n    backends:\n      - address: 127.0.0.2:8080\n"
+    ));
+    let report = topo.client(VIP, 25, &[]);
+    assert_eq!(report.failures.get("reset"), Some(&25), "{report:?}");
+    let mut rst = labels("127.0.0.2:8080").to_vec();
+    rst.push(("close_reason", "rst_received"));
+    let m = agent.metrics_when(|m| m.value("kmesh_tcp_connections_closed_total", &rst) >= 25.0);
+    assert_eq!(
+        m.value("kmesh_tcp_connections_closed_total", &rst),
+        25.0,
+        "{}",
+        m.0
+    );
+    assert_eq!(
+        m.value(
+            "kmesh_tcp_connections_opened_total",
+            &labels("127.0.0.2:8080")
+        ),
+        25.0
+    );
+}
+
+#[test]
+fn a_refused_connect_is_reported_as_failed() {
+    if !privileged("a_refused_connect_is_reported_as_failed") {
+        return;
+    }
+    let topo = Topology::new("refused");
+    // Nothing listens on the backend.
+    let agent = topo.start_agent(&format!(
+        "services:\n  - name: echo\n    vip: {VIP}\n    backends:\n      - address: 127.0.0.9:8080\n"
+    ));
+    let report = topo.client(VIP, 10, &[]);
+    assert_eq!(report.failures.get("refused"), Some(&10), "{report:?}");
+    let mut refused = labels("127.0.0.9:8080").to_vec();
+    refused.push(("close_reason", "connect_refused"));
+    let m = agent.metrics_when(|m| m.value("kmesh_tcp_connections_failed_total", &refused) >= 10.0);
+    assert_eq!(
+        m.value("kmesh_tcp_connections_failed_total", &refused),
+        10.0,
+        "{}",
+        m.0
+    );
+    assert_eq!(
+        m.value(
+            "kmesh_tcp_connections_opened_total",
+            &labels("127.0.0.9:8080")
+        ),
+        0.0
+    );
+}
+
+#[test]
+fn long_lived_connections_report_while_open() {
+    if !privileged("long_lived_connections_report_while_open") {
+        return;
+    }
+    let topo = Topology::new("periodic");
+    let _servers = topo.serve(&["127.0.0.2:8080"], false);
+    let agent = topo.start_agent(&format!(
+        "probe:\n  report_interval_seconds: 0.2\nservices:\n  - name: echo\n    vip: {VIP}\n    backends:\n      - address: 127.0.0.2:8080\n"
+    ));
+    // A large reply keeps ACKs (and so RTT samples) flowing; the connection
+    // then stays open for a second.
+    let report = topo.client(VIP, 3, &["--reply-bytes", "8000000", "--hold-ms", "1000"]);
+    assert_eq!(report.ok, 3);
+    let m = agent.metrics_when(|m| {
+        m.value(
+            "kmesh_tcp_connections_closed_total",
+            &labels("127.0.0.2:8080"),
+        ) >= 3.0
+    });
+    assert!(
+        m.value("kmesh_probe_events_total", &[("kind", "periodic")]) >= 1.0,
+        "{}",
+        m.0
+    );
+    assert_eq!(
+        m.value("kmesh_tcp_received_bytes_total", &labels("127.0.0.2:8080")),
+        3.0 * 8_000_000.0
+    );
+}
