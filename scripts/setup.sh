@@ -31,18 +31,19 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# rustc-web installs as /usr/bin/rustc-web etc. on some releases and as
-# /usr/bin/rustc on others; find the one that carries library source.
-if [ ! -d /usr/lib/rustlib/src/rust/library/core ] && [ ! -d /usr/lib/rust-web/lib/rustlib/src/rust/library/core ]; then
-  log "warning: rust library source not found where rust-web-src puts it"
+# The eBPF build (agent/build.rs) runs /usr/bin/cargo with /usr/bin/rustc
+# and -Z build-std=core, which needs the library source rust-web-src ships.
+if [ ! -d /usr/lib/rustlib/src/rust/library/core ]; then
+  echo "rust-web-src is installed but /usr/lib/rustlib/src/rust/library/core is missing" >&2
+  exit 1
 fi
 
 CARGO_BIN="${CARGO_HOME:-$HOME/.cargo}/bin"
 if ! "$CARGO_BIN/bpf-linker" --version 2>/dev/null | grep -q "$BPF_LINKER_VERSION"; then
   log "building bpf-linker $BPF_LINKER_VERSION against LLVM 22 (about 75 s)"
   PATH=/usr/lib/llvm-22/bin:$PATH LLVM_SYS_221_PREFIX=/usr/lib/llvm-22 \
-    cargo install --locked bpf-linker --version "$BPF_LINKER_VERSION" \
-    --no-default-features --features llvm-22 >/dev/null
+    cargo install --quiet --locked bpf-linker --version "$BPF_LINKER_VERSION" \
+    --no-default-features --features llvm-22
 fi
 
 mountpoint -q /sys/fs/bpf || { log "mounting bpffs at /sys/fs/bpf"; mount -t bpf bpf /sys/fs/bpf; }

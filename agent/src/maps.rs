@@ -25,10 +25,13 @@ pub enum MapWriteError {
         op: &'static str,
         map: &'static str,
         service: String,
-        source: MapError,
+        source: Box<MapError>,
     },
     #[error("opening map {map}: {source}")]
-    Open { map: &'static str, source: MapError },
+    Open {
+        map: &'static str,
+        source: Box<MapError>,
+    },
 }
 
 /// What one apply changed.
@@ -102,11 +105,11 @@ impl MapWriter {
     pub fn new(services: Map, backends: Map) -> Result<Self, MapWriteError> {
         let services = BpfHashMap::try_from(services).map_err(|source| MapWriteError::Open {
             map: "services",
-            source,
+            source: Box::new(source),
         })?;
         let backends = BpfHashMap::try_from(backends).map_err(|source| MapWriteError::Open {
             map: "backends",
-            source,
+            source: Box::new(source),
         })?;
         let mut writer = Self {
             services,
@@ -213,7 +216,7 @@ impl MapWriter {
             op,
             map,
             service: format!("{} ({})", service.name, service.vip),
-            source,
+            source: Box::new(source),
         };
         for (index, value) in backends.iter().enumerate() {
             let bkey = BackendKey {
@@ -261,7 +264,7 @@ impl MapWriter {
                 op: "removing the service",
                 map: "services",
                 service: format!("{key:?}"),
-                source,
+                source: Box::new(source),
             });
         }
         if let Some(prev) = self.installed.remove(key) {

@@ -3,7 +3,7 @@ use kmesh_tests::harness::{Topology, privileged};
 
 const VIP: &str = "198.18.0.20:80";
 
-fn labels<'a>(backend: &'a str) -> [(&'static str, &'a str); 3] {
+fn labels(backend: &str) -> [(&'static str, &str); 3] {
     [
         ("destination_service", "echo"),
         ("destination_backend", backend),

@@ -10,7 +10,7 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use crate::metrics::{Aggregator, CLOSE_REASONS, Distribution, SeriesKey};
+use crate::metrics::{Aggregator, CLOSE_REASONS, Distribution, SeriesKey, SeriesStats};
 
 /// Connect latency and RTT: 25 µs to 10 s.
 pub const LATENCY_BOUNDS_S: [f64; 17] = [
@@ -78,6 +78,8 @@ fn buckets(d: &Distribution, bounds: &[f64], scale: f64) -> Vec<(f64, u64)> {
     out
 }
 
+type CounterOf = fn(&SeriesStats) -> u64;
+
 type Family<'a> = (&'a SeriesKey, &'a Distribution);
 
 fn encode_histograms(
@@ -114,7 +116,7 @@ impl Collector for AggregatorCollector {
         let mut series: Vec<_> = agg.series().collect();
         series.sort_by(|a, b| a.0.cmp(b.0));
 
-        let counters: [(&str, &str, fn(&crate::metrics::SeriesStats) -> u64); 4] = [
+        let counters: [(&str, &str, CounterOf); 4] = [
             (
                 "kmesh_tcp_connections_opened",
                 "TCP connections established.",
@@ -182,7 +184,7 @@ impl Collector for AggregatorCollector {
                 .encode(active.encode_family(&series_labels(key))?)?;
         }
 
-        let pick = |f: fn(&crate::metrics::SeriesStats) -> &Distribution| -> Vec<Family<'_>> {
+        let pick = |f: fn(&SeriesStats) -> &Distribution| -> Vec<Family<'_>> {
             series.iter().map(|(k, s)| (*k, f(s))).collect()
         };
         let us = 1e-6;

@@ -1,1 +1,131 @@
+use kmesh_common::{ConnEvent, close_reason, direction, event_flags, event_kind};
 
+use super::*;
+use crate::model::{Backend, Mesh, Policy, Service};
+
+fn mesh() -> Mesh {
+    let mut mesh = Mesh::default();
+    let vip = "198.18.0.10:80".parse().unwrap();
+    mesh.services.insert(
+        vip,
+        Service {
+            name: "echo".into(),
+            vip,
+            policy: Policy::RoundRobin,
+            backends: vec![Backend {
+                addr: "127.0.0.2:8080".parse().unwrap(),
+                weight: 1,
+            }],
+        },
+    );
+    mesh
+}
+
+fn aggregator() -> Aggregator {
+    let mesh = mesh();
+    let key = crate::maps::service_key(mesh.services.values().next().unwrap());
+    let mut agg = Aggregator::new();
+    agg.update_labels(&mesh, [(&key, 7u32)].into_iter());
+    agg
+}
+
+fn event(kind: u8, cookie: u64, sent: u64, received: u64) -> ConnEvent {
+    let (backend, family) = crate::addr::ip_to_words("127.0.0.2".parse().unwrap());
+    let mut ev = ConnEvent {
+        kind,
+        direction: direction::OUTBOUND,
+        flags: event_flags::ROUTED,
+        family,
+        cookie,
+        start_ns: 1_000,
+        ts_ns: 2_001_000,
+        connect_latency_ns: 50_000,
+        bytes_sent: sent,
+        bytes_received: received,
+        srtt_us: 40,
+        min_rtt_us: 20,
+        ..ConnEvent::default()
+    };
+    ev.route.service_id = 7;
+    ev.route.backend_addr = backend;
+    ev.route.backend_port = 8080;
+    ev.route.family = family;
+    ev
+}
+
+fn only_series(agg: &Aggregator) -> (&SeriesKey, &SeriesStats) {
+    let all: Vec<_> = agg.series().collect();
+    assert_eq!(all.len(), 1);
+    all[0]
+}
+
+#[test]
+fn a_connection_counts_once_with_its_bytes() {
+    let mut agg = aggregator();
+    agg.record(&event(event_kind::ESTABLISHED, 1, 0, 0));
+    agg.record(&event(event_kind::PERIODIC, 1, 100, 1000));
+    let mut close = event(event_kind::CLOSED, 1, 150, 1500);
+    close.close_reason = close_reason::FIN;
+    agg.record(&close);
+    let (key, s) = only_series(&agg);
+    assert_eq!(&*key.service, "echo");
+    assert_eq!(&*key.backend, "127.0.0.2:8080");
+    assert_eq!((s.opened, s.closed_total(), s.active), (1, 1, 0));
+    assert_eq!((s.bytes_sent, s.bytes_received), (150, 1500));
+    assert_eq!(s.connect_latency_us.hist.len(), 1);
+    assert_eq!(s.connect_latency_us.sum, 50);
+    assert_eq!(s.duration_us.sum, 2000);
+    assert_eq!(s.conn_bytes_received.sum, 1500);
+}
+
+#[test]
+fn a_lost_established_record_is_made_up_at_close() {
+    let mut agg = aggregator();
+    let mut close = event(event_kind::CLOSED, 9, 10, 20);
+    close.close_reason = close_reason::RST_RECEIVED;
+    agg.record(&close);
+    let (_, s) = only_series(&agg);
+    assert_eq!((s.opened, s.active), (1, 0));
+    assert_eq!(s.closed[2], 1, "rst_received is the third reason");
+    assert_eq!((s.bytes_sent, s.bytes_received), (10, 20));
+}
+
+#[test]
+fn failed_connects_are_not_opened() {
+    let mut agg = aggregator();
+    let mut close = event(event_kind::CLOSED, 3, 0, 0);
+    close.close_reason = close_reason::CONNECT_REFUSED;
+    agg.record(&close);
+    let (_, s) = only_series(&agg);
+    assert_eq!((s.opened, s.closed_total(), s.failed_total()), (0, 0, 1));
+}
+
+#[test]
+fn unknown_services_and_short_records_are_counted_not_guessed() {
+    let mut agg = aggregator();
+    let mut ev = event(event_kind::ESTABLISHED, 4, 0, 0);
+    ev.route.service_id = 99;
+    agg.record(&ev);
+    let (key, _) = only_series(&agg);
+    assert_eq!(&*key.service, UNKNOWN);
+    agg.record_bytes(&[0u8; 10]);
+    assert_eq!(agg.agent.events_malformed, 1);
+}
+
+#[test]
+fn inbound_connections_are_named_by_their_local_backend() {
+    let mut agg = aggregator();
+    let (local, family) = crate::addr::ip_to_words("127.0.0.2".parse().unwrap());
+    let ev = ConnEvent {
+        kind: event_kind::ESTABLISHED,
+        direction: direction::INBOUND,
+        family,
+        local_addr: local,
+        local_port: 8080,
+        cookie: 5,
+        ..ConnEvent::default()
+    };
+    agg.record(&ev);
+    let (key, _) = only_series(&agg);
+    assert_eq!((&*key.service, key.direction), ("echo", Direction::Inbound));
+}

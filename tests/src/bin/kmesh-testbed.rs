@@ -68,6 +68,16 @@ enum Command {
         agent: SocketAddr,
         #[arg(long, default_value_t = 1000)]
         interval_ms: u64,
+        /// Stop after this many seconds; 0 = until Ctrl-C.
+        #[arg(long, default_value_t = 0)]
+        for_secs: u64,
+    },
+    /// Wait until the agent answers /readyz (exit 1 after the timeout).
+    Ready {
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        agent: SocketAddr,
+        #[arg(long, default_value_t = 60)]
+        timeout_secs: u64,
     },
 }
 
@@ -103,7 +113,24 @@ fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }
-        Command::Watch { agent, interval_ms } => watch(agent, Duration::from_millis(interval_ms)),
+        Command::Watch {
+            agent,
+            interval_ms,
+            for_secs,
+        } => watch(agent, Duration::from_millis(interval_ms), for_secs),
+        Command::Ready {
+            agent,
+            timeout_secs,
+        } => {
+            let deadline = Instant::now() + Duration::from_secs(timeout_secs);
+            while kmesh_tests::http_get(agent, "/readyz").is_err() {
+                if Instant::now() > deadline {
+                    anyhow::bail!("the agent at {agent} was not ready within {timeout_secs} s");
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Ok(())
+        }
     }
 }
 
@@ -168,17 +195,19 @@ fn client(
     Arc::try_unwrap(report).unwrap().into_inner().unwrap()
 }
 
-fn watch(agent: SocketAddr, interval: Duration) -> anyhow::Result<()> {
-    loop {
+fn watch(agent: SocketAddr, interval: Duration, for_secs: u64) -> anyhow::Result<()> {
+    let start = Instant::now();
+    while for_secs == 0 || start.elapsed() < Duration::from_secs(for_secs) {
         match kmesh_tests::http_get(agent, "/v1/snapshot")
             .and_then(|body| Ok(serde_json::from_str(&body)?))
         {
             Ok(snapshot) => {
                 print!("\x1b[2J\x1b[H{}", render::snapshot_table(&snapshot, agent));
             }
-            Err(e) => print!("\x1b[2J\x1b[Hwaiting for the agent at {agent}: {e:#}\n"),
+            Err(e) => println!("\x1b[2J\x1b[Hwaiting for the agent at {agent}: {e:#}"),
         }
         std::io::stdout().flush()?;
         std::thread::sleep(interval);
     }
+    Ok(())
 }
