@@ -75,6 +75,7 @@ async fn serve(
             .context("opening the probe config map")?,
         aggregator: Arc::new(Mutex::new(Aggregator::new())),
         path: opts.config.clone(),
+        reset_cookie_offset: reset_cookie_offset(),
     };
     control.apply(&mesh)?;
 
@@ -122,6 +123,19 @@ struct Control {
     probe_config: Array<MapData, ProbeConfig>,
     aggregator: Arc<Mutex<Aggregator>>,
     path: PathBuf,
+    reset_cookie_offset: u32,
+}
+
+fn reset_cookie_offset() -> u32 {
+    match sysfs::tracepoint_field_offset("tcp", "tcp_receive_reset", "sock_cookie") {
+        Some(offset) => offset,
+        None => {
+            warn!(
+                "tcp:tcp_receive_reset has no sock_cookie field on this kernel; resets from peers will be reported as rst_sent or fin"
+            );
+            0
+        }
+    }
 }
 
 impl Control {
@@ -137,6 +151,8 @@ impl Control {
                 0,
                 ProbeConfig {
                     report_interval_ns: interval,
+                    reset_cookie_offset: self.reset_cookie_offset,
+                    _pad0: 0,
                 },
                 0,
             )

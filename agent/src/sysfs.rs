@@ -92,6 +92,40 @@ pub fn ensure_tracefs() -> Result<(), SysError> {
     Ok(())
 }
 
+/// Offset of a u64 field in a tracepoint's record, from its tracefs format
+/// (`field:__u64 sock_cookie;	offset:64;	size:8;...`).
+pub fn tracepoint_field_offset(category: &str, name: &str, field: &str) -> Option<u32> {
+    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .iter()
+        .find_map(|root| {
+            std::fs::read_to_string(
+                Path::new(root)
+                    .join("events")
+                    .join(category)
+                    .join(name)
+                    .join("format"),
+            )
+            .ok()
+        })
+        .and_then(|format| parse_field_offset(&format, field))
+}
+
+fn parse_field_offset(format: &str, field: &str) -> Option<u32> {
+    format.lines().find_map(|line| {
+        let mut parts = line.trim().split(';').map(str::trim);
+        let decl = parts.next()?.strip_prefix("field:")?;
+        if decl.rsplit(' ').next()? != field {
+            return None;
+        }
+        let offset = parts
+            .find_map(|p| p.strip_prefix("offset:"))?
+            .parse()
+            .ok()?;
+        let size: u32 = parts.find_map(|p| p.strip_prefix("size:"))?.parse().ok()?;
+        (size == 8).then_some(offset)
+    })
+}
+
 /// The cgroup v2 mount point: `/sys/fs/cgroup` on most Kubernetes nodes,
 /// `/sys/fs/cgroup/unified` on hybrid hosts.
 pub fn detect_cgroup2_mount() -> Result<PathBuf, SysError> {
@@ -126,6 +160,21 @@ pub fn raise_memlock_limit() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_field_offsets_from_tracepoint_formats() {
+        let format = "name: tcp_receive_reset\nformat:\n\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\
+                      \tfield:const void * skaddr;\toffset:8;\tsize:8;\tsigned:0;\n\
+                      \tfield:__u64 sock_cookie;\toffset:64;\tsize:8;\tsigned:0;\n";
+        assert_eq!(parse_field_offset(format, "sock_cookie"), Some(64));
+        assert_eq!(parse_field_offset(format, "skaddr"), Some(8));
+        assert_eq!(
+            parse_field_offset(format, "common_type"),
+            None,
+            "not 8 bytes"
+        );
+        assert_eq!(parse_field_offset(format, "missing"), None);
+    }
 
     #[test]
     fn finds_cgroup2_in_hybrid_and_unified_layouts() {

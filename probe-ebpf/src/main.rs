@@ -39,10 +39,6 @@ static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "KM_PROBE_CFG")]
 static CONFIG: Array<ProbeConfig> = Array::with_max_entries(1, 0);
 
-/// Offset of `sock_cookie` in the tcp:tcp_receive_reset record
-/// (/sys/kernel/tracing/events/tcp/tcp_receive_reset/format).
-const RECEIVE_RESET_COOKIE_OFFSET: usize = 64;
-
 #[sock_ops]
 pub fn observe_sockops(ctx: SockOpsContext) -> u32 {
     match ctx.op() {
@@ -60,8 +56,13 @@ pub fn observe_sockops(ctx: SockOpsContext) -> u32 {
 /// close record can say who ended the connection.
 #[tracepoint(category = "tcp", name = "tcp_receive_reset")]
 pub fn observe_receive_reset(ctx: TracePointContext) -> u32 {
-    // SAFETY: the offset is within the tracepoint record (see its format).
-    if let Ok(cookie) = unsafe { ctx.read_at::<u64>(RECEIVE_RESET_COOKIE_OFFSET) }
+    let offset = CONFIG.get(0).map_or(0, |c| c.reset_cookie_offset) as usize;
+    if offset == 0 {
+        return 0;
+    }
+    // SAFETY: the agent read the offset from this tracepoint's format; the
+    // read goes through bpf_probe_read and cannot fault.
+    if let Ok(cookie) = unsafe { ctx.read_at::<u64>(offset) }
         && let Some(state) = CONNS.get_ptr_mut(cookie)
     {
         // SAFETY: a live map value; only this flag bit is written.
