@@ -93,7 +93,7 @@ pub fn ensure_tracefs() -> Result<(), SysError> {
 }
 
 /// Offset of a u64 field in a tracepoint's record, from its tracefs format
-/// (`field:__u64 sock_cookie;	offset:64;	size:8;...`).
+/// (`field:__u64 sock_cookie; offset:64; size:8; ...`, tab-separated).
 pub fn tracepoint_field_offset(category: &str, name: &str, field: &str) -> Option<u32> {
     ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
         .iter()
