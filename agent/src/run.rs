@@ -203,6 +203,8 @@ impl Control {
                     while changed.try_recv().is_ok() {}
                     if Path::new(&self.path).exists() {
                         self.reload();
+                    } else {
+                        warn!(config = %self.path.display(), "mesh config file removed; the current config stays in force until it returns");
                     }
                 }
             }

@@ -229,6 +229,25 @@ pub mod tcp_state {
     pub const CLOSING: u32 = 11;
 }
 
+/// Reads a 4-word address from a program context one volatile u32 at a
+/// time. The verifier accepts only fixed-offset, word-sized reads of context
+/// fields like `user_ip6` and `local_ip6`; volatile keeps LLVM from merging
+/// or re-basing them.
+///
+/// # Safety
+/// `p` must point at a readable `[u32; 4]`.
+#[inline(always)]
+pub unsafe fn read_addr_words(p: *const [u32; 4]) -> [u32; 4] {
+    unsafe {
+        [
+            core::ptr::read_volatile(&raw const (*p)[0]),
+            core::ptr::read_volatile(&raw const (*p)[1]),
+            core::ptr::read_volatile(&raw const (*p)[2]),
+            core::ptr::read_volatile(&raw const (*p)[3]),
+        ]
+    }
+}
+
 #[cfg(feature = "user")]
 mod pod {
     use super::*;

@@ -22,7 +22,7 @@ use aya_ebpf::{
 };
 use kmesh_common::{
     AF_INET, AF_INET6, BACKEND_SEARCH_STEPS, BackendKey, BackendValue, MAX_BACKENDS, RouteDecision,
-    ServiceKey, ServiceValue, policy,
+    ServiceKey, ServiceValue, policy, read_addr_words,
 };
 
 const IPPROTO_TCP: u32 = 6;
@@ -75,7 +75,7 @@ pub fn route_connect6(ctx: SockAddrContext) -> i32 {
         if (*sa).protocol != IPPROTO_TCP {
             return ALLOW;
         }
-        let ip = read_ip6(sa);
+        let ip = read_addr_words(&raw const (*sa).user_ip6);
         // A v6 socket dialling ::ffff:a.b.c.d reaches an IPv4 service.
         let v4_mapped = ip[0] == 0 && ip[1] == 0 && ip[2] == V4_MAPPED_WORD;
         let key = if v4_mapped {
@@ -241,21 +241,8 @@ fn port_to_ctx(port: u16) -> u32 {
     port.to_be() as u32
 }
 
-// The verifier wants 4-byte accesses to user_ip6; volatile keeps LLVM from
-// merging or splitting them.
-#[inline(always)]
-unsafe fn read_ip6(sa: *mut bpf_sock_addr) -> [u32; 4] {
-    unsafe {
-        let p = &raw const (*sa).user_ip6;
-        [
-            core::ptr::read_volatile(&raw const (*p)[0]),
-            core::ptr::read_volatile(&raw const (*p)[1]),
-            core::ptr::read_volatile(&raw const (*p)[2]),
-            core::ptr::read_volatile(&raw const (*p)[3]),
-        ]
-    }
-}
-
+// The verifier wants fixed-offset 4-byte accesses to user_ip6; volatile
+// keeps LLVM from merging or splitting them.
 #[inline(always)]
 unsafe fn write_ip6(sa: *mut bpf_sock_addr, ip: [u32; 4]) {
     unsafe {

@@ -18,7 +18,7 @@ use aya_ebpf::{
 };
 use kmesh_common::{
     AF_INET, ConnEvent, ConnState, ProbeConfig, RouteDecision, close_reason, conn_flags, direction,
-    event_flags, event_kind, tcp_state,
+    event_flags, event_kind, read_addr_words, tcp_state,
 };
 
 /// Shared with orchestration (same name, pinned): what connect() decided.
@@ -279,8 +279,8 @@ fn emit(ctx: &SockOpsContext, cookie: u64, state: &ConnState, kind: u8, reason: 
             (*ev).local_addr = [(*ops).local_ip4, 0, 0, 0];
             (*ev).remote_addr = [(*ops).remote_ip4, 0, 0, 0];
         } else {
-            (*ev).local_addr = read_ip6(&raw const (*ops).local_ip6);
-            (*ev).remote_addr = read_ip6(&raw const (*ops).remote_ip6);
+            (*ev).local_addr = read_addr_words(&raw const (*ops).local_ip6);
+            (*ev).remote_addr = read_addr_words(&raw const (*ops).remote_ip6);
         }
         (*ev).cookie = cookie;
         (*ev).ts_ns = now;
@@ -306,20 +306,6 @@ fn emit(ctx: &SockOpsContext, cookie: u64, state: &ConnState, kind: u8, reason: 
         core::ptr::copy_nonoverlapping(&raw const state.route, &raw mut (*ev).route, 1);
     }
     entry.submit(0);
-}
-
-/// The verifier rejects context reads through a pointer it has seen
-/// modified; volatile word reads keep each access a fixed offset from ctx.
-#[inline(always)]
-unsafe fn read_ip6(p: *const [u32; 4]) -> [u32; 4] {
-    unsafe {
-        [
-            core::ptr::read_volatile(&raw const (*p)[0]),
-            core::ptr::read_volatile(&raw const (*p)[1]),
-            core::ptr::read_volatile(&raw const (*p)[2]),
-            core::ptr::read_volatile(&raw const (*p)[3]),
-        ]
-    }
 }
 
 /// sock_ops keeps the remote port in network order; on little-endian
