@@ -81,6 +81,10 @@ pub enum DataPlaneError {
         source: aya::programs::ProgramError,
     },
     #[error(
+        "the embedded eBPF objects have no program {0}; the agent and its programs disagree (rebuild)"
+    )]
+    MissingProgram(&'static str),
+    #[error(
         "the {object} eBPF object has no map {name}; the agent and its embedded programs disagree"
     )]
     MissingMap {
@@ -217,11 +221,7 @@ where
 {
     let program = ebpf
         .program_mut(name)
-        .ok_or_else(|| DataPlaneError::Program {
-            action: "finding",
-            program: name,
-            source: aya::programs::ProgramError::UnexpectedProgramType,
-        })?;
+        .ok_or(DataPlaneError::MissingProgram(name))?;
     program.try_into().map_err(prog_err("typing", name))
 }
 

@@ -107,10 +107,24 @@ impl Topology {
         topo
     }
 
-    /// Starts backends on `addrs` inside the namespace.
+    /// Starts backends on `addrs` inside the namespace (outside the cgroup).
     pub fn serve(&self, addrs: &[&str], reset: bool) -> Proc {
+        self.start_backends(addrs, reset, false)
+    }
+
+    /// Starts backends inside the namespace and the cgroup, so the probe
+    /// sees their side (inbound) too.
+    pub fn serve_in_cgroup(&self, addrs: &[&str]) -> Proc {
+        self.start_backends(addrs, false, true)
+    }
+
+    fn start_backends(&self, addrs: &[&str], reset: bool, in_cgroup: bool) -> Proc {
         let mut cmd = Command::new(target_bin("kmesh-testbed"));
-        cmd.args(["--netns", &self.netns, "serve"]);
+        cmd.args(["--netns", &self.netns]);
+        if in_cgroup {
+            cmd.arg("--cgroup").arg(&self.cgroup);
+        }
+        cmd.arg("serve");
         for a in addrs {
             cmd.args(["--listen", a]);
         }

@@ -199,3 +199,52 @@ fn long_lived_connections_report_while_open() {
         3.0 * 8_000_000.0
     );
 }
+
+#[test]
+fn backends_in_the_cgroup_report_inbound_under_their_service() {
+    if !privileged("backends_in_the_cgroup_report_inbound_under_their_service") {
+        return;
+    }
+    let topo = Topology::new("inbound");
+    let backend = "127.0.0.2:8080";
+    let _servers = topo.serve_in_cgroup(&[backend]);
+    let agent = topo.start_agent(&format!(
+        "services:\n  - name: echo\n    vip: {VIP}\n    backends:\n      - address: {backend}\n"
+    ));
+    let n = 40;
+    let report = topo.client(VIP, n, &["--request-bytes", "500", "--reply-bytes", "3000"]);
+    assert_eq!(report.ok, n, "{report:?}");
+    let inbound = [
+        ("destination_service", "echo"),
+        ("destination_backend", backend),
+        ("direction", "inbound"),
+    ];
+    let m = agent.metrics_when(|m| {
+        m.value("kmesh_tcp_connections_closed_total", &inbound) >= n as f64
+            && m.value("kmesh_tcp_connections_closed_total", &labels(backend)) >= n as f64
+    });
+    // Each side is counted once, from its own point of view.
+    assert_eq!(
+        m.value("kmesh_tcp_connections_opened_total", &inbound),
+        n as f64,
+        "{}",
+        m.0
+    );
+    assert_eq!(
+        m.value("kmesh_tcp_connections_opened_total", &labels(backend)),
+        n as f64
+    );
+    assert_eq!(
+        m.value("kmesh_tcp_received_bytes_total", &inbound),
+        (n * 508) as f64
+    );
+    assert_eq!(
+        m.value("kmesh_tcp_sent_bytes_total", &inbound),
+        (n * 3000) as f64
+    );
+    // Inbound connections have no connect() of their own to time.
+    assert_eq!(
+        m.value("kmesh_tcp_connect_latency_seconds_count", &inbound),
+        0.0
+    );
+}
