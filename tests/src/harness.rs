@@ -114,8 +114,8 @@ impl Topology {
 
     /// Starts backends inside the namespace and the cgroup, so the probe
     /// sees their side (inbound) too.
-    pub fn serve_in_cgroup(&self, addrs: &[&str]) -> Proc {
-        self.start_backends(addrs, false, true)
+    pub fn serve_in_cgroup(&self, addrs: &[&str], reset: bool) -> Proc {
+        self.start_backends(addrs, reset, true)
     }
 
     fn start_backends(&self, addrs: &[&str], reset: bool, in_cgroup: bool) -> Proc {

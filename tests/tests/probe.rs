@@ -207,7 +207,7 @@ fn backends_in_the_cgroup_report_inbound_under_their_service() {
     }
     let topo = Topology::new("inbound");
     let backend = "127.0.0.2:8080";
-    let _servers = topo.serve_in_cgroup(&[backend]);
+    let _servers = topo.serve_in_cgroup(&[backend], false);
     let agent = topo.start_agent(&format!(
         "services:\n  - name: echo\n    vip: {VIP}\n    backends:\n      - address: {backend}\n"
     ));
@@ -246,5 +246,39 @@ fn backends_in_the_cgroup_report_inbound_under_their_service() {
     assert_eq!(
         m.value("kmesh_tcp_connect_latency_seconds_count", &inbound),
         0.0
+    );
+}
+
+#[test]
+fn the_side_that_resets_reports_rst_sent() {
+    if !privileged("the_side_that_resets_reports_rst_sent") {
+        return;
+    }
+    let topo = Topology::new("rstsent");
+    let backend = "127.0.0.2:8080";
+    let _servers = topo.serve_in_cgroup(&[backend], true);
+    let agent = topo.start_agent(&format!(
+        "services:\n  - name: echo\n    vip: {VIP}\n    backends:\n      - address: {backend}\n"
+    ));
+    let n = 20;
+    let report = topo.client(VIP, n, &[]);
+    assert_eq!(report.failures.get("reset"), Some(&n), "{report:?}");
+    let sent = [("direction", "inbound"), ("close_reason", "rst_sent")];
+    let received = [("direction", "outbound"), ("close_reason", "rst_received")];
+    let m = agent.metrics_when(|m| {
+        m.value("kmesh_tcp_connections_closed_total", &sent) >= n as f64
+            && m.value("kmesh_tcp_connections_closed_total", &received) >= n as f64
+    });
+    assert_eq!(
+        m.value("kmesh_tcp_connections_closed_total", &sent),
+        n as f64,
+        "{}",
+        m.0
+    );
+    assert_eq!(
+        m.value("kmesh_tcp_connections_closed_total", &received),
+        n as f64,
+        "{}",
+        m.0
     );
 }
