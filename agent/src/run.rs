@@ -95,14 +95,20 @@ async fn serve(
         stop_rx,
     ));
 
-    let attached = dataplane.attach();
-    let outcome = match attached {
-        Ok(()) => {
-            ready.store(true, Ordering::Release);
-            info!(metrics = %opts.metrics_addr, config = %opts.config.display(), "kmesh-agent ready");
-            control.until_signalled().await
-        }
-        Err(e) => Err(e.into()),
+    // Signals and the file watcher are in place before the agent says it is
+    // ready: a SIGTERM or a config change right after /readyz is not lost.
+    let (changed_tx, changed) = mpsc::channel(1);
+    let outcome = match (Signals::install(), dataplane.attach()) {
+        (Ok(signals), Ok(())) => match reload::watch(&opts.config, changed_tx) {
+            Ok(_watcher) => {
+                ready.store(true, Ordering::Release);
+                info!(metrics = %opts.metrics_addr, config = %opts.config.display(), "kmesh-agent ready");
+                control.until_signalled(signals, changed).await
+            }
+            Err(e) => Err(e.into()),
+        },
+        (Err(e), _) => Err(e.into()),
+        (_, Err(e)) => Err(e.into()),
     };
 
     ready.store(false, Ordering::Release);
@@ -124,6 +130,22 @@ struct Control {
     aggregator: Arc<Mutex<Aggregator>>,
     path: PathBuf,
     reset_cookie_offset: u32,
+}
+
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
 }
 
 fn reset_cookie_offset() -> u32 {
@@ -187,17 +209,16 @@ impl Control {
         }
     }
 
-    async fn until_signalled(&mut self) -> anyhow::Result<()> {
-        let (changed_tx, mut changed) = mpsc::channel(1);
-        let _watcher = reload::watch(&self.path, changed_tx)?;
-        let mut sigterm = signal(SignalKind::terminate())?;
-        let mut sigint = signal(SignalKind::interrupt())?;
-        let mut sighup = signal(SignalKind::hangup())?;
+    async fn until_signalled(
+        &mut self,
+        mut signals: Signals,
+        mut changed: mpsc::Receiver<()>,
+    ) -> anyhow::Result<()> {
         loop {
             tokio::select! {
-                _ = sigterm.recv() => { info!("SIGTERM: shutting down"); return Ok(()); }
-                _ = sigint.recv() => { info!("SIGINT: shutting down"); return Ok(()); }
-                _ = sighup.recv() => self.reload(),
+                _ = signals.term.recv() => { info!("SIGTERM: shutting down"); return Ok(()); }
+                _ = signals.int.recv() => { info!("SIGINT: shutting down"); return Ok(()); }
+                _ = signals.hup.recv() => self.reload(),
                 Some(()) = changed.recv() => {
                     tokio::time::sleep(RELOAD_SETTLE).await;
                     while changed.try_recv().is_ok() {}

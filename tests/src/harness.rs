@@ -185,6 +185,19 @@ impl Drop for Topology {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        // The shared parent goes with the last test's cgroup. A removed child
+        // is destroyed asynchronously, so the parent can read busy for a moment.
+        if let Some(parent) = self.cgroup.parent() {
+            for _ in 0..50 {
+                let siblings = std::fs::read_dir(parent)
+                    .map(|d| d.flatten().any(|e| e.path().is_dir()))
+                    .unwrap_or(false);
+                if siblings || std::fs::remove_dir(parent).is_ok() || !parent.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         let _ = Command::new("ip")
             .args(["netns", "del", &self.netns])
             .output();
