@@ -1,12 +1,9 @@
 //! The agent's HTTP endpoint: Prometheus `/metrics`, `/healthz`, `/readyz`
 //! and a JSON snapshot at `/v1/snapshot`. Bind it to loopback unless a
 //! scraper elsewhere needs it.
-use std::{
-    net::SocketAddr,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
+use std::sync::{
+    Arc, Mutex,
+    atomic::{AtomicBool, Ordering},
 };
 
 use axum::{
@@ -26,12 +23,6 @@ struct AppState {
     registry: Arc<Registry>,
     aggregator: Arc<Mutex<Aggregator>>,
     ready: Arc<AtomicBool>,
-}
-
-pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).await.map_err(|e| {
-        anyhow::anyhow!("cannot listen on {addr} for /metrics: {e}; pick another --metrics-addr")
-    })
 }
 
 pub async fn serve(

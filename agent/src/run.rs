@@ -47,7 +47,14 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         Some(p) => p.clone(),
         None => sysfs::detect_cgroup2_mount()?,
     };
-    let listener = http::bind(opts.metrics_addr).await?;
+    let listener = tokio::net::TcpListener::bind(opts.metrics_addr)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} for /metrics; pick another --metrics-addr",
+                opts.metrics_addr
+            )
+        })?;
     let mut dataplane = DataPlane::load(&DataPlaneOptions {
         cgroup,
         bpffs_dir: opts.bpffs_dir.clone(),

@@ -408,3 +408,15 @@ pub const AGENT_ATTACH_TYPES: [(u32, &str); 5] = [
     (29, "getpeername4"),
     (30, "getpeername6"),
 ];
+
+/// A mesh file with one service `echo` at `vip`; weights are written as given.
+pub fn echo_mesh(vip: &str, policy: &str, backends: &[(&str, u32)]) -> String {
+    let mut y =
+        format!("services:\n  - name: echo\n    vip: {vip}\n    policy: {policy}\n    backends:\n");
+    for (addr, weight) in backends {
+        y.push_str(&format!(
+            "      - address: {addr}\n        weight: {weight}\n"
+        ));
+    }
+    y
+}

@@ -2,18 +2,15 @@
 //! the agent leaves nothing behind when it exits.
 use std::time::{Duration, Instant};
 
-use kmesh_tests::harness::{AGENT_ATTACH_TYPES, Topology, attached_programs, privileged};
+use kmesh_tests::harness::{
+    AGENT_ATTACH_TYPES, Topology, attached_programs, echo_mesh, privileged,
+};
 
 const VIP: &str = "198.18.0.30:80";
 
 fn mesh(backends: &[&str]) -> String {
-    let mut y = format!(
-        "services:\n  - name: echo\n    vip: {VIP}\n    policy: round_robin\n    backends:\n"
-    );
-    for b in backends {
-        y.push_str(&format!("      - address: {b}\n"));
-    }
-    y
+    let weighted: Vec<(&str, u32)> = backends.iter().map(|b| (*b, 1)).collect();
+    echo_mesh(VIP, "round_robin", &weighted)
 }
 
 /// Replaces the file the way editors and ConfigMaps do: write aside, rename.

@@ -1,5 +1,5 @@
 //! What the probe reports, checked against what the client actually did.
-use kmesh_tests::harness::{Topology, privileged};
+use kmesh_tests::harness::{Topology, echo_mesh, privileged};
 
 const VIP: &str = "198.18.0.20:80";
 
@@ -19,9 +19,10 @@ fn counters_equal_the_traffic_to_the_byte() {
     let topo = Topology::new("counters");
     let backends = ["127.0.0.2:8080", "127.0.0.3:8080"];
     let _servers = topo.serve(&backends, false);
-    let agent = topo.start_agent(&format!(
-        "services:\n  - name: echo\n    vip: {VIP}\n    policy: round_robin\n    backends:\n      - address: {}\n      - address: {}\n",
-        backends[0], backends[1]
+    let agent = topo.start_agent(&echo_mesh(
+        VIP,
+        "round_robin",
+        &[(backends[0], 1), (backends[1], 1)],
     ));
     let n = 300;
     // Odd sizes, and a reply bigger than a segment, so nothing lines up by luck.
@@ -116,9 +117,7 @@ fn a_reset_from_the_server_is_reported_as_rst() {
     }
     let topo = Topology::new("reset");
     let _servers = topo.serve(&["127.0.0.2:8080"], true);
-    let agent = topo.start_agent(&format!(
-        "services:\n  - name: echo\n    vip: {VIP}\n    backends:\n      - address: 127.0.0.2:8080\n"
-    ));
+    let agent = topo.start_agent(&echo_mesh(VIP, "random", &[("127.0.0.2:8080", 1)]));
     let report = topo.client(VIP, 25, &[]);
     assert_eq!(report.failures.get("reset"), Some(&25), "{report:?}");
     let mut rst = labels("127.0.0.2:8080").to_vec();
@@ -146,9 +145,7 @@ fn a_refused_connect_is_reported_as_failed() {
     }
     let topo = Topology::new("refused");
     // Nothing listens on the backend.
-    let agent = topo.start_agent(&format!(
-        "services:\n  - name: echo\n    vip: {VIP}\n    backends:\n      - address: 127.0.0.9:8080\n"
-    ));
+    let agent = topo.start_agent(&echo_mesh(VIP, "random", &[("127.0.0.9:8080", 1)]));
     let report = topo.client(VIP, 10, &[]);
     assert_eq!(report.failures.get("refused"), Some(&10), "{report:?}");
     let mut refused = labels("127.0.0.9:8080").to_vec();
@@ -177,7 +174,8 @@ fn long_lived_connections_report_while_open() {
     let topo = Topology::new("periodic");
     let _servers = topo.serve(&["127.0.0.2:8080"], false);
     let agent = topo.start_agent(&format!(
-        "probe:\n  report_interval_seconds: 0.2\nservices:\n  - name: echo\n    vip: {VIP}\n    backends:\n      - address: 127.0.0.2:8080\n"
+        "probe:\n  report_interval_seconds: 0.2\n{}",
+        echo_mesh(VIP, "random", &[("127.0.0.2:8080", 1)])
     ));
     // A large reply keeps ACKs (and so RTT samples) flowing; the connection
     // then stays open for a second.
@@ -208,9 +206,7 @@ fn backends_in_the_cgroup_report_inbound_under_their_service() {
     let topo = Topology::new("inbound");
     let backend = "127.0.0.2:8080";
     let _servers = topo.serve_in_cgroup(&[backend], false);
-    let agent = topo.start_agent(&format!(
-        "services:\n  - name: echo\n    vip: {VIP}\n    backends:\n      - address: {backend}\n"
-    ));
+    let agent = topo.start_agent(&echo_mesh(VIP, "random", &[(backend, 1)]));
     let n = 40;
     let report = topo.client(VIP, n, &["--request-bytes", "500", "--reply-bytes", "3000"]);
     assert_eq!(report.ok, n, "{report:?}");
@@ -257,9 +253,7 @@ fn the_side_that_resets_reports_rst_sent() {
     let topo = Topology::new("rstsent");
     let backend = "127.0.0.2:8080";
     let _servers = topo.serve_in_cgroup(&[backend], true);
-    let agent = topo.start_agent(&format!(
-        "services:\n  - name: echo\n    vip: {VIP}\n    backends:\n      - address: {backend}\n"
-    ));
+    let agent = topo.start_agent(&echo_mesh(VIP, "random", &[(backend, 1)]));
     let n = 20;
     let report = topo.client(VIP, n, &[]);
     assert_eq!(report.failures.get("reset"), Some(&n), "{report:?}");

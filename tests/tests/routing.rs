@@ -1,6 +1,6 @@
 //! Connect-time routing on the real kernel: policies, getpeername(), and
 //! destinations that are not services.
-use kmesh_tests::harness::{Topology, privileged};
+use kmesh_tests::harness::{Topology, echo_mesh, privileged};
 
 const VIP: &str = "198.18.0.10:80";
 const BACKENDS: [&str; 4] = [
@@ -11,14 +11,7 @@ const BACKENDS: [&str; 4] = [
 ];
 
 fn mesh(policy: &str, backends: &[(&str, u32)]) -> String {
-    let mut y =
-        format!("services:\n  - name: echo\n    vip: {VIP}\n    policy: {policy}\n    backends:\n");
-    for (addr, weight) in backends {
-        y.push_str(&format!(
-            "      - address: {addr}\n        weight: {weight}\n"
-        ));
-    }
-    y
+    echo_mesh(VIP, policy, backends)
 }
 
 /// Bounds that a correct sampler leaves with probability < 1e-6 per backend:
