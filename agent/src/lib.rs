@@ -12,6 +12,7 @@ pub mod maps;
 pub mod metrics;
 pub mod model;
 pub mod probe;
+pub mod process;
 pub mod reload;
 pub mod run;
 pub mod sysfs;

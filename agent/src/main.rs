@@ -1,7 +1,7 @@
-use std::{io::Write, net::SocketAddr, path::PathBuf, process::ExitCode};
+use std::{io::Write, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
-use kmesh_agent::{config, run};
+use kmesh_agent::{config, metrics::SeriesLimits, run};
 use tracing_subscriber::EnvFilter;
 
 /// kmesh-rs node agent: routes service connections in the kernel and
@@ -32,6 +32,14 @@ enum Command {
         /// Ring-buffer size in bytes (a power of two, at least one page).
         #[arg(long, env = "KMESH_RINGBUF_BYTES", default_value_t = 256 * 1024, value_parser = parse_ringbuf_bytes)]
         ringbuf_bytes: u32,
+        /// Most label sets (service, backend, direction) kept per metric;
+        /// connections beyond are counted in an `overflow` series.
+        #[arg(long, env = "KMESH_MAX_SERIES", default_value_t = SeriesLimits::default().max_series)]
+        max_series: usize,
+        /// How long the series of a removed service or backend stays after
+        /// its last connection closed (e.g. `5m`).
+        #[arg(long, env = "KMESH_SERIES_EXPIRY", default_value = "5m", value_parser = humantime::parse_duration)]
+        series_expiry: Duration,
     },
     /// Validate a mesh config file and print what it defines.
     Check {
@@ -63,6 +71,8 @@ fn main() -> ExitCode {
             bpffs_dir,
             metrics_addr,
             ringbuf_bytes,
+            max_series,
+            series_expiry,
         } => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("kmesh-control")
@@ -76,6 +86,10 @@ fn main() -> ExitCode {
                     bpffs_dir,
                     metrics_addr,
                     ringbuf_bytes,
+                    series_limits: SeriesLimits {
+                        max_series,
+                        expiry: series_expiry,
+                    },
                 }))
             }),
         Command::Check { config } => check(&config),

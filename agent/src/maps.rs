@@ -43,6 +43,14 @@ pub struct ApplyReport {
     pub unchanged: usize,
 }
 
+/// How many entries the routing maps hold (their capacities are in
+/// [`kmesh_common::map_capacity`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MapEntries {
+    pub services: u64,
+    pub backends: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Installed {
     service_id: u32,
@@ -155,6 +163,18 @@ impl MapWriter {
                 services = self.installed.len(),
                 "adopted services from pinned maps"
             );
+        }
+    }
+
+    /// Entries in the services and backends maps now.
+    pub fn entries(&self) -> MapEntries {
+        MapEntries {
+            services: self.installed.len() as u64,
+            backends: self
+                .installed
+                .values()
+                .map(|i| i.backends.len() as u64)
+                .sum(),
         }
     }
 

@@ -26,7 +26,8 @@ pub enum ProbeReaderError {
     Io(#[from] std::io::Error),
 }
 
-/// How often the per-CPU drop counter is summed into the aggregator.
+/// How often the per-CPU drop counter is summed into the aggregator and
+/// expired series are swept.
 const DROPS_POLL: Duration = Duration::from_secs(1);
 
 /// Starts the reader; it drains what is left and returns when `stop` turns true.
@@ -77,7 +78,13 @@ async fn read_loop(
                 drain(guard.get_inner_mut(), &aggregator);
                 guard.clear_ready();
             }
-            _ = tick.tick() => publish_drops(&drops, &aggregator),
+            _ = tick.tick() => {
+                publish_drops(&drops, &aggregator);
+                aggregator
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .expire_series(std::time::Instant::now());
+            }
             _ = stop.changed() => {
                 drain(fd.get_mut(), &aggregator);
                 publish_drops(&drops, &aggregator);

@@ -22,9 +22,10 @@ use tracing::{error, info, warn};
 use crate::{
     config,
     dataplane::{DataPlane, DataPlaneOptions},
-    export, http,
+    export::{self, health::ExportHealth},
+    http,
     maps::MapWriter,
-    metrics::Aggregator,
+    metrics::{Aggregator, SeriesLimits},
     model::Mesh,
     probe, reload, sysfs,
 };
@@ -35,6 +36,7 @@ pub struct RunOptions {
     pub bpffs_dir: PathBuf,
     pub metrics_addr: SocketAddr,
     pub ringbuf_bytes: u32,
+    pub series_limits: SeriesLimits,
 }
 
 /// Bursts of file events (write, rename, chmod) settle before a reload.
@@ -80,7 +82,7 @@ async fn serve(
         )?,
         probe_config: Array::try_from(dataplane.take_probe_map(map_names::PROBE_CONFIG)?)
             .context("opening the probe config map")?,
-        aggregator: Arc::new(Mutex::new(Aggregator::new())),
+        aggregator: Arc::new(Mutex::new(Aggregator::new(opts.series_limits))),
         path: opts.config.clone(),
         reset_cookie_offset: reset_cookie_offset(),
     };
@@ -94,9 +96,10 @@ async fn serve(
         stop_rx.clone(),
     )?;
     let ready = Arc::new(AtomicBool::new(false));
+    let export_health = Arc::new(ExportHealth::default());
     let server = tokio::spawn(http::serve(
         listener,
-        export::prometheus::registry(control.aggregator.clone()),
+        export::prometheus::registry(control.aggregator.clone(), export_health.clone()),
         control.aggregator.clone(),
         ready.clone(),
         stop_rx,
@@ -186,10 +189,10 @@ impl Control {
                 0,
             )
             .context("writing the probe config map")?;
-        self.aggregator
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .update_labels(mesh, self.writer.service_ids());
+        let mut agg = self.aggregator.lock().unwrap_or_else(|p| p.into_inner());
+        agg.update_labels(mesh, self.writer.service_ids());
+        agg.agent.map_entries = self.writer.entries();
+        drop(agg);
         info!(
             services = mesh.services.len(),
             added = report.added,

@@ -29,6 +29,17 @@ pub mod map_names {
     pub const PROBE_CONFIG: &str = "KM_PROBE_CFG";
 }
 
+/// Capacities (max_entries) of the hash maps, shared so the agent can report
+/// how full they are.
+pub mod map_capacity {
+    pub const SERVICES: u32 = 16384;
+    /// Every service's backends, twice over while a new generation replaces
+    /// the old one.
+    pub const BACKENDS: u32 = 65536;
+    pub const SOCK_ROUTES: u32 = 65536;
+    pub const CONNS: u32 = 65536;
+}
+
 /// Load-balancing policies, as stored in [`ServiceValue::policy`].
 pub mod policy {
     pub const RANDOM: u32 = 0;

@@ -22,7 +22,7 @@ use aya_ebpf::{
 };
 use kmesh_common::{
     AF_INET, AF_INET6, BACKEND_SEARCH_STEPS, BackendKey, BackendValue, MAX_BACKENDS, RouteDecision,
-    ServiceKey, ServiceValue, policy, read_addr_words,
+    ServiceKey, ServiceValue, map_capacity, policy, read_addr_words,
 };
 
 const IPPROTO_TCP: u32 = 6;
@@ -37,14 +37,14 @@ const V4_MAPPED_WORD: u32 = 0x0000_ffffu32.to_be();
 const NO_PREALLOC: u32 = 1;
 
 #[map(name = "KM_SERVICES")]
-static SERVICES: HashMap<ServiceKey, ServiceValue> = HashMap::pinned(16384, NO_PREALLOC);
+static SERVICES: HashMap<ServiceKey, ServiceValue> = HashMap::pinned(map_capacity::SERVICES, NO_PREALLOC);
 
 #[map(name = "KM_BACKENDS")]
-static BACKENDS: HashMap<BackendKey, BackendValue> = HashMap::pinned(16384 * 4, NO_PREALLOC);
+static BACKENDS: HashMap<BackendKey, BackendValue> = HashMap::pinned(map_capacity::BACKENDS, NO_PREALLOC);
 
 /// Shared with the probe (same name, pinned): what connect() decided.
 #[map(name = "KM_SOCK_ROUTES")]
-static SOCK_ROUTES: LruHashMap<u64, RouteDecision> = LruHashMap::pinned(65536, 0);
+static SOCK_ROUTES: LruHashMap<u64, RouteDecision> = LruHashMap::pinned(map_capacity::SOCK_ROUTES, 0);
 
 #[cgroup_sock_addr(connect4)]
 pub fn route_connect4(ctx: SockAddrContext) -> i32 {

@@ -18,15 +18,15 @@ use aya_ebpf::{
 };
 use kmesh_common::{
     AF_INET, ConnEvent, ConnState, ProbeConfig, RouteDecision, close_reason, conn_flags, direction,
-    event_flags, event_kind, read_addr_words, tcp_state,
+    event_flags, event_kind, map_capacity, read_addr_words, tcp_state,
 };
 
 /// Shared with orchestration (same name, pinned): what connect() decided.
 #[map(name = "KM_SOCK_ROUTES")]
-static SOCK_ROUTES: LruHashMap<u64, RouteDecision> = LruHashMap::pinned(65536, 0);
+static SOCK_ROUTES: LruHashMap<u64, RouteDecision> = LruHashMap::pinned(map_capacity::SOCK_ROUTES, 0);
 
 #[map(name = "KM_CONNS")]
-static CONNS: LruHashMap<u64, ConnState> = LruHashMap::with_max_entries(65536, 0);
+static CONNS: LruHashMap<u64, ConnState> = LruHashMap::with_max_entries(map_capacity::CONNS, 0);
 
 /// The agent may resize it at load time.
 #[map(name = "KM_EVENTS")]

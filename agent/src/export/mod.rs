@@ -1,2 +1,3 @@
 //! Exporters: each reads the aggregator and nothing else.
+pub mod health;
 pub mod prometheus;

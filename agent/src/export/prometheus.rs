@@ -10,42 +10,32 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use crate::metrics::{Aggregator, CLOSE_REASONS, Distribution, SeriesKey, SeriesStats};
+use kmesh_common::map_capacity;
 
-/// Connect latency and RTT: 25 µs to 10 s.
-pub const LATENCY_BOUNDS_S: [f64; 17] = [
-    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
-    0.25, 0.5, 1.0, 2.5, 10.0,
-];
-/// Connection lifetimes: 1 ms to 1 h.
-pub const DURATION_BOUNDS_S: [f64; 14] = [
-    0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
-];
-/// Bytes per connection: 64 B to 1 GiB, powers of 4.
-pub const BYTES_BOUNDS: [f64; 13] = [
-    64.0,
-    256.0,
-    1024.0,
-    4096.0,
-    16384.0,
-    65536.0,
-    262_144.0,
-    1_048_576.0,
-    4_194_304.0,
-    16_777_216.0,
-    67_108_864.0,
-    268_435_456.0,
-    1_073_741_824.0,
-];
+use super::health::ExportHealth;
+use crate::{
+    metrics::{
+        Aggregator, CLOSE_REASONS, Distribution, SeriesKey,
+        families::{
+            self, ACTIVE_HELP, ACTIVE_NAME, CLOSE_COUNTERS, COUNTERS, HISTOGRAMS, HistogramFamily,
+            bucket_counts,
+        },
+    },
+    process,
+};
 
-pub fn registry(aggregator: Arc<Mutex<Aggregator>>) -> Registry {
+pub fn registry(aggregator: Arc<Mutex<Aggregator>>, export_health: Arc<ExportHealth>) -> Registry {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(AggregatorCollector { aggregator }));
+    registry.register_collector(Box::new(AggregatorCollector {
+        aggregator,
+        export_health,
+    }));
     registry
 }
 
 struct AggregatorCollector {
     aggregator: Arc<Mutex<Aggregator>>,
+    export_health: Arc<ExportHealth>,
 }
 
 impl std::fmt::Debug for AggregatorCollector {
@@ -62,44 +52,38 @@ fn series_labels(key: &SeriesKey) -> [(&'static str, &str); 3] {
     ]
 }
 
-/// Buckets for the encoder: per-bucket (not cumulative) counts at each
-/// bound, then the rest in +Inf. `scale` turns recorded units into the
-/// exported unit (µs -> s).
-fn buckets(d: &Distribution, bounds: &[f64], scale: f64) -> Vec<(f64, u64)> {
-    let mut out = Vec::with_capacity(bounds.len() + 1);
-    let mut below = 0u64;
-    for &bound in bounds {
-        let limit = (bound / scale).floor() as u64;
-        let cumulative = d.hist.count_between(0, limit);
-        out.push((bound, cumulative - below.min(cumulative)));
-        below = cumulative.max(below);
-    }
-    out.push((f64::MAX, d.hist.len().saturating_sub(below)));
-    out
+/// Buckets for the encoder: (upper bound, count in that bucket), +Inf last.
+fn buckets(d: &Distribution, family: &HistogramFamily) -> Vec<(f64, u64)> {
+    let counts = bucket_counts(d, family.bounds, family.scale);
+    family
+        .bounds
+        .iter()
+        .copied()
+        .chain([f64::MAX])
+        .zip(counts)
+        .collect()
 }
-
-type CounterOf = fn(&SeriesStats) -> u64;
 
 type Family<'a> = (&'a SeriesKey, &'a Distribution);
 
 fn encode_histograms(
     encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    unit: Unit,
+    family: &HistogramFamily,
     series: &[Family<'_>],
-    bounds: &[f64],
-    scale: f64,
 ) -> Result<(), std::fmt::Error> {
-    let mut metric = encoder.encode_descriptor(name, help, Some(&unit), MetricType::Histogram)?;
+    let unit = match family.unit {
+        families::Unit::Bytes => Unit::Bytes,
+        _ => Unit::Seconds,
+    };
+    let mut metric =
+        encoder.encode_descriptor(family.name, family.help, Some(&unit), MetricType::Histogram)?;
     for (key, d) in series {
-        let labels = series_labels(key);
         metric
-            .encode_family(&labels)?
+            .encode_family(&series_labels(key))?
             .encode_histogram::<NoLabelSet>(
-                d.sum as f64 * scale,
+                d.sum as f64 * family.scale,
                 d.hist.len(),
-                &buckets(d, bounds, scale),
+                &buckets(d, family),
                 None,
             )?;
     }
@@ -110,59 +94,57 @@ fn encode_counter(metric: MetricEncoder<'_>, v: u64) -> Result<(), std::fmt::Err
     ConstCounter::new(v).encode(metric)
 }
 
+/// A family with no labels and one value.
+fn encode_single(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    metric_type: MetricType,
+    v: u64,
+) -> Result<(), std::fmt::Error> {
+    let metric = encoder.encode_descriptor(name, help, None, metric_type)?;
+    match metric_type {
+        MetricType::Counter => encode_counter(metric, v),
+        _ => ConstGauge::new(v as i64).encode(metric),
+    }
+}
+
+/// Counters of one family split by one label.
+fn encode_labelled_counters(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    values: &[(&[(&str, &str)], u64)],
+) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, v) in values {
+        encode_counter(metric.encode_family(labels)?, *v)?;
+    }
+    Ok(())
+}
+
 impl Collector for AggregatorCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let agg = self.aggregator.lock().unwrap_or_else(|p| p.into_inner());
         let mut series: Vec<_> = agg.series().collect();
         series.sort_by(|a, b| a.0.cmp(b.0));
 
-        let counters: [(&str, &str, CounterOf); 4] = [
-            (
-                "kmesh_tcp_connections_opened",
-                "TCP connections established.",
-                |s| s.opened,
-            ),
-            (
-                "kmesh_tcp_sent_bytes",
-                "Bytes sent and acknowledged by the peer.",
-                |s| s.bytes_sent,
-            ),
-            ("kmesh_tcp_received_bytes", "Bytes received.", |s| {
-                s.bytes_received
-            }),
-            (
-                "kmesh_tcp_retransmits",
-                "TCP segments retransmitted.",
-                |s| s.retransmits,
-            ),
-        ];
-        for (name, help, get) in counters {
-            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+        for family in &COUNTERS {
+            let mut metric =
+                encoder.encode_descriptor(family.name, family.help, None, MetricType::Counter)?;
             for (key, stats) in &series {
-                encode_counter(metric.encode_family(&series_labels(key))?, get(stats))?;
+                encode_counter(
+                    metric.encode_family(&series_labels(key))?,
+                    (family.get)(stats),
+                )?;
             }
         }
-
-        for (name, help, failed) in [
-            (
-                "kmesh_tcp_connections_closed",
-                "TCP connections closed after being established, by close reason.",
-                false,
-            ),
-            (
-                "kmesh_tcp_connections_failed",
-                "TCP connections that never got established, by reason.",
-                true,
-            ),
-        ] {
-            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+        for family in &CLOSE_COUNTERS {
+            let mut metric =
+                encoder.encode_descriptor(family.name, family.help, None, MetricType::Counter)?;
             for (key, stats) in &series {
                 for (i, (_, reason)) in CLOSE_REASONS.iter().enumerate() {
-                    let v = if failed {
-                        stats.failed[i]
-                    } else {
-                        stats.closed[i]
-                    };
+                    let v = (family.get)(stats)[i];
                     if v == 0 {
                         continue;
                     }
@@ -172,142 +154,207 @@ impl Collector for AggregatorCollector {
                 }
             }
         }
-
-        let mut active = encoder.encode_descriptor(
-            "kmesh_tcp_connections_active",
-            "TCP connections open now.",
-            None,
-            MetricType::Gauge,
-        )?;
+        let mut active =
+            encoder.encode_descriptor(ACTIVE_NAME, ACTIVE_HELP, None, MetricType::Gauge)?;
         for (key, stats) in &series {
             ConstGauge::new(stats.active as i64)
                 .encode(active.encode_family(&series_labels(key))?)?;
         }
-
-        let pick = |f: fn(&SeriesStats) -> &Distribution| -> Vec<Family<'_>> {
-            series.iter().map(|(k, s)| (*k, f(s))).collect()
-        };
-        let us = 1e-6;
-        encode_histograms(
-            &mut encoder,
-            "kmesh_tcp_connect_latency",
-            "Time from connect() to established.",
-            Unit::Seconds,
-            &pick(|s| &s.connect_latency_us),
-            &LATENCY_BOUNDS_S,
-            us,
-        )?;
-        encode_histograms(
-            &mut encoder,
-            "kmesh_tcp_rtt",
-            "Smoothed RTT of each connection at close.",
-            Unit::Seconds,
-            &pick(|s| &s.srtt_us),
-            &LATENCY_BOUNDS_S,
-            us,
-        )?;
-        encode_histograms(
-            &mut encoder,
-            "kmesh_tcp_min_rtt",
-            "Minimum RTT seen by each connection.",
-            Unit::Seconds,
-            &pick(|s| &s.min_rtt_us),
-            &LATENCY_BOUNDS_S,
-            us,
-        )?;
-        encode_histograms(
-            &mut encoder,
-            "kmesh_tcp_connection_duration",
-            "Connection lifetime, connect() or accept to close.",
-            Unit::Seconds,
-            &pick(|s| &s.duration_us),
-            &DURATION_BOUNDS_S,
-            us,
-        )?;
-        encode_histograms(
-            &mut encoder,
-            "kmesh_tcp_connection_sent",
-            "Bytes sent per connection.",
-            Unit::Bytes,
-            &pick(|s| &s.conn_bytes_sent),
-            &BYTES_BOUNDS,
-            1.0,
-        )?;
-        encode_histograms(
-            &mut encoder,
-            "kmesh_tcp_connection_received",
-            "Bytes received per connection.",
-            Unit::Bytes,
-            &pick(|s| &s.conn_bytes_received),
-            &BYTES_BOUNDS,
-            1.0,
-        )?;
-
-        let a = agg.agent;
-        let mut events = encoder.encode_descriptor(
-            "kmesh_probe_events",
-            "Probe records read from the ring buffer, by kind.",
-            None,
-            MetricType::Counter,
-        )?;
-        for (kind, v) in [
-            ("established", a.events_established),
-            ("closed", a.events_closed),
-            ("periodic", a.events_periodic),
-            ("malformed", a.events_malformed),
-        ] {
-            encode_counter(events.encode_family(&[("kind", kind)])?, v)?;
+        for family in &HISTOGRAMS {
+            let picked: Vec<Family<'_>> =
+                series.iter().map(|(k, s)| (*k, (family.get)(s))).collect();
+            encode_histograms(&mut encoder, family, &picked)?;
         }
-        encode_counter(
-            encoder.encode_descriptor(
-                "kmesh_probe_ringbuf_dropped_events",
-                "Probe records lost because the ring buffer was full.",
-                None,
-                MetricType::Counter,
-            )?,
-            a.ringbuf_drops,
-        )?;
-        let mut reloads = encoder.encode_descriptor(
-            "kmesh_config_reloads",
-            "Mesh config loads, by result; a failed one keeps the previous config.",
-            None,
-            MetricType::Counter,
-        )?;
-        encode_counter(
-            reloads.encode_family(&[("result", "success")])?,
-            a.config_reloads_ok,
-        )?;
-        encode_counter(
-            reloads.encode_family(&[("result", "failure")])?,
-            a.config_reloads_failed,
-        )?;
-        ConstGauge::new(a.services as i64).encode(encoder.encode_descriptor(
-            "kmesh_services",
-            "Services in the applied mesh config.",
+
+        let mut weights = encoder.encode_descriptor(
+            "kmesh_backend_weight",
+            "Weight of each backend in the applied config; its share of new connections under the weighted policy is weight / sum of the service's weights.",
             None,
             MetricType::Gauge,
-        )?)?;
-        Ok(())
+        )?;
+        for b in agg.labels().configured() {
+            let labels = [
+                ("destination_service", &*b.service),
+                ("destination_backend", &*b.label),
+            ];
+            ConstGauge::new(i64::from(b.weight)).encode(weights.encode_family(&labels)?)?;
+        }
+
+        self.encode_agent(&agg, &mut encoder)
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+impl AggregatorCollector {
+    fn encode_agent(
+        &self,
+        agg: &Aggregator,
+        encoder: &mut DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        let a = agg.agent;
+        encode_labelled_counters(
+            encoder,
+            "kmesh_probe_events",
+            "Probe records read from the ring buffer, by kind.",
+            &[
+                (&[("kind", "established")], a.events_established),
+                (&[("kind", "closed")], a.events_closed),
+                (&[("kind", "periodic")], a.events_periodic),
+                (&[("kind", "malformed")], a.events_malformed),
+            ],
+        )?;
+        encode_single(
+            encoder,
+            "kmesh_probe_ringbuf_dropped_events",
+            "Probe records lost because the ring buffer was full.",
+            MetricType::Counter,
+            a.ringbuf_drops,
+        )?;
+        encode_labelled_counters(
+            encoder,
+            "kmesh_config_reloads",
+            "Mesh config loads, by result; a failed one keeps the previous config.",
+            &[
+                (&[("result", "success")], a.config_reloads_ok),
+                (&[("result", "failure")], a.config_reloads_failed),
+            ],
+        )?;
+        encode_single(
+            encoder,
+            "kmesh_services",
+            "Services in the applied mesh config.",
+            MetricType::Gauge,
+            a.services,
+        )?;
 
-    #[test]
-    fn buckets_split_counts_and_keep_the_rest_in_inf() {
-        let mut d = Distribution::default();
-        for v in [10, 30, 80, 200, 20_000_000] {
-            d.record(v); // µs
+        let regular = agg.series().filter(|(k, _)| !k.is_overflow()).count();
+        encode_single(
+            encoder,
+            "kmesh_metric_series",
+            "Label sets (service, backend, direction) the aggregator holds, overflow series excluded.",
+            MetricType::Gauge,
+            regular as u64,
+        )?;
+        encode_single(
+            encoder,
+            "kmesh_metric_series_limit",
+            "Most label sets the aggregator keeps (--max-series); connections beyond go to the overflow series.",
+            MetricType::Gauge,
+            agg.limits().max_series as u64,
+        )?;
+        encode_single(
+            encoder,
+            "kmesh_metric_series_overflow",
+            "Connections counted in the overflow series because the series limit was reached.",
+            MetricType::Counter,
+            a.series_overflow,
+        )?;
+        encode_single(
+            encoder,
+            "kmesh_metric_series_expired",
+            "Series removed after their service or backend left the config.",
+            MetricType::Counter,
+            a.series_expired,
+        )?;
+
+        let mut entries = encoder.encode_descriptor(
+            "kmesh_map_entries",
+            "Entries in the routing maps.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (map, v) in [
+            ("services", a.map_entries.services),
+            ("backends", a.map_entries.backends),
+        ] {
+            ConstGauge::new(v as i64).encode(entries.encode_family(&[("map", map)])?)?;
         }
-        let b = buckets(&d, &LATENCY_BOUNDS_S, 1e-6);
-        assert_eq!(b.len(), LATENCY_BOUNDS_S.len() + 1);
-        assert_eq!(b.iter().map(|(_, c)| c).sum::<u64>(), 5);
-        assert_eq!(b[0], (0.000_025, 1)); // 10 µs
-        assert_eq!(b[1], (0.000_05, 1)); // 30 µs
-        assert_eq!(b[2], (0.000_1, 1)); // 80 µs
-        assert_eq!(b[3], (0.000_25, 1)); // 200 µs
-        assert_eq!(b.last().unwrap().1, 1); // 20 s, beyond 10 s
+        let mut capacity = encoder.encode_descriptor(
+            "kmesh_map_max_entries",
+            "Capacity of the routing maps.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (map, v) in [
+            ("services", map_capacity::SERVICES),
+            ("backends", map_capacity::BACKENDS),
+        ] {
+            ConstGauge::new(i64::from(v)).encode(capacity.encode_family(&[("map", map)])?)?;
+        }
+
+        let h = self.export_health.snapshot();
+        encode_labelled_counters(
+            encoder,
+            "kmesh_otlp_exports",
+            "OTLP export requests, by signal and result; failures are also logged with the endpoint and reason.",
+            &[
+                (
+                    &[("signal", "metrics"), ("result", "success")],
+                    h.metrics_exports_ok,
+                ),
+                (
+                    &[("signal", "metrics"), ("result", "failure")],
+                    h.metrics_exports_failed,
+                ),
+                (
+                    &[("signal", "traces"), ("result", "success")],
+                    h.traces_exports_ok,
+                ),
+                (
+                    &[("signal", "traces"), ("result", "failure")],
+                    h.traces_exports_failed,
+                ),
+            ],
+        )?;
+        encode_labelled_counters(
+            encoder,
+            "kmesh_otlp_spans",
+            "Connection spans by outcome: exported, sampled_out, queue_full (dropped: the queue was full), export_failed (dropped after every retry failed).",
+            &[
+                (&[("outcome", "exported")], h.spans_exported),
+                (&[("outcome", "sampled_out")], h.spans_sampled_out),
+                (&[("outcome", "queue_full")], h.spans_queue_full),
+                (&[("outcome", "export_failed")], h.spans_export_failed),
+            ],
+        )?;
+
+        match process::read_self() {
+            Ok(p) => {
+                let metric = encoder.encode_descriptor(
+                    "process_cpu_seconds",
+                    "User and system CPU time the agent used.",
+                    None,
+                    MetricType::Counter,
+                )?;
+                ConstCounter::new(p.cpu_seconds).encode(metric)?;
+                for (name, help, v) in [
+                    (
+                        "process_resident_memory_bytes",
+                        "Resident memory of the agent.",
+                        p.resident_bytes,
+                    ),
+                    (
+                        "process_virtual_memory_bytes",
+                        "Virtual memory of the agent.",
+                        p.virtual_bytes,
+                    ),
+                    (
+                        "process_open_fds",
+                        "Open file descriptors of the agent.",
+                        p.open_fds,
+                    ),
+                ] {
+                    encode_single(encoder, name, help, MetricType::Gauge, v)?;
+                }
+                let metric = encoder.encode_descriptor(
+                    "process_start_time_seconds",
+                    "Start time of the agent since the Unix epoch.",
+                    None,
+                    MetricType::Gauge,
+                )?;
+                ConstGauge::new(p.start_time_seconds).encode(metric)?;
+            }
+            Err(e) => tracing::warn!(error = %e, "process_* metrics left out of this scrape"),
+        }
+        Ok(())
     }
 }

@@ -1,7 +1,12 @@
 //! Turns a probe record into its bounded label set. Labels come only from the
 //! mesh model (service names, backend addresses the config lists), never
 //! from raw client ports, so the number of series stays bounded.
-use std::{collections::HashMap, fmt, net::SocketAddr, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    fmt,
+    net::SocketAddr,
+    sync::Arc,
+};
 
 use kmesh_common::{ConnEvent, ServiceKey, direction, event_flags};
 use serde::{Deserialize, Serialize};
@@ -10,6 +15,9 @@ use crate::{addr::socket_addr, maps::service_key, model::Mesh};
 
 /// What a series is about when it is not a configured service or backend.
 pub const UNKNOWN: &str = "unknown";
+/// Service and backend of the series that takes connections once the series
+/// limit is reached.
+pub const OVERFLOW: &str = "overflow";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -40,11 +48,40 @@ pub struct SeriesKey {
     pub direction: Direction,
 }
 
+impl SeriesKey {
+    pub fn overflow(direction: Direction) -> Self {
+        let label: Arc<str> = Arc::from(OVERFLOW);
+        Self {
+            service: label.clone(),
+            backend: label,
+            direction,
+        }
+    }
+
+    pub fn is_overflow(&self) -> bool {
+        &*self.service == OVERFLOW && &*self.backend == OVERFLOW
+    }
+}
+
+/// A backend of the applied config, as the exporters label it.
+#[derive(Clone, Debug)]
+pub struct ConfiguredBackend {
+    pub service: Arc<str>,
+    pub vip: SocketAddr,
+    pub label: Arc<str>,
+    pub addr: SocketAddr,
+    pub weight: u32,
+}
+
 #[derive(Default)]
 pub struct LabelTable {
     /// Kept for ids of removed services too: records still in flight name them.
     service_names: HashMap<u32, Arc<str>>,
     backends: HashMap<SocketAddr, (Arc<str>, Arc<str>)>,
+    /// The applied config's backends, in config order.
+    configured: Vec<ConfiguredBackend>,
+    /// (service, backend label) of every configured backend.
+    configured_pairs: HashSet<(Arc<str>, Arc<str>)>,
     unknown: Option<Arc<str>>,
 }
 
@@ -62,13 +99,33 @@ impl LabelTable {
             }
         }
         self.backends.clear();
+        self.configured.clear();
+        self.configured_pairs.clear();
         for service in mesh.services.values() {
             let name: Arc<str> = Arc::from(service.name.as_str());
             for b in &service.backends {
-                self.backends
-                    .insert(b.addr, (name.clone(), Arc::from(b.addr.to_string())));
+                let label: Arc<str> = Arc::from(b.addr.to_string());
+                self.backends.insert(b.addr, (name.clone(), label.clone()));
+                self.configured_pairs.insert((name.clone(), label.clone()));
+                self.configured.push(ConfiguredBackend {
+                    service: name.clone(),
+                    vip: service.vip,
+                    label,
+                    addr: b.addr,
+                    weight: b.weight,
+                });
             }
         }
+    }
+
+    pub fn configured(&self) -> &[ConfiguredBackend] {
+        &self.configured
+    }
+
+    /// Whether the applied config still has this series' service and backend.
+    pub fn is_configured(&self, key: &SeriesKey) -> bool {
+        self.configured_pairs
+            .contains(&(key.service.clone(), key.backend.clone()))
     }
 
     fn unknown(&mut self) -> Arc<str> {

@@ -1,16 +1,20 @@
 //! The aggregator: the one place probe records become figures. Prometheus,
 //! the JSON snapshot and (later) OTLP all read from here.
+pub mod families;
 mod labels;
 pub mod snapshot;
 
-use std::{collections::HashMap, time::Instant};
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant, SystemTime},
+};
 
 use hdrhistogram::Histogram;
 use kmesh_common::{ConnEvent, ServiceKey, close_reason, event_kind};
 
-pub use labels::{Direction, LabelTable, SeriesKey, UNKNOWN};
+pub use labels::{ConfiguredBackend, Direction, LabelTable, OVERFLOW, SeriesKey, UNKNOWN};
 
-use crate::model::Mesh;
+use crate::{maps::MapEntries, model::Mesh};
 
 /// Two significant digits: 1% resolution at ~20 KiB per histogram.
 const SIGFIGS: u8 = 2;
@@ -54,8 +58,13 @@ impl Distribution {
     }
 }
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct SeriesStats {
+    /// When the series began counting: the start of its cumulative values.
+    pub created: SystemTime,
+    /// The last record that touched it; a removed backend's series expires
+    /// some time after this.
+    pub last_active: Instant,
     pub opened: u64,
     /// Closed after being established, by close reason index in [`CLOSE_REASONS`].
     pub closed: [u64; CLOSE_REASONS.len()],
@@ -74,6 +83,26 @@ pub struct SeriesStats {
 }
 
 impl SeriesStats {
+    fn new() -> Self {
+        Self {
+            created: SystemTime::now(),
+            last_active: Instant::now(),
+            opened: 0,
+            closed: Default::default(),
+            failed: Default::default(),
+            active: 0,
+            bytes_sent: 0,
+            bytes_received: 0,
+            retransmits: 0,
+            connect_latency_us: Distribution::default(),
+            srtt_us: Distribution::default(),
+            min_rtt_us: Distribution::default(),
+            duration_us: Distribution::default(),
+            conn_bytes_sent: Distribution::default(),
+            conn_bytes_received: Distribution::default(),
+        }
+    }
+
     pub fn closed_total(&self) -> u64 {
         self.closed.iter().sum()
     }
@@ -100,31 +129,108 @@ pub struct AgentStats {
     pub config_reloads_ok: u64,
     pub config_reloads_failed: u64,
     pub services: u64,
+    /// Connections counted in an overflow series because the series limit was reached.
+    pub series_overflow: u64,
+    /// Series dropped after their service or backend left the config.
+    pub series_expired: u64,
+    pub map_entries: MapEntries,
+}
+
+/// Bounds on the aggregator's label sets.
+#[derive(Clone, Copy, Debug)]
+pub struct SeriesLimits {
+    /// Series (service, backend, direction) kept at most; connections beyond
+    /// go to an overflow series per direction.
+    pub max_series: usize,
+    /// How long the series of a removed service or backend stays after its
+    /// last connection closed, so scrapers read its final values.
+    pub expiry: Duration,
+}
+
+impl Default for SeriesLimits {
+    fn default() -> Self {
+        Self {
+            max_series: 4096,
+            expiry: Duration::from_secs(300),
+        }
+    }
 }
 
 pub struct Aggregator {
     labels: LabelTable,
     series: HashMap<SeriesKey, SeriesStats>,
     live: HashMap<u64, LiveConn>,
+    limits: SeriesLimits,
     pub agent: AgentStats,
     started: Instant,
 }
 
 impl Default for Aggregator {
     fn default() -> Self {
-        Self::new()
+        Self::new(SeriesLimits::default())
     }
 }
 
 impl Aggregator {
-    pub fn new() -> Self {
+    pub fn new(limits: SeriesLimits) -> Self {
         Self {
             labels: LabelTable::default(),
             series: HashMap::new(),
             live: HashMap::new(),
+            limits,
             agent: AgentStats::default(),
             started: Instant::now(),
         }
+    }
+
+    pub fn limits(&self) -> SeriesLimits {
+        self.limits
+    }
+
+    pub fn labels(&self) -> &LabelTable {
+        &self.labels
+    }
+
+    /// The series a connection's records go to: its own, or the overflow
+    /// series once the limit is reached.
+    fn admit(&mut self, key: SeriesKey) -> SeriesKey {
+        if self.series.contains_key(&key) {
+            return key;
+        }
+        // Overflow series do not count against the limit.
+        let overflow_series = [Direction::Outbound, Direction::Inbound]
+            .into_iter()
+            .filter(|d| self.series.contains_key(&SeriesKey::overflow(*d)))
+            .count();
+        if key.is_overflow() || self.series.len() - overflow_series < self.limits.max_series {
+            return key;
+        }
+        self.agent.series_overflow += 1;
+        SeriesKey::overflow(key.direction)
+    }
+
+    fn stats(&mut self, key: &SeriesKey) -> &mut SeriesStats {
+        let stats = self
+            .series
+            .entry(key.clone())
+            .or_insert_with(SeriesStats::new);
+        stats.last_active = Instant::now();
+        stats
+    }
+
+    /// Drops the series of services and backends no longer configured once
+    /// they have had no open connection for the expiry time.
+    pub fn expire_series(&mut self, now: Instant) {
+        let before = self.series.len();
+        let (labels, expiry) = (&self.labels, self.limits.expiry);
+        self.series.retain(|key, s| {
+            key.is_overflow()
+                || &*key.service == UNKNOWN
+                || s.active > 0
+                || now.saturating_duration_since(s.last_active) < expiry
+                || labels.is_configured(key)
+        });
+        self.agent.series_expired += (before - self.series.len()) as u64;
     }
 
     pub fn update_labels<'a>(
@@ -160,15 +266,13 @@ impl Aggregator {
         match ev.kind {
             event_kind::ESTABLISHED => {
                 self.agent.events_established += 1;
-                let key = self.labels.resolve(ev);
-                self.open(ev, key);
+                self.open(ev);
             }
             event_kind::PERIODIC => {
                 self.agent.events_periodic += 1;
                 if !self.live.contains_key(&ev.cookie) {
                     // Its established record was lost: count it open now.
-                    let key = self.labels.resolve(ev);
-                    self.open(ev, key);
+                    self.open(ev);
                 }
                 self.add_totals(ev);
             }
@@ -180,8 +284,10 @@ impl Aggregator {
         }
     }
 
-    fn open(&mut self, ev: &ConnEvent, key: SeriesKey) {
-        let stats = self.series.entry(key.clone()).or_default();
+    fn open(&mut self, ev: &ConnEvent) {
+        let key = self.labels.resolve(ev);
+        let key = self.admit(key);
+        let stats = self.stats(&key);
         stats.opened += 1;
         stats.active += 1;
         if ev.connect_latency_ns > 0 {
@@ -205,7 +311,11 @@ impl Aggregator {
         let Some(live) = self.live.get_mut(&ev.cookie) else {
             return;
         };
-        let stats = self.series.entry(live.key.clone()).or_default();
+        let stats = self
+            .series
+            .entry(live.key.clone())
+            .or_insert_with(SeriesStats::new);
+        stats.last_active = Instant::now();
         stats.bytes_sent += ev.bytes_sent.saturating_sub(live.bytes_sent);
         stats.bytes_received += ev.bytes_received.saturating_sub(live.bytes_received);
         stats.retransmits += u64::from(ev.total_retrans.saturating_sub(live.retransmits));
@@ -225,16 +335,16 @@ impl Aggregator {
         );
         if never_established {
             let key = self.labels.resolve(ev);
-            self.series.entry(key).or_default().failed[reason_idx] += 1;
+            let key = self.admit(key);
+            self.stats(&key).failed[reason_idx] += 1;
             return;
         }
         if !self.live.contains_key(&ev.cookie) {
-            let key = self.labels.resolve(ev);
-            self.open(ev, key);
+            self.open(ev);
         }
         self.add_totals(ev);
         let live = self.live.remove(&ev.cookie).expect("opened above");
-        let stats = self.series.entry(live.key).or_default();
+        let stats = self.stats(&live.key);
         stats.active = stats.active.saturating_sub(1);
         stats.closed[reason_idx] += 1;
         if ev.srtt_us > 0 {

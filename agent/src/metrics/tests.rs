@@ -24,7 +24,7 @@ fn mesh() -> Mesh {
 fn aggregator() -> Aggregator {
     let mesh = mesh();
     let key = crate::maps::service_key(mesh.services.values().next().unwrap());
-    let mut agg = Aggregator::new();
+    let mut agg = Aggregator::new(SeriesLimits::default());
     agg.update_labels(&mesh, [(&key, 7u32)].into_iter());
     agg
 }
@@ -128,4 +128,88 @@ fn inbound_connections_are_named_by_their_local_backend() {
     agg.record(&ev);
     let (key, _) = only_series(&agg);
     assert_eq!((&*key.service, key.direction), ("echo", Direction::Inbound));
+}
+
+/// A mesh of one service with `n` backends 127.0.1.x:8080.
+fn wide_mesh(n: u8) -> Mesh {
+    let mut mesh = mesh();
+    let service = mesh.services.values_mut().next().unwrap();
+    service.backends = (1..=n)
+        .map(|i| Backend {
+            addr: format!("127.0.1.{i}:8080").parse().unwrap(),
+            weight: 1,
+        })
+        .collect();
+    mesh
+}
+
+fn to_backend(cookie: u64, i: u8) -> ConnEvent {
+    let mut ev = event(event_kind::ESTABLISHED, cookie, 0, 0);
+    let (addr, _) = crate::addr::ip_to_words(format!("127.0.1.{i}").parse().unwrap());
+    ev.route.backend_addr = addr;
+    ev
+}
+
+fn apply(agg: &mut Aggregator, mesh: &Mesh) {
+    let key = crate::maps::service_key(mesh.services.values().next().unwrap());
+    agg.update_labels(mesh, [(&key, 7u32)].into_iter());
+}
+
+#[test]
+fn series_beyond_the_limit_go_to_the_overflow_series_and_are_counted() {
+    let mut agg = Aggregator::new(SeriesLimits {
+        max_series: 3,
+        ..SeriesLimits::default()
+    });
+    apply(&mut agg, &wide_mesh(5));
+    for (cookie, i) in (1..=5).zip(1..=5u8) {
+        agg.record(&to_backend(cookie, i));
+    }
+    // A connection of a series that exists is never redirected.
+    agg.record(&to_backend(6, 1));
+    let keys: Vec<_> = agg.series().map(|(k, s)| (k.clone(), s.opened)).collect();
+    assert_eq!(keys.len(), 4, "3 series and the overflow: {keys:?}");
+    let overflow = keys
+        .iter()
+        .find(|(k, _)| k.is_overflow())
+        .expect("overflow series");
+    assert_eq!(overflow.1, 2, "backends 4 and 5");
+    assert_eq!(agg.agent.series_overflow, 2);
+    let first = keys.iter().find(|(k, _)| &*k.backend == "127.0.1.1:8080");
+    assert_eq!(first.map(|(_, n)| *n), Some(2));
+}
+
+#[test]
+fn a_removed_backends_series_expires_once_idle_and_closed() {
+    let expiry = Duration::from_secs(60);
+    let mut agg = Aggregator::new(SeriesLimits {
+        expiry,
+        ..SeriesLimits::default()
+    });
+    apply(&mut agg, &wide_mesh(2));
+    agg.record(&to_backend(1, 1));
+    agg.record(&to_backend(2, 2));
+    apply(&mut agg, &wide_mesh(1)); // backend 2 leaves the config
+    let later = Instant::now() + expiry * 2;
+    agg.expire_series(later);
+    assert_eq!(
+        agg.series().count(),
+        2,
+        "backend 2 still has an open connection"
+    );
+
+    let mut close = to_backend(2, 2);
+    close.kind = event_kind::CLOSED;
+    close.close_reason = close_reason::FIN;
+    agg.record(&close);
+    agg.expire_series(Instant::now());
+    assert_eq!(
+        agg.series().count(),
+        2,
+        "kept for the expiry time after its last close"
+    );
+    agg.expire_series(later);
+    let left: Vec<_> = agg.series().map(|(k, _)| k.backend.to_string()).collect();
+    assert_eq!(left, ["127.0.1.1:8080"], "the configured backend stays");
+    assert_eq!(agg.agent.series_expired, 1);
 }
