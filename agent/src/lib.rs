@@ -15,4 +15,5 @@ pub mod probe;
 pub mod process;
 pub mod reload;
 pub mod run;
+pub mod spans;
 pub mod sysfs;

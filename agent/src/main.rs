@@ -1,7 +1,7 @@
 use std::{io::Write, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
-use clap::{Parser, Subcommand};
-use kmesh_agent::{config, metrics::SeriesLimits, run};
+use clap::{Args, Parser, Subcommand};
+use kmesh_agent::{config, export::otlp::settings::OtlpArgs, metrics::SeriesLimits, run};
 use tracing_subscriber::EnvFilter;
 
 /// kmesh-rs node agent: routes service connections in the kernel and
@@ -16,36 +16,64 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Load the eBPF programs, apply the mesh config and serve metrics until SIGINT/SIGTERM.
-    Run {
-        /// Mesh config file (YAML); reloaded when it changes or on SIGHUP.
-        #[arg(long, env = "KMESH_CONFIG")]
-        config: PathBuf,
-        /// cgroup v2 directory to attach to; default: the cgroup2 mount (every process on the node).
-        #[arg(long, env = "KMESH_CGROUP")]
-        cgroup: Option<PathBuf>,
-        /// bpffs directory for the maps the programs share.
-        #[arg(long, env = "KMESH_BPFFS_DIR", default_value = "/sys/fs/bpf/kmesh-rs")]
-        bpffs_dir: PathBuf,
-        /// Address of the HTTP endpoint (/metrics, /healthz, /readyz, /v1/snapshot).
-        #[arg(long, env = "KMESH_METRICS_ADDR", default_value = "127.0.0.1:9464")]
-        metrics_addr: SocketAddr,
-        /// Ring-buffer size in bytes (a power of two, at least one page).
-        #[arg(long, env = "KMESH_RINGBUF_BYTES", default_value_t = 256 * 1024, value_parser = parse_ringbuf_bytes)]
-        ringbuf_bytes: u32,
-        /// Most label sets (service, backend, direction) kept per metric;
-        /// connections beyond are counted in an `overflow` series.
-        #[arg(long, env = "KMESH_MAX_SERIES", default_value_t = SeriesLimits::default().max_series)]
-        max_series: usize,
-        /// How long the series of a removed service or backend stays after
-        /// its last connection closed (e.g. `5m`).
-        #[arg(long, env = "KMESH_SERIES_EXPIRY", default_value = "5m", value_parser = humantime::parse_duration)]
-        series_expiry: Duration,
-    },
+    Run(Box<RunArgs>),
     /// Validate a mesh config file and print what it defines.
     Check {
         #[arg(long)]
         config: PathBuf,
     },
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Mesh config file (YAML); reloaded when it changes or on SIGHUP.
+    #[arg(long, env = "KMESH_CONFIG")]
+    config: PathBuf,
+    /// cgroup v2 directory to attach to; default: the cgroup2 mount (every process on the node).
+    #[arg(long, env = "KMESH_CGROUP")]
+    cgroup: Option<PathBuf>,
+    /// bpffs directory for the maps the programs share.
+    #[arg(long, env = "KMESH_BPFFS_DIR", default_value = "/sys/fs/bpf/kmesh-rs")]
+    bpffs_dir: PathBuf,
+    /// Address of the HTTP endpoint (/metrics, /healthz, /readyz, /v1/snapshot).
+    #[arg(long, env = "KMESH_METRICS_ADDR", default_value = "127.0.0.1:9464")]
+    metrics_addr: SocketAddr,
+    /// Ring-buffer size in bytes (a power of two, at least one page).
+    #[arg(long, env = "KMESH_RINGBUF_BYTES", default_value_t = 256 * 1024, value_parser = parse_ringbuf_bytes)]
+    ringbuf_bytes: u32,
+    /// Most label sets (service, backend, direction) kept per metric;
+    /// connections beyond are counted in an `overflow` series.
+    #[arg(long, env = "KMESH_MAX_SERIES", default_value_t = SeriesLimits::default().max_series)]
+    max_series: usize,
+    /// How long the series of a removed service or backend stays after
+    /// its last connection closed (e.g. `5m`).
+    #[arg(long, env = "KMESH_SERIES_EXPIRY", default_value = "5m", value_parser = humantime::parse_duration)]
+    series_expiry: Duration,
+    #[command(flatten)]
+    otlp: OtlpArgs,
+}
+
+impl RunArgs {
+    fn run(self) -> anyhow::Result<()> {
+        let otlp = self.otlp.resolve()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("kmesh-control")
+            .enable_all()
+            .build()?;
+        runtime.block_on(run::run(run::RunOptions {
+            config: self.config,
+            cgroup: self.cgroup,
+            bpffs_dir: self.bpffs_dir,
+            metrics_addr: self.metrics_addr,
+            ringbuf_bytes: self.ringbuf_bytes,
+            series_limits: SeriesLimits {
+                max_series: self.max_series,
+                expiry: self.series_expiry,
+            },
+            otlp,
+        }))
+    }
 }
 
 fn parse_ringbuf_bytes(s: &str) -> Result<u32, String> {
@@ -65,33 +93,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
-        Command::Run {
-            config,
-            cgroup,
-            bpffs_dir,
-            metrics_addr,
-            ringbuf_bytes,
-            max_series,
-            series_expiry,
-        } => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("kmesh-control")
-            .enable_all()
-            .build()
-            .map_err(anyhow::Error::from)
-            .and_then(|rt| {
-                rt.block_on(run::run(run::RunOptions {
-                    config,
-                    cgroup,
-                    bpffs_dir,
-                    metrics_addr,
-                    ringbuf_bytes,
-                    series_limits: SeriesLimits {
-                        max_series,
-                        expiry: series_expiry,
-                    },
-                }))
-            }),
+        Command::Run(args) => args.run(),
         Command::Check { config } => check(&config),
     };
     match result {

@@ -13,7 +13,10 @@ use tokio::{
 };
 use tracing::{error, warn};
 
-use crate::metrics::Aggregator;
+use crate::{export::otlp::SpanQueue, metrics::Aggregator, spans::SpanAssembler};
+
+/// Span assembly on the reader thread, when traces are exported.
+pub type SpanSink = Option<(SpanAssembler, SpanQueue)>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeReaderError {
@@ -35,6 +38,7 @@ pub fn spawn(
     events: Map,
     drops: Map,
     aggregator: Arc<Mutex<Aggregator>>,
+    spans: SpanSink,
     stop: watch::Receiver<bool>,
 ) -> Result<JoinHandle<()>, ProbeReaderError> {
     let ring = RingBuf::try_from(events).map_err(|source| ProbeReaderError::Map {
@@ -53,7 +57,7 @@ pub fn spawn(
                 .enable_all()
                 .build()
                 .expect("a current-thread runtime");
-            if let Err(e) = runtime.block_on(read_loop(ring, drops, aggregator, stop)) {
+            if let Err(e) = runtime.block_on(read_loop(ring, drops, aggregator, spans, stop)) {
                 error!(error = %e, "probe reader stopped; no more connection records will be counted");
             }
         })?;
@@ -64,6 +68,7 @@ async fn read_loop(
     ring: RingBuf<MapData>,
     drops: PerCpuArray<MapData, u64>,
     aggregator: Arc<Mutex<Aggregator>>,
+    mut spans: SpanSink,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ProbeReaderError> {
     // SAFETY: the ring buffer owns its map fd, which stays open and the same
@@ -75,7 +80,7 @@ async fn read_loop(
         tokio::select! {
             guard = fd.readable_mut() => {
                 let mut guard = guard?;
-                drain(guard.get_inner_mut(), &aggregator);
+                drain(guard.get_inner_mut(), &aggregator, &mut spans);
                 guard.clear_ready();
             }
             _ = tick.tick() => {
@@ -86,7 +91,7 @@ async fn read_loop(
                     .expire_series(std::time::Instant::now());
             }
             _ = stop.changed() => {
-                drain(fd.get_mut(), &aggregator);
+                drain(fd.get_mut(), &aggregator, &mut spans);
                 publish_drops(&drops, &aggregator);
                 return Ok(());
             }
@@ -94,10 +99,19 @@ async fn read_loop(
     }
 }
 
-fn drain(ring: &mut RingBuf<MapData>, aggregator: &Mutex<Aggregator>) {
+fn drain(ring: &mut RingBuf<MapData>, aggregator: &Mutex<Aggregator>, spans: &mut SpanSink) {
     let mut agg = aggregator.lock().unwrap_or_else(|p| p.into_inner());
     while let Some(item) = ring.next() {
-        agg.record_bytes(&item);
+        let Some(ev) = agg.decode(&item) else {
+            continue;
+        };
+        agg.record(&ev);
+        if let Some((assembler, queue)) = spans {
+            let key = agg.series_key(&ev);
+            if let Some(outcome) = assembler.record(&ev, &key) {
+                queue.push(outcome);
+            }
+        }
     }
 }
 

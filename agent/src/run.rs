@@ -22,7 +22,11 @@ use tracing::{error, info, warn};
 use crate::{
     config,
     dataplane::{DataPlane, DataPlaneOptions},
-    export::{self, health::ExportHealth},
+    export::{
+        self,
+        health::ExportHealth,
+        otlp::{Otlp, settings::OtlpSettings},
+    },
     http,
     maps::MapWriter,
     metrics::{Aggregator, SeriesLimits},
@@ -37,6 +41,8 @@ pub struct RunOptions {
     pub metrics_addr: SocketAddr,
     pub ringbuf_bytes: u32,
     pub series_limits: SeriesLimits,
+    /// `None`: no OTLP export.
+    pub otlp: Option<OtlpSettings>,
 }
 
 /// Bursts of file events (write, rename, chmod) settle before a reload.
@@ -88,15 +94,28 @@ async fn serve(
     };
     control.apply(&mesh)?;
 
+    // The reader stops first and drains the ring; only then do the OTLP
+    // exporters make their last export, so it carries everything.
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (export_stop_tx, export_stop_rx) = watch::channel(false);
+    let export_health = Arc::new(ExportHealth::default());
+    let mut otlp = match &opts.otlp {
+        Some(settings) => Some(Otlp::start(
+            settings,
+            control.aggregator.clone(),
+            export_health.clone(),
+            export_stop_rx,
+        )?),
+        None => None,
+    };
     let reader = probe::spawn(
         dataplane.take_probe_map(map_names::EVENTS)?,
         dataplane.take_probe_map(map_names::DROPS)?,
         control.aggregator.clone(),
+        otlp.as_mut().and_then(|o| o.spans.take()),
         stop_rx.clone(),
     )?;
     let ready = Arc::new(AtomicBool::new(false));
-    let export_health = Arc::new(ExportHealth::default());
     let server = tokio::spawn(http::serve(
         listener,
         export::prometheus::registry(control.aggregator.clone(), export_health.clone()),
@@ -130,6 +149,10 @@ async fn serve(
     }
     if reader.join().is_err() {
         warn!("probe reader thread panicked");
+    }
+    let _ = export_stop_tx.send(true);
+    if let Some(otlp) = otlp {
+        otlp.finish().await;
     }
     outcome
 }

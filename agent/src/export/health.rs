@@ -15,6 +15,8 @@ pub struct ExportHealth {
     pub spans_queue_full: AtomicU64,
     /// Dropped after their export failed every retry.
     pub spans_export_failed: AtomicU64,
+    /// Not followed: the table of open connections was full.
+    pub spans_untracked: AtomicU64,
 }
 
 /// One [`ExportHealth`] read at a point in time.
@@ -28,6 +30,7 @@ pub struct ExportHealthSnapshot {
     pub spans_sampled_out: u64,
     pub spans_queue_full: u64,
     pub spans_export_failed: u64,
+    pub spans_untracked: u64,
 }
 
 pub fn add(counter: &AtomicU64, n: u64) {
@@ -46,6 +49,7 @@ impl ExportHealth {
             spans_sampled_out: get(&self.spans_sampled_out),
             spans_queue_full: get(&self.spans_queue_full),
             spans_export_failed: get(&self.spans_export_failed),
+            spans_untracked: get(&self.spans_untracked),
         }
     }
 }

@@ -1,3 +1,4 @@
-//! Exporters: each reads the aggregator and nothing else.
+//! Exporters: each reads the aggregator (and the span assembler) and nothing else.
 pub mod health;
+pub mod otlp;
 pub mod prometheus;

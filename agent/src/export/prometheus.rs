@@ -308,12 +308,13 @@ impl AggregatorCollector {
         encode_labelled_counters(
             encoder,
             "kmesh_otlp_spans",
-            "Connection spans by outcome: exported, sampled_out, queue_full (dropped: the queue was full), export_failed (dropped after every retry failed).",
+            "Connection spans by outcome: exported, sampled_out, queue_full (dropped: the queue was full), export_failed (dropped after every retry failed), untracked (not followed: too many open connections).",
             &[
                 (&[("outcome", "exported")], h.spans_exported),
                 (&[("outcome", "sampled_out")], h.spans_sampled_out),
                 (&[("outcome", "queue_full")], h.spans_queue_full),
                 (&[("outcome", "export_failed")], h.spans_export_failed),
+                (&[("outcome", "untracked")], h.spans_untracked),
             ],
         )?;
 

@@ -163,6 +163,7 @@ pub struct Aggregator {
     limits: SeriesLimits,
     pub agent: AgentStats,
     started: Instant,
+    started_at: SystemTime,
 }
 
 impl Default for Aggregator {
@@ -180,6 +181,7 @@ impl Aggregator {
             limits,
             agent: AgentStats::default(),
             started: Instant::now(),
+            started_at: SystemTime::now(),
         }
     }
 
@@ -246,20 +248,36 @@ impl Aggregator {
         self.series.iter()
     }
 
+    /// Wall-clock start: where the agent-wide counters begin.
+    pub fn started_at(&self) -> SystemTime {
+        self.started_at
+    }
+
     pub fn uptime(&self) -> std::time::Duration {
         self.started.elapsed()
     }
 
-    /// Decodes and records one ring-buffer record.
-    pub fn record_bytes(&mut self, bytes: &[u8]) {
+    /// Decodes one ring-buffer record; a short one is counted as malformed.
+    pub fn decode(&mut self, bytes: &[u8]) -> Option<ConnEvent> {
         if bytes.len() < size_of::<ConnEvent>() {
             self.agent.events_malformed += 1;
-            return;
+            return None;
         }
         // SAFETY: ConnEvent is plain old data and the slice is long enough;
         // read_unaligned copes with any alignment.
-        let ev = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<ConnEvent>()) };
-        self.record(&ev);
+        Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<ConnEvent>()) })
+    }
+
+    /// Decodes and records one ring-buffer record.
+    pub fn record_bytes(&mut self, bytes: &[u8]) {
+        if let Some(ev) = self.decode(bytes) {
+            self.record(&ev);
+        }
+    }
+
+    /// The labels a record is named by (before the series limit applies).
+    pub fn series_key(&mut self, ev: &ConnEvent) -> SeriesKey {
+        self.labels.resolve(ev)
     }
 
     pub fn record(&mut self, ev: &ConnEvent) {

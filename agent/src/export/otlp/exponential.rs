@@ -1,0 +1,129 @@
+//! An HDR histogram as an OTLP base-2 exponential histogram: the largest
+//! scale (finest buckets, at most 20) whose bucket range holds every
+//! recorded value in [`MAX_BUCKETS`] buckets, as the SDK's default does.
+//! Values are placed by the midpoint of their HDR bucket, so they carry
+//! HDR's 1% precision.
+use opentelemetry_proto::tonic::{
+    common::v1::KeyValue,
+    metrics::v1::{ExponentialHistogramDataPoint, exponential_histogram_data_point::Buckets},
+};
+
+use crate::metrics::Distribution;
+
+pub const MAX_BUCKETS: i64 = 160;
+const MAX_SCALE: i32 = 20;
+const MIN_SCALE: i32 = -10;
+
+/// Index of the bucket (base^i, base^(i+1)] holding `x` > 0, base = 2^(2^-scale).
+fn index(x: f64, scale: i32) -> i64 {
+    (x.log2() * 2f64.powi(scale)).ceil() as i64 - 1
+}
+
+pub fn data_point(
+    d: &Distribution,
+    scale_factor: f64,
+    attributes: Vec<KeyValue>,
+    start: u64,
+    now: u64,
+) -> ExponentialHistogramDataPoint {
+    let h = &d.hist;
+    let values: Vec<(f64, u64)> = h
+        .iter_recorded()
+        .map(|v| {
+            let mid = h.median_equivalent(v.value_iterated_to());
+            (mid as f64 * scale_factor, v.count_at_value())
+        })
+        .collect();
+    let zero_count: u64 = values
+        .iter()
+        .filter(|(x, _)| *x <= 0.0)
+        .map(|(_, c)| c)
+        .sum();
+    let positive: Vec<(f64, u64)> = values.into_iter().filter(|(x, _)| *x > 0.0).collect();
+    let (scale, buckets) = match (positive.first(), positive.last()) {
+        (Some(&(lo, _)), Some(&(hi, _))) => {
+            let scale = (MIN_SCALE..=MAX_SCALE)
+                .rev()
+                .find(|&s| index(hi, s) - index(lo, s) < MAX_BUCKETS)
+                .unwrap_or(MIN_SCALE);
+            let offset = index(lo, scale);
+            let mut counts = vec![0u64; (index(hi, scale) - offset + 1) as usize];
+            for (x, c) in &positive {
+                counts[(index(*x, scale) - offset) as usize] += c;
+            }
+            (
+                scale,
+                Some(Buckets {
+                    offset: offset as i32,
+                    bucket_counts: counts,
+                }),
+            )
+        }
+        _ => (0, None),
+    };
+    let count = h.len();
+    ExponentialHistogramDataPoint {
+        attributes,
+        start_time_unix_nano: start,
+        time_unix_nano: now,
+        count,
+        sum: Some(d.sum as f64 * scale_factor),
+        scale,
+        zero_count,
+        positive: buckets,
+        negative: None,
+        flags: 0,
+        exemplars: Vec::new(),
+        min: (count > 0).then(|| h.min() as f64 * scale_factor),
+        max: (count > 0).then(|| h.max() as f64 * scale_factor),
+        zero_threshold: 0.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base(scale: i32) -> f64 {
+        2f64.powf(2f64.powi(-scale))
+    }
+
+    #[test]
+    fn every_value_lands_in_the_bucket_that_bounds_it() {
+        let mut d = Distribution::default();
+        let values = [0u64, 0, 17, 40, 41, 900, 12_345, 3_000_000];
+        for v in values {
+            d.record(v);
+        }
+        let p = data_point(&d, 1e-6, Vec::new(), 1, 2);
+        assert_eq!(p.count, values.len() as u64);
+        assert_eq!(p.zero_count, 2);
+        let b = p.positive.expect("positive buckets");
+        assert!(b.bucket_counts.len() as i64 <= MAX_BUCKETS);
+        assert_eq!(b.bucket_counts.iter().sum::<u64>(), 6);
+        let base = base(p.scale);
+        for v in values.iter().filter(|v| **v > 0) {
+            let x = *v as f64 * 1e-6;
+            let i = index(x, p.scale);
+            let (lower, upper) = (base.powi(i as i32), base.powi(i as i32 + 1));
+            // HDR keeps 2 significant digits: allow its 1% on the edges.
+            assert!(
+                x > lower * 0.99 && x <= upper * 1.01,
+                "{x} in ({lower}, {upper}]"
+            );
+            assert!(b.bucket_counts[(i - i64::from(b.offset)) as usize] > 0);
+        }
+    }
+
+    #[test]
+    fn one_value_gets_the_finest_scale_and_no_value_no_buckets() {
+        let mut d = Distribution::default();
+        d.record(50);
+        d.record(50);
+        let p = data_point(&d, 1.0, Vec::new(), 1, 2);
+        assert_eq!(p.scale, MAX_SCALE);
+        assert_eq!(p.positive.map(|b| b.bucket_counts), Some(vec![2]));
+        let p = data_point(&Distribution::default(), 1.0, Vec::new(), 1, 2);
+        assert_eq!((p.count, p.positive), (0, None));
+    }
+}

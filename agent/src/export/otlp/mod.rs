@@ -1,0 +1,171 @@
+//! OTLP out: metrics read from the aggregator on a period, spans from the
+//! probe reader through a bounded queue. Neither ever blocks the data path:
+//! the reader only takes the aggregator lock to copy figures out, and never
+//! waits on the span queue.
+mod backoff;
+mod exponential;
+pub mod metrics;
+pub mod resource;
+pub mod settings;
+pub mod traces;
+mod transport;
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime},
+};
+
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use tokio::{sync::watch, task::JoinHandle};
+use tracing::{info, warn};
+
+use self::{
+    backoff::Backoff,
+    settings::{HistogramAggregation, OtlpSettings},
+    transport::MetricsTransport,
+};
+pub use self::{traces::SpanQueue, transport::TransportError};
+use super::health::{ExportHealth, add};
+use crate::{
+    metrics::Aggregator,
+    spans::{SamplingSettings, SpanAssembler},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OtlpError {
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error(transparent)]
+    Traces(#[from] traces::TraceExporterError),
+}
+
+/// The running exporters, and what the probe reader needs to feed spans.
+pub struct Otlp {
+    tasks: Vec<JoinHandle<()>>,
+    /// Present when traces are exported.
+    pub spans: Option<(SpanAssembler, SpanQueue)>,
+}
+
+impl Otlp {
+    /// Starts the exporters on the current runtime; they stop when `stop`
+    /// turns true, after a last export.
+    pub fn start(
+        settings: &OtlpSettings,
+        aggregator: Arc<Mutex<Aggregator>>,
+        health: Arc<ExportHealth>,
+        stop: watch::Receiver<bool>,
+    ) -> Result<Self, OtlpError> {
+        let resource = resource::build(settings.node_name.as_deref());
+        let mut tasks = Vec::new();
+        if let Some(endpoint) = &settings.metrics {
+            let transport = MetricsTransport::new(endpoint, &settings.headers, settings.timeout)?;
+            info!(endpoint = %endpoint.url, protocol = ?endpoint.protocol, interval = ?settings.metrics_interval, "exporting metrics over OTLP");
+            tasks.push(tokio::spawn(export_metrics(
+                transport,
+                MetricsJob {
+                    aggregator,
+                    resource: resource::to_proto(&resource),
+                    histograms: settings.histograms,
+                    interval: settings.metrics_interval,
+                },
+                health.clone(),
+                stop.clone(),
+            )));
+        }
+        let spans = match &settings.traces {
+            Some(endpoint) => {
+                let exporter =
+                    traces::exporter(endpoint, &settings.headers, settings.timeout, &resource)?;
+                let (queue, rx) = traces::queue(settings.span_queue, health.clone());
+                info!(endpoint = %endpoint.url, protocol = ?endpoint.protocol, ratio = settings.sample_ratio, slow = ?settings.slow_threshold, "exporting connection spans over OTLP");
+                tasks.push(tokio::spawn(traces::run(
+                    exporter,
+                    endpoint.url.clone(),
+                    rx,
+                    health,
+                    stop,
+                )));
+                let assembler = SpanAssembler::new(SamplingSettings {
+                    ratio: settings.sample_ratio,
+                    slow_threshold: settings.slow_threshold,
+                });
+                Some((assembler, queue))
+            }
+            None => None,
+        };
+        Ok(Self { tasks, spans })
+    }
+
+    /// Waits for the exporters' last exports.
+    pub async fn finish(self) {
+        for task in self.tasks {
+            if let Err(e) = task.await {
+                warn!(error = %e, "an OTLP exporter task failed");
+            }
+        }
+    }
+}
+
+const FINAL_EXPORT_DEADLINE: Duration = Duration::from_secs(3);
+
+struct MetricsJob {
+    aggregator: Arc<Mutex<Aggregator>>,
+    resource: Vec<KeyValue>,
+    histograms: HistogramAggregation,
+    interval: Duration,
+}
+
+impl MetricsJob {
+    fn request(
+        &self,
+    ) -> opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest {
+        let agg = self.aggregator.lock().unwrap_or_else(|p| p.into_inner());
+        metrics::request(&agg, &self.resource, self.histograms, SystemTime::now())
+    }
+}
+
+/// Every `interval` (sooner after a failure, backing off) sends the current
+/// cumulative figures. A failed export is not queued: the next one carries
+/// everything, so a dead collector costs no memory.
+async fn export_metrics(
+    mut transport: MetricsTransport,
+    job: MetricsJob,
+    health: Arc<ExportHealth>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = Backoff::new(job.interval);
+    let mut wait = job.interval;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+        wait = match transport.send(job.request()).await {
+            Ok(()) => {
+                add(&health.metrics_exports_ok, 1);
+                backoff.succeeded("metrics", transport.endpoint());
+                job.interval
+            }
+            Err(e) => {
+                add(&health.metrics_exports_failed, 1);
+                backoff.failed("metrics", &e)
+            }
+        };
+    }
+    // The last figures, so a clean stop loses nothing since the last period;
+    // bounded, so a dead collector cannot hold up the shutdown.
+    match tokio::time::timeout(FINAL_EXPORT_DEADLINE, transport.send(job.request())).await {
+        Ok(Ok(())) => add(&health.metrics_exports_ok, 1),
+        Ok(Err(e)) => {
+            add(&health.metrics_exports_failed, 1);
+            warn!("final metrics export: {e}");
+        }
+        Err(_) => {
+            add(&health.metrics_exports_failed, 1);
+            warn!(
+                endpoint = transport.endpoint(),
+                "final metrics export timed out"
+            );
+        }
+    }
+}

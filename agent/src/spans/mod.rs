@@ -1,0 +1,198 @@
+//! One span per connection hop, from the probe's records. A connection whose
+//! client and backend both run on this node is seen twice, as the client's
+//! outbound hop and the backend's inbound hop; both become spans of one
+//! trace, the inbound hop a child of the outbound one.
+//!
+//! A hop's span is made when its close record arrives. Whether the trace is
+//! kept is decided once, at the first close of the connection, so the hops
+//! of one trace are kept or dropped together.
+mod attributes;
+mod clock;
+pub mod sampling;
+
+use std::{collections::HashMap, net::SocketAddr, sync::Arc};
+
+use kmesh_common::{ConnEvent, direction, event_flags, event_kind, map_capacity};
+use opentelemetry::{
+    InstrumentationScope,
+    trace::{SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState},
+};
+use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, SpanData, SpanEvents, SpanLinks};
+
+use crate::{addr::socket_addr, metrics::SeriesKey};
+pub use sampling::{Decision, SamplingSettings};
+
+/// Connections followed at once; beyond, new connections are not traced
+/// (and counted), so lost close records cannot grow memory without bound.
+pub const MAX_FLOWS: usize = 2 * map_capacity::CONNS as usize;
+
+/// The client and server sockets of a connection, the same from either side.
+type FlowKey = (SocketAddr, SocketAddr);
+
+const OUTBOUND: usize = 0;
+const INBOUND: usize = 1;
+
+struct Hop {
+    span_id: SpanId,
+    service: Arc<str>,
+    backend: Arc<str>,
+    vip: Option<SocketAddr>,
+    connect_latency_ns: u64,
+}
+
+struct Flow {
+    trace_id: TraceId,
+    hops: [Option<Hop>; 2],
+    emitted: [bool; 2],
+    decision: Option<Decision>,
+}
+
+/// What a record produced.
+#[derive(Debug)]
+pub enum SpanOutcome {
+    Span(Box<SpanData>),
+    SampledOut,
+    /// The connection was not followed: the flow table was full.
+    Untracked,
+}
+
+pub struct SpanAssembler {
+    flows: HashMap<FlowKey, Flow>,
+    sampling: SamplingSettings,
+    ids: RandomIdGenerator,
+    clock: clock::WallClock,
+    scope: InstrumentationScope,
+}
+
+fn flow_key(ev: &ConnEvent) -> (FlowKey, usize) {
+    let local = socket_addr(ev.local_addr, ev.family, ev.local_port);
+    let remote = socket_addr(ev.remote_addr, ev.family, ev.remote_port);
+    if ev.direction == direction::INBOUND {
+        ((remote, local), INBOUND)
+    } else {
+        ((local, remote), OUTBOUND)
+    }
+}
+
+impl SpanAssembler {
+    pub fn new(sampling: SamplingSettings) -> Self {
+        Self {
+            flows: HashMap::new(),
+            sampling,
+            ids: RandomIdGenerator::default(),
+            clock: clock::WallClock::now(),
+            scope: InstrumentationScope::builder("kmesh-agent")
+                .with_version(env!("CARGO_PKG_VERSION"))
+                .build(),
+        }
+    }
+
+    /// Connections being followed now.
+    pub fn open_flows(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// Takes one record and the series it was counted in; returns the span
+    /// or the sampling outcome when the record closed a hop.
+    pub fn record(&mut self, ev: &ConnEvent, key: &SeriesKey) -> Option<SpanOutcome> {
+        let (fk, side) = flow_key(ev);
+        if !self.flows.contains_key(&fk) && self.flows.len() >= MAX_FLOWS {
+            return (ev.kind == event_kind::CLOSED).then_some(SpanOutcome::Untracked);
+        }
+        let ids = &self.ids;
+        let flow = self.flows.entry(fk).or_insert_with(|| Flow {
+            trace_id: ids.new_trace_id(),
+            hops: [None, None],
+            emitted: [false; 2],
+            decision: None,
+        });
+        if flow.hops[side].is_none() {
+            let routed = ev.flags & event_flags::ROUTED != 0;
+            flow.hops[side] = Some(Hop {
+                span_id: ids.new_span_id(),
+                service: key.service.clone(),
+                backend: key.backend.clone(),
+                vip: routed
+                    .then(|| socket_addr(ev.route.orig_addr, ev.route.family, ev.route.orig_port)),
+                connect_latency_ns: ev.connect_latency_ns,
+            });
+        }
+        if ev.kind != event_kind::CLOSED {
+            return None;
+        }
+        let decision = *flow.decision.get_or_insert_with(|| {
+            let connect_latency = flow.hops[OUTBOUND]
+                .as_ref()
+                .map_or(ev.connect_latency_ns, |h| {
+                    h.connect_latency_ns.max(ev.connect_latency_ns)
+                });
+            sampling::decide(&self.sampling, flow.trace_id, ev, connect_latency)
+        });
+        flow.emitted[side] = true;
+        let outcome = match decision {
+            Decision::Drop => SpanOutcome::SampledOut,
+            Decision::Keep(why) => SpanOutcome::Span(Box::new(self.span(&fk, side, ev, why))),
+        };
+        let flow = &self.flows[&fk];
+        let done = (0..2).all(|i| flow.hops[i].is_none() || flow.emitted[i]);
+        if done {
+            self.flows.remove(&fk);
+        }
+        Some(outcome)
+    }
+
+    fn span(&self, fk: &FlowKey, side: usize, ev: &ConnEvent, why: &'static str) -> SpanData {
+        let flow = &self.flows[fk];
+        let hop = flow.hops[side].as_ref().expect("the hop was just recorded");
+        let parent = match (side, &flow.hops[OUTBOUND]) {
+            (INBOUND, Some(outbound)) => outbound.span_id,
+            _ => SpanId::INVALID,
+        };
+        // The inbound side learns the VIP from its outbound partner.
+        let vip = hop
+            .vip
+            .or_else(|| flow.hops[OUTBOUND].as_ref().and_then(|h| h.vip));
+        let hop_count = flow.hops.iter().flatten().count();
+        let facts = attributes::HopFacts {
+            ev,
+            service: &hop.service,
+            backend: &hop.backend,
+            vip,
+            hop_count,
+            sampled_because: why,
+        };
+        let (kind, verb) = if side == OUTBOUND {
+            (SpanKind::Client, "connect")
+        } else {
+            (SpanKind::Server, "accept")
+        };
+        let status = match attributes::error_type(ev.close_reason) {
+            Some(reason) => Status::error(reason),
+            None => Status::Unset,
+        };
+        SpanData {
+            span_context: SpanContext::new(
+                flow.trace_id,
+                hop.span_id,
+                TraceFlags::SAMPLED,
+                false,
+                TraceState::default(),
+            ),
+            parent_span_id: parent,
+            parent_span_is_remote: false,
+            span_kind: kind,
+            name: format!("{verb} {}", hop.service).into(),
+            start_time: self.clock.at(ev.start_ns),
+            end_time: self.clock.at(ev.ts_ns.max(ev.start_ns)),
+            attributes: attributes::of_hop(&facts),
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status,
+            instrumentation_scope: self.scope.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

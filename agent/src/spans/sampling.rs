@@ -1,0 +1,121 @@
+//! Which connections are traced: every failed, reset or slow one, and a
+//! share of the rest chosen by trace id with the rule of OpenTelemetry's
+//! TraceIdRatioBased sampler, so samplers downstream agree with ours.
+use std::time::Duration;
+
+use kmesh_common::{ConnEvent, close_reason};
+use opentelemetry::trace::TraceId;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SamplingSettings {
+    /// Share of normal connections kept, 0 to 1.
+    pub ratio: f64,
+    /// Connect latency or smoothed RTT from which a connection is slow.
+    pub slow_threshold: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Kept, and why: `error`, `slow` or `ratio`.
+    Keep(&'static str),
+    Drop,
+}
+
+pub fn decide(
+    s: &SamplingSettings,
+    trace_id: TraceId,
+    ev: &ConnEvent,
+    connect_latency_ns: u64,
+) -> Decision {
+    if ev.close_reason != close_reason::FIN {
+        return Decision::Keep("error");
+    }
+    let slow_ns = s.slow_threshold.as_nanos().min(u128::from(u64::MAX)) as u64;
+    let srtt_ns = u64::from(ev.srtt_us) * 1000;
+    if connect_latency_ns >= slow_ns || srtt_ns >= slow_ns {
+        return Decision::Keep("slow");
+    }
+    if ratio_keeps(s.ratio, trace_id) {
+        Decision::Keep("ratio")
+    } else {
+        Decision::Drop
+    }
+}
+
+/// The lower 64 bits of the trace id, halved, against ratio * 2^63.
+fn ratio_keeps(ratio: f64, trace_id: TraceId) -> bool {
+    if ratio >= 1.0 {
+        return true;
+    }
+    let bytes = trace_id.to_bytes();
+    let low = u64::from_be_bytes(bytes[8..16].try_into().expect("8 bytes")) >> 1;
+    let bound = (ratio.max(0.0) * (1u64 << 63) as f64) as u64;
+    low < bound
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(ratio: f64) -> SamplingSettings {
+        SamplingSettings {
+            ratio,
+            slow_threshold: Duration::from_millis(100),
+        }
+    }
+
+    fn closed(reason: u8, srtt_us: u32) -> ConnEvent {
+        ConnEvent {
+            close_reason: reason,
+            srtt_us,
+            ..ConnEvent::default()
+        }
+    }
+
+    #[test]
+    fn failures_resets_and_slow_connections_are_always_kept() {
+        let s = settings(0.0);
+        let id = TraceId::from(7u128);
+        for reason in [
+            close_reason::RST_SENT,
+            close_reason::RST_RECEIVED,
+            close_reason::CONNECT_REFUSED,
+            close_reason::CONNECT_FAILED,
+        ] {
+            assert_eq!(
+                decide(&s, id, &closed(reason, 10), 0),
+                Decision::Keep("error")
+            );
+        }
+        let fin = closed(close_reason::FIN, 10);
+        assert_eq!(decide(&s, id, &fin, 100_000_000), Decision::Keep("slow"));
+        assert_eq!(
+            decide(&s, id, &closed(close_reason::FIN, 150_000), 0),
+            Decision::Keep("slow")
+        );
+        assert_eq!(decide(&s, id, &fin, 99_999_999), Decision::Drop);
+    }
+
+    #[test]
+    fn the_ratio_keeps_its_share_of_random_trace_ids() {
+        let s = settings(0.25);
+        let fin = closed(close_reason::FIN, 10);
+        let ids = opentelemetry_sdk::trace::RandomIdGenerator::default();
+        let n = 40_000;
+        let kept = (0..n)
+            .filter(|_| {
+                use opentelemetry_sdk::trace::IdGenerator;
+                decide(&s, ids.new_trace_id(), &fin, 0) != Decision::Drop
+            })
+            .count() as f64;
+        // Binomial sd at n = 40000, p = 0.25 is ~87: 5 sd either side.
+        assert!(
+            (10_000.0 - 435.0..=10_000.0 + 435.0).contains(&kept),
+            "{kept}"
+        );
+        assert_eq!(
+            decide(&settings(1.0), TraceId::from(u128::MAX), &fin, 0),
+            Decision::Keep("ratio")
+        );
+    }
+}

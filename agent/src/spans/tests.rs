@@ -1,0 +1,188 @@
+use std::time::Duration;
+
+use kmesh_common::{ConnEvent, close_reason, direction, event_flags, event_kind};
+use opentelemetry::{Value, trace::Status};
+
+use super::*;
+use crate::{addr::ip_to_words, metrics::Direction};
+
+const CLIENT: &str = "127.0.0.9:40000";
+const BACKEND: &str = "127.0.0.2:8080";
+const VIP: &str = "198.18.0.10:80";
+
+fn keep_all() -> SpanAssembler {
+    SpanAssembler::new(SamplingSettings {
+        ratio: 1.0,
+        slow_threshold: Duration::from_secs(1),
+    })
+}
+
+fn key(direction: Direction) -> SeriesKey {
+    SeriesKey {
+        service: Arc::from("echo"),
+        backend: Arc::from(BACKEND),
+        direction,
+    }
+}
+
+fn record(kind: u8, dir: u8, reason: u8) -> ConnEvent {
+    let client: SocketAddr = CLIENT.parse().unwrap();
+    let backend: SocketAddr = BACKEND.parse().unwrap();
+    let vip: SocketAddr = VIP.parse().unwrap();
+    let (local, remote) = if dir == direction::INBOUND {
+        (backend, client)
+    } else {
+        (client, backend)
+    };
+    let mut ev = ConnEvent {
+        kind,
+        direction: dir,
+        close_reason: reason,
+        family: ip_to_words(local.ip()).1,
+        local_addr: ip_to_words(local.ip()).0,
+        local_port: local.port(),
+        remote_addr: ip_to_words(remote.ip()).0,
+        remote_port: remote.port(),
+        cookie: u64::from(dir) + 1,
+        start_ns: 1_000_000,
+        ts_ns: 5_000_000,
+        bytes_sent: 10,
+        bytes_received: 20,
+        srtt_us: 50,
+        ..ConnEvent::default()
+    };
+    if dir == direction::OUTBOUND {
+        ev.flags = event_flags::ROUTED;
+        ev.connect_latency_ns = 30_000;
+        ev.route.orig_addr = ip_to_words(vip.ip()).0;
+        ev.route.orig_port = vip.port();
+        ev.route.family = ev.family;
+    }
+    ev
+}
+
+fn attr(span: &SpanData, key: &str) -> Option<Value> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == key)
+        .map(|kv| kv.value.clone())
+}
+
+fn span(outcome: Option<SpanOutcome>) -> SpanData {
+    match outcome {
+        Some(SpanOutcome::Span(s)) => *s,
+        other => panic!("expected a span, got {other:?}"),
+    }
+}
+
+#[test]
+fn both_hops_of_a_local_connection_share_a_trace_and_the_inbound_is_the_child() {
+    let mut a = keep_all();
+    let (out, inb) = (key(Direction::Outbound), key(Direction::Inbound));
+    let fin = close_reason::FIN;
+    assert!(
+        a.record(
+            &record(event_kind::ESTABLISHED, direction::OUTBOUND, 0),
+            &out
+        )
+        .is_none()
+    );
+    assert!(
+        a.record(
+            &record(event_kind::ESTABLISHED, direction::INBOUND, 0),
+            &inb
+        )
+        .is_none()
+    );
+    let client = span(a.record(&record(event_kind::CLOSED, direction::OUTBOUND, fin), &out));
+    assert_eq!(a.open_flows(), 1, "the inbound hop is still open");
+    let server = span(a.record(&record(event_kind::CLOSED, direction::INBOUND, fin), &inb));
+    assert_eq!(a.open_flows(), 0);
+
+    assert_eq!(
+        client.span_context.trace_id(),
+        server.span_context.trace_id()
+    );
+    assert_eq!(server.parent_span_id, client.span_context.span_id());
+    assert_eq!(client.parent_span_id, SpanId::INVALID);
+    assert_eq!(
+        (client.span_kind.clone(), server.span_kind.clone()),
+        (SpanKind::Client, SpanKind::Server)
+    );
+    assert_eq!(client.name, "connect echo");
+    assert_eq!(attr(&client, "kmesh.hop.count"), Some(Value::I64(2)));
+    assert_eq!(
+        attr(&client, "server.address"),
+        Some(Value::from("198.18.0.10"))
+    );
+    assert_eq!(attr(&client, "network.peer.port"), Some(Value::I64(8080)));
+    assert_eq!(
+        attr(&server, "kmesh.vip"),
+        Some(Value::from(VIP)),
+        "learnt from the outbound hop"
+    );
+    assert_eq!(
+        attr(&client, "kmesh.tcp.connect_latency_us"),
+        Some(Value::I64(30))
+    );
+    assert_eq!(client.status, Status::Unset);
+    let took = client.end_time.duration_since(client.start_time).unwrap();
+    assert_eq!(took, Duration::from_millis(4));
+}
+
+#[test]
+fn a_reset_is_an_error_and_kept_even_at_ratio_zero() {
+    let mut a = SpanAssembler::new(SamplingSettings {
+        ratio: 0.0,
+        slow_threshold: Duration::from_secs(1),
+    });
+    let out = key(Direction::Outbound);
+    let rst = record(
+        event_kind::CLOSED,
+        direction::OUTBOUND,
+        close_reason::RST_RECEIVED,
+    );
+    let s = span(a.record(&rst, &out));
+    assert_eq!(s.status, Status::error("rst_received"));
+    assert_eq!(attr(&s, "error.type"), Some(Value::from("rst_received")));
+    assert_eq!(attr(&s, "kmesh.hop.count"), Some(Value::I64(1)));
+
+    let fin = record(event_kind::CLOSED, direction::OUTBOUND, close_reason::FIN);
+    assert!(matches!(
+        a.record(&fin, &out),
+        Some(SpanOutcome::SampledOut)
+    ));
+    assert_eq!(a.open_flows(), 0);
+}
+
+#[test]
+fn the_hops_of_a_trace_follow_the_first_decision() {
+    let mut a = SpanAssembler::new(SamplingSettings {
+        ratio: 0.0,
+        slow_threshold: Duration::from_secs(1),
+    });
+    let (out, inb) = (key(Direction::Outbound), key(Direction::Inbound));
+    a.record(
+        &record(event_kind::ESTABLISHED, direction::OUTBOUND, 0),
+        &out,
+    );
+    a.record(
+        &record(event_kind::ESTABLISHED, direction::INBOUND, 0),
+        &inb,
+    );
+    // The server resets first; the client's side then closes with FIN
+    // (as it would after a clean half-close): the trace stays kept.
+    let server = span(a.record(
+        &record(
+            event_kind::CLOSED,
+            direction::INBOUND,
+            close_reason::RST_SENT,
+        ),
+        &inb,
+    ));
+    let client = span(a.record(
+        &record(event_kind::CLOSED, direction::OUTBOUND, close_reason::FIN),
+        &out,
+    ));
+    assert_eq!(server.parent_span_id, client.span_context.span_id());
+}
