@@ -8,13 +8,16 @@
 #   - bpf-linker built against LLVM 22, the same LLVM major rustc-web uses,
 #     so it can read the eBPF crates' bitcode.
 #   - bpffs and tracefs mounted (neither is mounted at boot here).
+#   - The real telemetry backends the tests export to: Prometheus (Debian)
+#     and rotel, an OTLP collector (PyPI).
 set -euo pipefail
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
 BPF_LINKER_VERSION=0.13.0
+ROTEL_VERSION=0.0.1a15
 APT_PACKAGES=(rustc-web rust-web-src cargo-web llvm-22-dev libpolly-22-dev
-  zlib1g-dev libzstd-dev iproute2 procps)
+  zlib1g-dev libzstd-dev iproute2 procps prometheus)
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "setup.sh must run as root: it installs Debian packages and mounts bpffs/tracefs." >&2
@@ -44,6 +47,12 @@ if ! "$CARGO_BIN/bpf-linker" --version 2>/dev/null | grep -q "$BPF_LINKER_VERSIO
   PATH=/usr/lib/llvm-22/bin:$PATH LLVM_SYS_221_PREFIX=/usr/lib/llvm-22 \
     cargo install --quiet --locked bpf-linker --version "$BPF_LINKER_VERSION" \
     --no-default-features --features llvm-22
+fi
+
+installed_rotel=$(python3 -m pip show rotel 2>/dev/null | sed -n 's/^Version: //p')
+if [ "$installed_rotel" != "$ROTEL_VERSION" ]; then
+  log "installing rotel $ROTEL_VERSION (OTLP collector for the tests) from PyPI"
+  PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check "rotel==$ROTEL_VERSION"
 fi
 
 mountpoint -q /sys/fs/bpf || { log "mounting bpffs at /sys/fs/bpf"; mount -t bpf bpf /sys/fs/bpf; }

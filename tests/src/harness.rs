@@ -167,7 +167,12 @@ impl Topology {
     }
 
     pub fn start_agent(&self, config: &str) -> Agent {
-        Agent::start(self, config)
+        Agent::start(self, config, &[])
+    }
+
+    /// Starts the agent with extra `kmesh-agent run` flags.
+    pub fn start_agent_with(&self, config: &str, flags: &[&str]) -> Agent {
+        Agent::start(self, config, flags)
     }
 }
 
@@ -215,7 +220,7 @@ impl Drop for Topology {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
@@ -231,12 +236,17 @@ pub struct Agent {
 }
 
 impl Agent {
-    fn start(topo: &Topology, config: &str) -> Self {
+    fn start(topo: &Topology, config: &str, flags: &[&str]) -> Self {
         let config_path = topo.workdir.join("mesh.yaml");
         std::fs::write(&config_path, config).expect("writing config");
         let log_path = topo.workdir.join("agent.log");
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let child = Command::new(target_bin("kmesh-agent"))
+        let mut cmd = Command::new(target_bin("kmesh-agent"));
+        // The test decides what the agent exports, not the environment.
+        for (name, _) in std::env::vars().filter(|(n, _)| n.starts_with("OTEL_")) {
+            cmd.env_remove(name);
+        }
+        let child = cmd
             .arg("run")
             .arg("--config")
             .arg(&config_path)
@@ -246,6 +256,7 @@ impl Agent {
             .arg(&topo.bpffs)
             .arg("--metrics-addr")
             .arg(addr.to_string())
+            .args(flags)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stderr(std::fs::File::create(&log_path).expect("log file"))

@@ -4,6 +4,7 @@
 pub mod harness;
 pub mod protocol;
 pub mod render;
+pub mod rotel;
 mod report;
 
 use std::{
