@@ -37,14 +37,17 @@ const V4_MAPPED_WORD: u32 = 0x0000_ffffu32.to_be();
 const NO_PREALLOC: u32 = 1;
 
 #[map(name = "KM_SERVICES")]
-static SERVICES: HashMap<ServiceKey, ServiceValue> = HashMap::pinned(map_capacity::SERVICES, NO_PREALLOC);
+static SERVICES: HashMap<ServiceKey, ServiceValue> =
+    HashMap::pinned(map_capacity::SERVICES, NO_PREALLOC);
 
 #[map(name = "KM_BACKENDS")]
-static BACKENDS: HashMap<BackendKey, BackendValue> = HashMap::pinned(map_capacity::BACKENDS, NO_PREALLOC);
+static BACKENDS: HashMap<BackendKey, BackendValue> =
+    HashMap::pinned(map_capacity::BACKENDS, NO_PREALLOC);
 
 /// Shared with the probe (same name, pinned): what connect() decided.
 #[map(name = "KM_SOCK_ROUTES")]
-static SOCK_ROUTES: LruHashMap<u64, RouteDecision> = LruHashMap::pinned(map_capacity::SOCK_ROUTES, 0);
+static SOCK_ROUTES: LruHashMap<u64, RouteDecision> =
+    LruHashMap::pinned(map_capacity::SOCK_ROUTES, 0);
 
 #[cgroup_sock_addr(connect4)]
 pub fn route_connect4(ctx: SockAddrContext) -> i32 {

@@ -23,7 +23,8 @@ use kmesh_common::{
 
 /// Shared with orchestration (same name, pinned): what connect() decided.
 #[map(name = "KM_SOCK_ROUTES")]
-static SOCK_ROUTES: LruHashMap<u64, RouteDecision> = LruHashMap::pinned(map_capacity::SOCK_ROUTES, 0);
+static SOCK_ROUTES: LruHashMap<u64, RouteDecision> =
+    LruHashMap::pinned(map_capacity::SOCK_ROUTES, 0);
 
 #[map(name = "KM_CONNS")]
 static CONNS: LruHashMap<u64, ConnState> = LruHashMap::with_max_entries(map_capacity::CONNS, 0);
