@@ -2,10 +2,11 @@
 //! protocol, the topology (network namespaces, cgroups) and the harness that
 //! runs a real agent on the real kernel.
 pub mod harness;
+pub mod prometheus;
 pub mod protocol;
 pub mod render;
-pub mod rotel;
 mod report;
+pub mod rotel;
 
 use std::{
     io::{Read, Write},
@@ -39,17 +40,68 @@ pub fn join_netns(name: &str) -> anyhow::Result<()> {
 
 /// A plain HTTP/1.0 GET against the agent's endpoint; returns the body of a 200.
 pub fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    let (status, body) = http_request(addr, "GET", path, None)?;
+    if status != 200 {
+        anyhow::bail!("GET {path}: HTTP {status}");
+    }
+    Ok(body)
+}
+
+/// A plain HTTP/1.0 request with an optional form body
+/// (`application/x-www-form-urlencoded`, see [`form_encode`]); returns the
+/// status code and the body whatever the status, so a caller can read the
+/// error a server explains in its body.
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    form: Option<&str>,
+) -> anyhow::Result<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .with_context(|| format!("connecting to {addr}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut request = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n");
+    if let Some(body) = form {
+        request.push_str(&format!(
+            "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ));
+    } else {
+        request.push_str("\r\n");
+    }
+    stream.write_all(request.as_bytes())?;
     let mut response = String::new();
-    stream.read_to_string(&mut response)?;
+    stream
+        .read_to_string(&mut response)
+        .with_context(|| format!("{method} {path} on {addr}"))?;
     let (head, body) = response
         .split_once("\r\n\r\n")
         .context("malformed HTTP response")?;
-    let status = head.lines().next().unwrap_or_default();
-    if !status.contains(" 200 ") {
-        anyhow::bail!("GET {path}: {status}");
-    }
-    Ok(body.to_string())
+    let status = head
+        .lines()
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|code| code.parse().ok())
+        .with_context(|| format!("malformed HTTP status line in {head:?}"))?;
+    Ok((status, body.to_string()))
+}
+
+/// `application/x-www-form-urlencoded` (also a URL query string) of `pairs`.
+pub fn form_encode(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// RFC 3986 unreserved characters stay; everything else is escaped.
+const FORM: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+pub fn percent_encode(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, FORM).to_string()
 }
