@@ -74,3 +74,28 @@ impl Default for ProbeSettings {
         }
     }
 }
+
+/// Meshes for unit tests.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::*;
+
+    /// `echo` at 198.18.0.10:80, round robin over 127.0.0.2:8080.
+    pub fn echo() -> Mesh {
+        let mut mesh = Mesh::default();
+        let vip = "198.18.0.10:80".parse().unwrap();
+        mesh.services.insert(
+            vip,
+            Service {
+                name: "echo".into(),
+                vip,
+                policy: Policy::RoundRobin,
+                backends: vec![Backend {
+                    addr: "127.0.0.2:8080".parse().unwrap(),
+                    weight: 1,
+                }],
+            },
+        );
+        mesh
+    }
+}

@@ -1,24 +1,10 @@
 use kmesh_common::{ConnEvent, close_reason, direction, event_flags, event_kind};
 
 use super::*;
-use crate::model::{Backend, Mesh, Policy, Service};
+use crate::model::{Backend, Mesh};
 
 fn mesh() -> Mesh {
-    let mut mesh = Mesh::default();
-    let vip = "198.18.0.10:80".parse().unwrap();
-    mesh.services.insert(
-        vip,
-        Service {
-            name: "echo".into(),
-            vip,
-            policy: Policy::RoundRobin,
-            backends: vec![Backend {
-                addr: "127.0.0.2:8080".parse().unwrap(),
-                weight: 1,
-            }],
-        },
-    );
-    mesh
+    crate::model::fixtures::echo()
 }
 
 fn aggregator() -> Aggregator {

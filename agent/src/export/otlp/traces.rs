@@ -190,3 +190,46 @@ async fn export(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::{InstrumentationScope, trace::SpanContext};
+    use opentelemetry_sdk::trace::{SpanEvents, SpanLinks};
+
+    use super::*;
+
+    fn span() -> SpanData {
+        SpanData {
+            span_context: SpanContext::empty_context(),
+            parent_span_id: opentelemetry::trace::SpanId::INVALID,
+            parent_span_is_remote: false,
+            span_kind: opentelemetry::trace::SpanKind::Client,
+            name: "connect echo".into(),
+            start_time: std::time::SystemTime::UNIX_EPOCH,
+            end_time: std::time::SystemTime::UNIX_EPOCH,
+            attributes: Vec::new(),
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status: opentelemetry::trace::Status::Unset,
+            instrumentation_scope: InstrumentationScope::builder("t").build(),
+        }
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_without_waiting() {
+        let health = Arc::new(ExportHealth::default());
+        let (queue, mut rx) = queue(2, health.clone());
+        for _ in 0..5 {
+            queue.push(SpanOutcome::Span(Box::new(span())));
+        }
+        queue.push(SpanOutcome::SampledOut);
+        queue.push(SpanOutcome::Untracked);
+        let h = health.snapshot();
+        assert_eq!(
+            (h.spans_queue_full, h.spans_sampled_out, h.spans_untracked),
+            (3, 1, 1)
+        );
+        assert!(rx.try_recv().is_ok() && rx.try_recv().is_ok() && rx.try_recv().is_err());
+    }
+}

@@ -5,24 +5,11 @@ use super::*;
 use crate::{
     addr::ip_to_words,
     metrics::{SeriesLimits, families::LATENCY_BOUNDS_S},
-    model::{Backend, Mesh, Policy, Service},
 };
 
 fn aggregator() -> Aggregator {
-    let mut mesh = Mesh::default();
+    let mesh = crate::model::fixtures::echo();
     let vip = "198.18.0.10:80".parse().unwrap();
-    mesh.services.insert(
-        vip,
-        Service {
-            name: "echo".into(),
-            vip,
-            policy: Policy::RoundRobin,
-            backends: vec![Backend {
-                addr: "127.0.0.2:8080".parse().unwrap(),
-                weight: 1,
-            }],
-        },
-    );
     let key = crate::maps::service_key(&mesh.services[&vip]);
     let mut agg = Aggregator::new(SeriesLimits::default());
     agg.update_labels(&mesh, [(&key, 7u32)].into_iter());
