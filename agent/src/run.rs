@@ -68,8 +68,14 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         bpffs_dir: opts.bpffs_dir.clone(),
         ringbuf_bytes: opts.ringbuf_bytes,
     })?;
-    let result = serve(&opts, mesh, &mut dataplane, listener).await;
+    let mut exporters = None;
+    let result = serve(&opts, mesh, &mut dataplane, listener, &mut exporters).await;
+    // Detach first: the OTLP exporters' last exports do not need the kernel,
+    // and a slow collector must not keep the programs attached.
     dataplane.shut_down();
+    if let Some(otlp) = exporters {
+        otlp.finish().await;
+    }
     result
 }
 
@@ -80,6 +86,7 @@ async fn serve(
     mesh: Mesh,
     dataplane: &mut DataPlane,
     listener: tokio::net::TcpListener,
+    exporters: &mut Option<Otlp>,
 ) -> anyhow::Result<()> {
     let mut control = Control {
         writer: MapWriter::new(
@@ -99,7 +106,7 @@ async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     let (export_stop_tx, export_stop_rx) = watch::channel(false);
     let export_health = Arc::new(ExportHealth::default());
-    let mut otlp = match &opts.otlp {
+    *exporters = match &opts.otlp {
         Some(settings) => Some(Otlp::start(
             settings,
             control.aggregator.clone(),
@@ -112,7 +119,7 @@ async fn serve(
         dataplane.take_probe_map(map_names::EVENTS)?,
         dataplane.take_probe_map(map_names::DROPS)?,
         control.aggregator.clone(),
-        otlp.as_mut().and_then(|o| o.spans.take()),
+        exporters.as_mut().and_then(|o| o.spans.take()),
         stop_rx.clone(),
     )?;
     let ready = Arc::new(AtomicBool::new(false));
@@ -151,9 +158,6 @@ async fn serve(
         warn!("probe reader thread panicked");
     }
     let _ = export_stop_tx.send(true);
-    if let Some(otlp) = otlp {
-        otlp.finish().await;
-    }
     outcome
 }
 

@@ -15,11 +15,11 @@ use kmesh_common::map_capacity;
 use super::health::ExportHealth;
 use crate::{
     metrics::{
-        Aggregator, CLOSE_REASONS, Distribution, SeriesKey,
+        Aggregator, CLOSE_REASONS, SeriesKey,
         families::{
             self, ACTIVE_HELP, ACTIVE_NAME, CLOSE_COUNTERS, COUNTERS, HISTOGRAMS, HistogramFamily,
-            bucket_counts,
         },
+        view::{AggregateView, HistogramView, SeriesView},
     },
     process,
 };
@@ -53,23 +53,21 @@ fn series_labels(key: &SeriesKey) -> [(&'static str, &str); 3] {
 }
 
 /// Buckets for the encoder: (upper bound, count in that bucket), +Inf last.
-fn buckets(d: &Distribution, family: &HistogramFamily) -> Vec<(f64, u64)> {
-    let counts = bucket_counts(d, family.bounds, family.scale);
+fn buckets(h: &HistogramView, family: &HistogramFamily) -> Vec<(f64, u64)> {
     family
         .bounds
         .iter()
         .copied()
         .chain([f64::MAX])
-        .zip(counts)
+        .zip(h.buckets.iter().copied())
         .collect()
 }
-
-type Family<'a> = (&'a SeriesKey, &'a Distribution);
 
 fn encode_histograms(
     encoder: &mut DescriptorEncoder,
     family: &HistogramFamily,
-    series: &[Family<'_>],
+    index: usize,
+    series: &[SeriesView],
 ) -> Result<(), std::fmt::Error> {
     let unit = match family.unit {
         families::Unit::Bytes => Unit::Bytes,
@@ -77,13 +75,14 @@ fn encode_histograms(
     };
     let mut metric =
         encoder.encode_descriptor(family.name, family.help, Some(&unit), MetricType::Histogram)?;
-    for (key, d) in series {
+    for s in series {
+        let h = &s.histograms[index];
         metric
-            .encode_family(&series_labels(key))?
+            .encode_family(&series_labels(&s.key))?
             .encode_histogram::<NoLabelSet>(
-                d.sum as f64 * family.scale,
-                d.hist.len(),
-                &buckets(d, family),
+                family.to_unit(h.sum),
+                h.count,
+                &buckets(h, family),
                 None,
             )?;
     }
@@ -125,30 +124,36 @@ fn encode_labelled_counters(
 
 impl Collector for AggregatorCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let agg = self.aggregator.lock().unwrap_or_else(|p| p.into_inner());
-        let mut series: Vec<_> = agg.series().collect();
-        series.sort_by(|a, b| a.0.cmp(b.0));
+        // Read /proc before the lock, and copy the figures under it: the
+        // probe reader waits on the same lock.
+        let process = process::read_self();
+        let view = self
+            .aggregator
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .view(false);
+        let series = &view.series;
 
         for family in &COUNTERS {
             let mut metric =
                 encoder.encode_descriptor(family.name, family.help, None, MetricType::Counter)?;
-            for (key, stats) in &series {
+            for s in series {
                 encode_counter(
-                    metric.encode_family(&series_labels(key))?,
-                    (family.get)(stats),
+                    metric.encode_family(&series_labels(&s.key))?,
+                    (family.get)(s),
                 )?;
             }
         }
         for family in &CLOSE_COUNTERS {
             let mut metric =
                 encoder.encode_descriptor(family.name, family.help, None, MetricType::Counter)?;
-            for (key, stats) in &series {
+            for s in series {
                 for (i, (_, reason)) in CLOSE_REASONS.iter().enumerate() {
-                    let v = (family.get)(stats)[i];
+                    let v = (family.get)(s)[i];
                     if v == 0 {
                         continue;
                     }
-                    let [a, b, c] = series_labels(key);
+                    let [a, b, c] = series_labels(&s.key);
                     let labels = [a, b, c, ("close_reason", reason)];
                     encode_counter(metric.encode_family(&labels)?, v)?;
                 }
@@ -156,14 +161,12 @@ impl Collector for AggregatorCollector {
         }
         let mut active =
             encoder.encode_descriptor(ACTIVE_NAME, ACTIVE_HELP, None, MetricType::Gauge)?;
-        for (key, stats) in &series {
-            ConstGauge::new(stats.active as i64)
-                .encode(active.encode_family(&series_labels(key))?)?;
+        for s in series {
+            ConstGauge::new(s.active as i64)
+                .encode(active.encode_family(&series_labels(&s.key))?)?;
         }
-        for family in &HISTOGRAMS {
-            let picked: Vec<Family<'_>> =
-                series.iter().map(|(k, s)| (*k, (family.get)(s))).collect();
-            encode_histograms(&mut encoder, family, &picked)?;
+        for (index, family) in HISTOGRAMS.iter().enumerate() {
+            encode_histograms(&mut encoder, family, index, series)?;
         }
 
         let mut weights = encoder.encode_descriptor(
@@ -172,7 +175,7 @@ impl Collector for AggregatorCollector {
             None,
             MetricType::Gauge,
         )?;
-        for b in agg.labels().configured() {
+        for b in &view.configured {
             let labels = [
                 ("destination_service", &*b.service),
                 ("destination_backend", &*b.label),
@@ -180,17 +183,18 @@ impl Collector for AggregatorCollector {
             ConstGauge::new(i64::from(b.weight)).encode(weights.encode_family(&labels)?)?;
         }
 
-        self.encode_agent(&agg, &mut encoder)
+        self.encode_agent(&view, process, &mut encoder)
     }
 }
 
 impl AggregatorCollector {
     fn encode_agent(
         &self,
-        agg: &Aggregator,
+        view: &AggregateView,
+        process: Result<process::ProcessStats, process::ProcessStatsError>,
         encoder: &mut DescriptorEncoder,
     ) -> Result<(), std::fmt::Error> {
-        let a = agg.agent;
+        let a = view.agent;
         encode_labelled_counters(
             encoder,
             "kmesh_probe_events",
@@ -226,7 +230,7 @@ impl AggregatorCollector {
             a.services,
         )?;
 
-        let regular = agg.series().filter(|(k, _)| !k.is_overflow()).count();
+        let regular = view.regular_series();
         encode_single(
             encoder,
             "kmesh_metric_series",
@@ -239,7 +243,7 @@ impl AggregatorCollector {
             "kmesh_metric_series_limit",
             "Most label sets the aggregator keeps (--max-series); connections beyond go to the overflow series.",
             MetricType::Gauge,
-            agg.limits().max_series as u64,
+            view.max_series as u64,
         )?;
         encode_single(
             encoder,
@@ -318,7 +322,7 @@ impl AggregatorCollector {
             ],
         )?;
 
-        match process::read_self() {
+        match process {
             Ok(p) => {
                 let metric = encoder.encode_descriptor(
                     "process_cpu_seconds",

@@ -1,6 +1,6 @@
 //! What the per-series figures are called and how they are bucketed: one
 //! table both exporters read, so `/metrics` and OTLP cannot drift apart.
-use super::{Distribution, SeriesStats};
+use super::{Distribution, SeriesStats, view::SeriesView};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Unit {
@@ -28,7 +28,7 @@ pub struct CounterFamily {
     pub otlp_name: &'static str,
     pub help: &'static str,
     pub unit: Unit,
-    pub get: fn(&SeriesStats) -> u64,
+    pub get: fn(&SeriesView) -> u64,
 }
 
 pub const COUNTERS: [CounterFamily; 4] = [
@@ -68,7 +68,7 @@ pub struct CloseFamily {
     pub otlp_name: &'static str,
     pub help: &'static str,
     /// By close reason index in [`super::CLOSE_REASONS`].
-    pub get: fn(&SeriesStats) -> &[u64],
+    pub get: fn(&SeriesView) -> &[u64],
 }
 
 pub const CLOSE_COUNTERS: [CloseFamily; 2] = [
@@ -90,15 +90,27 @@ pub const ACTIVE_NAME: &str = "kmesh_tcp_connections_active";
 pub const ACTIVE_OTLP_NAME: &str = "kmesh.tcp.connections.active";
 pub const ACTIVE_HELP: &str = "TCP connections open now.";
 
+impl HistogramFamily {
+    /// A recorded value in the exported unit; a division, so that whole
+    /// microseconds give the shortest decimal seconds (40 µs is 4e-5 s).
+    pub fn to_unit(&self, v: u64) -> f64 {
+        v as f64 / self.per_unit
+    }
+}
+
 pub struct HistogramFamily {
     /// Prometheus name, without the unit suffix.
     pub name: &'static str,
     pub otlp_name: &'static str,
     pub help: &'static str,
     pub unit: Unit,
+    /// Bucket upper bounds in `unit`, as exported.
     pub bounds: &'static [f64],
-    /// Multiplies recorded values into `unit` (µs -> s).
-    pub scale: f64,
+    /// The same bounds in recorded units (integers, so no float rounding
+    /// decides which bucket a value falls in).
+    pub limits: &'static [u64],
+    /// Recorded units per exported unit (1e6 µs per s).
+    pub per_unit: f64,
     pub get: fn(&SeriesStats) -> &Distribution,
 }
 
@@ -107,9 +119,29 @@ pub const LATENCY_BOUNDS_S: [f64; 17] = [
     0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
     0.25, 0.5, 1.0, 2.5, 10.0,
 ];
+pub const LATENCY_LIMITS_US: [u64; 17] = [
+    25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 10_000_000,
+];
 /// Connection lifetimes: 1 ms (a health check) to 1 h (pooled connections).
 pub const DURATION_BOUNDS_S: [f64; 14] = [
     0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+];
+pub const DURATION_LIMITS_US: [u64; 14] = [
+    1_000,
+    5_000,
+    10_000,
+    50_000,
+    100_000,
+    500_000,
+    1_000_000,
+    5_000_000,
+    10_000_000,
+    30_000_000,
+    60_000_000,
+    300_000_000,
+    900_000_000,
+    3_600_000_000,
 ];
 /// Bytes per connection: 64 B to 1 GiB, powers of 4.
 pub const BYTES_BOUNDS: [f64; 13] = [
@@ -128,7 +160,23 @@ pub const BYTES_BOUNDS: [f64; 13] = [
     1_073_741_824.0,
 ];
 
-const US: f64 = 1e-6;
+pub const BYTES_LIMITS: [u64; 13] = [
+    64,
+    256,
+    1024,
+    4096,
+    16384,
+    65536,
+    262_144,
+    1_048_576,
+    4_194_304,
+    16_777_216,
+    67_108_864,
+    268_435_456,
+    1_073_741_824,
+];
+
+const US_PER_S: f64 = 1e6;
 
 pub const HISTOGRAMS: [HistogramFamily; 6] = [
     HistogramFamily {
@@ -137,7 +185,8 @@ pub const HISTOGRAMS: [HistogramFamily; 6] = [
         help: "Time from connect() to established.",
         unit: Unit::Seconds,
         bounds: &LATENCY_BOUNDS_S,
-        scale: US,
+        limits: &LATENCY_LIMITS_US,
+        per_unit: US_PER_S,
         get: |s| &s.connect_latency_us,
     },
     HistogramFamily {
@@ -146,7 +195,8 @@ pub const HISTOGRAMS: [HistogramFamily; 6] = [
         help: "Smoothed RTT of each connection at close.",
         unit: Unit::Seconds,
         bounds: &LATENCY_BOUNDS_S,
-        scale: US,
+        limits: &LATENCY_LIMITS_US,
+        per_unit: US_PER_S,
         get: |s| &s.srtt_us,
     },
     HistogramFamily {
@@ -155,7 +205,8 @@ pub const HISTOGRAMS: [HistogramFamily; 6] = [
         help: "Minimum RTT seen by each connection.",
         unit: Unit::Seconds,
         bounds: &LATENCY_BOUNDS_S,
-        scale: US,
+        limits: &LATENCY_LIMITS_US,
+        per_unit: US_PER_S,
         get: |s| &s.min_rtt_us,
     },
     HistogramFamily {
@@ -164,7 +215,8 @@ pub const HISTOGRAMS: [HistogramFamily; 6] = [
         help: "Connection lifetime, connect() or accept to close.",
         unit: Unit::Seconds,
         bounds: &DURATION_BOUNDS_S,
-        scale: US,
+        limits: &DURATION_LIMITS_US,
+        per_unit: US_PER_S,
         get: |s| &s.duration_us,
     },
     HistogramFamily {
@@ -173,7 +225,8 @@ pub const HISTOGRAMS: [HistogramFamily; 6] = [
         help: "Bytes sent per connection.",
         unit: Unit::Bytes,
         bounds: &BYTES_BOUNDS,
-        scale: 1.0,
+        limits: &BYTES_LIMITS,
+        per_unit: 1.0,
         get: |s| &s.conn_bytes_sent,
     },
     HistogramFamily {
@@ -182,26 +235,11 @@ pub const HISTOGRAMS: [HistogramFamily; 6] = [
         help: "Bytes received per connection.",
         unit: Unit::Bytes,
         bounds: &BYTES_BOUNDS,
-        scale: 1.0,
+        limits: &BYTES_LIMITS,
+        per_unit: 1.0,
         get: |s| &s.conn_bytes_received,
     },
 ];
-
-/// Per-bucket (not cumulative) counts at each bound of `bounds`, then the
-/// rest (+Inf) last: `bounds.len() + 1` counts, as OTLP wants them. Values
-/// are in recorded units; `scale` turns them into the bounds' unit.
-pub fn bucket_counts(d: &Distribution, bounds: &[f64], scale: f64) -> Vec<u64> {
-    let mut out = Vec::with_capacity(bounds.len() + 1);
-    let mut below = 0u64;
-    for &bound in bounds {
-        let limit = (bound / scale).floor() as u64;
-        let cumulative = d.hist.count_between(0, limit).max(below);
-        out.push(cumulative - below);
-        below = cumulative;
-    }
-    out.push(d.hist.len().saturating_sub(below));
-    out
-}
 
 #[cfg(test)]
 mod tests {
@@ -209,15 +247,26 @@ mod tests {
 
     #[test]
     fn buckets_split_counts_and_keep_the_rest_in_inf() {
-        let mut d = Distribution::default();
-        for v in [10, 30, 80, 200, 20_000_000] {
+        let mut d = Distribution::new(&LATENCY_LIMITS_US);
+        for v in [10, 25, 26, 80, 200, 20_000_000] {
             d.record(v); // µs
         }
-        let b = bucket_counts(&d, &LATENCY_BOUNDS_S, US);
-        assert_eq!(b.len(), LATENCY_BOUNDS_S.len() + 1);
-        assert_eq!(b.iter().sum::<u64>(), 5);
-        assert_eq!(&b[..4], &[1, 1, 1, 1]); // 10, 30, 80, 200 µs
+        let b = d.buckets();
+        assert_eq!(b.len(), LATENCY_LIMITS_US.len() + 1);
+        // A bound is inclusive: 25 µs is in the first bucket, 26 µs is not.
+        assert_eq!(&b[..4], &[2, 1, 1, 1]);
         assert_eq!(b.last(), Some(&1)); // 20 s, beyond 10 s
+        assert_eq!((d.min, d.max, d.sum), (10, 20_000_000, 20_000_341));
+    }
+
+    #[test]
+    fn exported_bounds_and_recorded_limits_agree() {
+        for f in &HISTOGRAMS {
+            assert_eq!(f.bounds.len(), f.limits.len(), "{}", f.name);
+            for (b, l) in f.bounds.iter().zip(f.limits) {
+                assert_eq!(f.to_unit(*l), *b, "{}", f.name);
+            }
+        }
     }
 
     #[test]

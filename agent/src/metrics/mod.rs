@@ -3,6 +3,7 @@
 pub mod families;
 mod labels;
 pub mod snapshot;
+pub mod view;
 
 use std::{
     collections::HashMap,
@@ -14,6 +15,7 @@ use kmesh_common::{ConnEvent, ServiceKey, close_reason, event_kind};
 
 pub use labels::{ConfiguredBackend, Direction, LabelTable, OVERFLOW, SeriesKey, UNKNOWN};
 
+use self::families::{BYTES_LIMITS, DURATION_LIMITS_US, LATENCY_LIMITS_US};
 use crate::{maps::MapEntries, model::Mesh};
 
 /// Two significant digits: 1% resolution at ~20 KiB per histogram.
@@ -34,27 +36,49 @@ pub fn close_reason_name(code: u8) -> &'static str {
         .map_or("unknown", |(_, n)| n)
 }
 
-/// A histogram with its exact sum (HDR keeps counts, not sums).
+/// One quantity's distribution: an HDR histogram for quantiles, plus what
+/// HDR does not keep exactly (sum, min, max) and the counts of the exported
+/// buckets, kept as values arrive so an export never walks the histogram.
 #[derive(Clone)]
 pub struct Distribution {
     pub hist: Histogram<u64>,
     pub sum: u64,
-}
-
-impl Default for Distribution {
-    fn default() -> Self {
-        Self {
-            hist: Histogram::new(SIGFIGS).expect("2 significant figures is valid"),
-            sum: 0,
-        }
-    }
+    pub min: u64,
+    pub max: u64,
+    /// Inclusive upper limits of the exported buckets, in recorded units.
+    limits: &'static [u64],
+    /// Per-bucket counts: `limits.len()` buckets, then the rest (+Inf).
+    buckets: Vec<u64>,
 }
 
 impl Distribution {
+    pub fn new(limits: &'static [u64]) -> Self {
+        Self {
+            hist: Histogram::new(SIGFIGS).expect("2 significant figures is valid"),
+            sum: 0,
+            min: u64::MAX,
+            max: 0,
+            limits,
+            buckets: vec![0; limits.len() + 1],
+        }
+    }
+
     pub fn record(&mut self, v: u64) {
         // Auto-resizing histograms only fail on values beyond u64 range math.
         let _ = self.hist.record(v);
         self.sum = self.sum.saturating_add(v);
+        self.min = self.min.min(v);
+        self.max = self.max.max(v);
+        self.buckets[self.limits.partition_point(|&l| l < v)] += 1;
+    }
+
+    pub fn count(&self) -> u64 {
+        self.hist.len()
+    }
+
+    /// Per-bucket counts at the family's bounds, +Inf last.
+    pub fn buckets(&self) -> &[u64] {
+        &self.buckets
     }
 }
 
@@ -94,12 +118,12 @@ impl SeriesStats {
             bytes_sent: 0,
             bytes_received: 0,
             retransmits: 0,
-            connect_latency_us: Distribution::default(),
-            srtt_us: Distribution::default(),
-            min_rtt_us: Distribution::default(),
-            duration_us: Distribution::default(),
-            conn_bytes_sent: Distribution::default(),
-            conn_bytes_received: Distribution::default(),
+            connect_latency_us: Distribution::new(&LATENCY_LIMITS_US),
+            srtt_us: Distribution::new(&LATENCY_LIMITS_US),
+            min_rtt_us: Distribution::new(&LATENCY_LIMITS_US),
+            duration_us: Distribution::new(&DURATION_LIMITS_US),
+            conn_bytes_sent: Distribution::new(&BYTES_LIMITS),
+            conn_bytes_received: Distribution::new(&BYTES_LIMITS),
         }
     }
 
@@ -150,7 +174,7 @@ pub struct SeriesLimits {
 impl Default for SeriesLimits {
     fn default() -> Self {
         Self {
-            max_series: 4096,
+            max_series: 1024,
             expiry: Duration::from_secs(300),
         }
     }

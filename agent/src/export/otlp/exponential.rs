@@ -8,7 +8,7 @@ use opentelemetry_proto::tonic::{
     metrics::v1::{ExponentialHistogramDataPoint, exponential_histogram_data_point::Buckets},
 };
 
-use crate::metrics::Distribution;
+use crate::metrics::view::HistogramView;
 
 pub const MAX_BUCKETS: i64 = 160;
 const MAX_SCALE: i32 = 20;
@@ -20,19 +20,16 @@ fn index(x: f64, scale: i32) -> i64 {
 }
 
 pub fn data_point(
-    d: &Distribution,
-    scale_factor: f64,
+    h: &HistogramView,
+    per_unit: f64,
     attributes: Vec<KeyValue>,
     start: u64,
     now: u64,
 ) -> ExponentialHistogramDataPoint {
-    let h = &d.hist;
     let values: Vec<(f64, u64)> = h
-        .iter_recorded()
-        .map(|v| {
-            let mid = h.median_equivalent(v.value_iterated_to());
-            (mid as f64 * scale_factor, v.count_at_value())
-        })
+        .recorded
+        .iter()
+        .map(|&(v, count)| (v as f64 / per_unit, count))
         .collect();
     let zero_count: u64 = values
         .iter()
@@ -61,21 +58,21 @@ pub fn data_point(
         }
         _ => (0, None),
     };
-    let count = h.len();
+    let count = h.count;
     ExponentialHistogramDataPoint {
         attributes,
         start_time_unix_nano: start,
         time_unix_nano: now,
         count,
-        sum: Some(d.sum as f64 * scale_factor),
+        sum: Some(h.sum as f64 / per_unit),
         scale,
         zero_count,
         positive: buckets,
         negative: None,
         flags: 0,
         exemplars: Vec::new(),
-        min: (count > 0).then(|| h.min() as f64 * scale_factor),
-        max: (count > 0).then(|| h.max() as f64 * scale_factor),
+        min: (count > 0).then(|| h.min as f64 / per_unit),
+        max: (count > 0).then(|| h.max as f64 / per_unit),
         zero_threshold: 0.0,
     }
 }
@@ -83,27 +80,46 @@ pub fn data_point(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::{Distribution, families::BYTES_LIMITS};
+
+    fn view(values: &[u64]) -> HistogramView {
+        let mut d = Distribution::new(&BYTES_LIMITS);
+        for v in values {
+            d.record(*v);
+        }
+        HistogramView::of(&d, true)
+    }
 
     fn base(scale: i32) -> f64 {
         2f64.powf(2f64.powi(-scale))
     }
 
     #[test]
+    fn indices_follow_the_spec_at_known_points() {
+        // Bucket i holds (base^i, base^(i+1)]: powers of two sit at the top
+        // of a bucket.
+        assert_eq!(
+            [1.0, 2.0, 3.0, 4.0, 4.5].map(|x| index(x, 0)),
+            [-1, 0, 1, 1, 2]
+        );
+        assert_eq!([2.0, 2.5, 4.0].map(|x| index(x, 1)), [1, 2, 3]);
+        assert_eq!([0.5, 0.25].map(|x| index(x, 0)), [-2, -3]);
+        assert_eq!(index(16.0, -1), 1, "scale -1: base 4, (4, 16] is bucket 1");
+    }
+
+    #[test]
     fn every_value_lands_in_the_bucket_that_bounds_it() {
-        let mut d = Distribution::default();
         let values = [0u64, 0, 17, 40, 41, 900, 12_345, 3_000_000];
-        for v in values {
-            d.record(v);
-        }
-        let p = data_point(&d, 1e-6, Vec::new(), 1, 2);
+        let p = data_point(&view(&values), 1e6, Vec::new(), 1, 2);
         assert_eq!(p.count, values.len() as u64);
         assert_eq!(p.zero_count, 2);
+        assert_eq!((p.min, p.max), (Some(0.0), Some(3.0)));
         let b = p.positive.expect("positive buckets");
         assert!(b.bucket_counts.len() as i64 <= MAX_BUCKETS);
         assert_eq!(b.bucket_counts.iter().sum::<u64>(), 6);
         let base = base(p.scale);
         for v in values.iter().filter(|v| **v > 0) {
-            let x = *v as f64 * 1e-6;
+            let x = *v as f64 / 1e6;
             let i = index(x, p.scale);
             let (lower, upper) = (base.powi(i as i32), base.powi(i as i32 + 1));
             // HDR keeps 2 significant digits: allow its 1% on the edges.
@@ -117,13 +133,10 @@ mod tests {
 
     #[test]
     fn one_value_gets_the_finest_scale_and_no_value_no_buckets() {
-        let mut d = Distribution::default();
-        d.record(50);
-        d.record(50);
-        let p = data_point(&d, 1.0, Vec::new(), 1, 2);
+        let p = data_point(&view(&[50, 50]), 1.0, Vec::new(), 1, 2);
         assert_eq!(p.scale, MAX_SCALE);
         assert_eq!(p.positive.map(|b| b.bucket_counts), Some(vec![2]));
-        let p = data_point(&Distribution::default(), 1.0, Vec::new(), 1, 2);
+        let p = data_point(&view(&[]), 1.0, Vec::new(), 1, 2);
         assert_eq!((p.count, p.positive), (0, None));
     }
 }

@@ -1,11 +1,11 @@
-//! The aggregator as one OTLP metrics request: cumulative monotonic sums,
-//! a gauge of open connections, and histograms read out of the HDR
-//! histograms (explicit buckets as on `/metrics`, or base-2 exponential).
+//! The aggregator's figures as OTLP metrics requests: cumulative monotonic
+//! sums, a non-monotonic sum of open connections, and histograms (explicit
+//! buckets as on `/metrics`, or base-2 exponential). Series are split over
+//! requests of at most [`SERIES_PER_REQUEST`] series, so a large mesh stays
+//! far below a receiver's 4 MiB gRPC message limit (a series is ~5 KiB).
 //! Attribute names are in docs/metrics.md.
 use std::{
-    collections::HashMap,
     net::SocketAddr,
-    sync::Arc,
     time::{SystemTime, UNIX_EPOCH},
 };
 
@@ -13,16 +13,20 @@ use opentelemetry_proto::tonic::{
     collector::metrics::v1::ExportMetricsServiceRequest,
     common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value::Value},
     metrics::v1::{
-        AggregationTemporality, ExponentialHistogram, Gauge, Histogram, HistogramDataPoint, Metric,
+        AggregationTemporality, ExponentialHistogram, Histogram, HistogramDataPoint, Metric,
         NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, metric::Data, number_data_point,
     },
 };
 
 use super::{exponential, settings::HistogramAggregation};
 use crate::metrics::{
-    Aggregator, CLOSE_REASONS, Direction, SeriesKey, SeriesStats,
+    CLOSE_REASONS, Direction, SeriesKey,
     families::{self, ACTIVE_HELP, ACTIVE_OTLP_NAME, CLOSE_COUNTERS, COUNTERS, HISTOGRAMS},
+    view::{AggregateView, HistogramView, SeriesView},
 };
+
+/// Series per request at most (~5 KiB each with explicit histograms).
+pub const SERIES_PER_REQUEST: usize = 128;
 
 const CUMULATIVE: i32 = AggregationTemporality::Cumulative as i32;
 
@@ -55,8 +59,8 @@ pub fn network_type(addr: &SocketAddr) -> &'static str {
     if addr.is_ipv4() { "ipv4" } else { "ipv6" }
 }
 
-/// Attributes of one series; `vips` maps a service name to the address clients dial.
-fn series_attributes(key: &SeriesKey, vips: &HashMap<Arc<str>, SocketAddr>) -> Vec<KeyValue> {
+/// Attributes of one series; `vip` is the address its clients dial.
+fn series_attributes(key: &SeriesKey, vip: Option<SocketAddr>) -> Vec<KeyValue> {
     let mut attrs = vec![
         kv("destination_service", s(&key.service)),
         kv("reporter", s(reporter(key.direction))),
@@ -73,7 +77,7 @@ fn series_attributes(key: &SeriesKey, vips: &HashMap<Arc<str>, SocketAddr>) -> V
             Value::IntValue(backend.port().into()),
         ));
     }
-    if let Some(vip) = vips.get(&key.service) {
+    if let Some(vip) = vip {
         attrs.push(kv("server.address", s(&vip.ip().to_string())));
         attrs.push(kv("server.port", Value::IntValue(vip.port().into())));
     }
@@ -103,7 +107,13 @@ fn number(attributes: Vec<KeyValue>, start: u64, now: u64, v: u64) -> NumberData
     }
 }
 
-fn monotonic_sum(name: &str, help: &str, unit: &str, points: Vec<NumberDataPoint>) -> Metric {
+fn sum(
+    name: &str,
+    help: &str,
+    unit: &str,
+    monotonic: bool,
+    points: Vec<NumberDataPoint>,
+) -> Metric {
     metric(
         name,
         help,
@@ -111,121 +121,55 @@ fn monotonic_sum(name: &str, help: &str, unit: &str, points: Vec<NumberDataPoint
         Data::Sum(Sum {
             data_points: points,
             aggregation_temporality: CUMULATIVE,
-            is_monotonic: true,
+            is_monotonic: monotonic,
         }),
     )
 }
 
 struct Series<'a> {
-    key: &'a SeriesKey,
-    stats: &'a SeriesStats,
+    view: &'a SeriesView,
     attrs: Vec<KeyValue>,
     start: u64,
 }
 
-pub fn request(
-    agg: &Aggregator,
+/// Requests carrying every series, [`SERIES_PER_REQUEST`] at a time; the
+/// agent-wide figures go with the first. Metrics without points are left out.
+pub fn requests(
+    view: &AggregateView,
     resource: &[KeyValue],
     histograms: HistogramAggregation,
     now: SystemTime,
-) -> ExportMetricsServiceRequest {
+) -> Vec<ExportMetricsServiceRequest> {
     let now = nanos(now);
-    let vips: HashMap<Arc<str>, SocketAddr> = agg
-        .labels()
-        .configured()
+    let vips = view.vips();
+    let series: Vec<Series<'_>> = view
+        .series
         .iter()
-        .map(|b| (b.service.clone(), b.vip))
-        .collect();
-    let mut series: Vec<Series<'_>> = agg
-        .series()
-        .map(|(key, stats)| Series {
-            key,
-            stats,
-            attrs: series_attributes(key, &vips),
-            start: nanos(stats.created),
+        .map(|v| Series {
+            view: v,
+            attrs: series_attributes(
+                &v.key,
+                vips.get(&(v.key.service.clone(), v.key.backend.clone()))
+                    .copied(),
+            ),
+            start: nanos(v.created),
         })
         .collect();
-    series.sort_by(|a, b| a.key.cmp(b.key));
-
-    let mut metrics = Vec::new();
-    for family in &COUNTERS {
-        let points = series
-            .iter()
-            .map(|x| number(x.attrs.clone(), x.start, now, (family.get)(x.stats)))
-            .collect();
-        metrics.push(monotonic_sum(
-            family.otlp_name,
-            family.help,
-            family.unit.ucum(),
-            points,
-        ));
-    }
-    for family in &CLOSE_COUNTERS {
-        let mut points = Vec::new();
-        for x in &series {
-            for (i, (_, reason)) in CLOSE_REASONS.iter().enumerate() {
-                let v = (family.get)(x.stats)[i];
-                if v == 0 {
-                    continue;
-                }
-                let mut attrs = x.attrs.clone();
-                attrs.push(kv("kmesh.close_reason", s(reason)));
-                points.push(number(attrs, x.start, now, v));
-            }
-        }
-        metrics.push(monotonic_sum(
-            family.otlp_name,
-            family.help,
-            families::Unit::Connections.ucum(),
-            points,
-        ));
-    }
-    let active = series
-        .iter()
-        .map(|x| number(x.attrs.clone(), x.start, now, x.stats.active))
+    let mut requests: Vec<ExportMetricsServiceRequest> = series
+        .chunks(SERIES_PER_REQUEST)
+        .map(|chunk| request(resource, series_metrics(chunk, histograms, now)))
         .collect();
-    metrics.push(metric(
-        ACTIVE_OTLP_NAME,
-        ACTIVE_HELP,
-        families::Unit::Connections.ucum(),
-        Data::Gauge(Gauge {
-            data_points: active,
-        }),
-    ));
-    for family in &HISTOGRAMS {
-        let data = match histograms {
-            HistogramAggregation::Explicit => Data::Histogram(Histogram {
-                data_points: series
-                    .iter()
-                    .map(|x| explicit_point(x, family, now))
-                    .collect(),
-                aggregation_temporality: CUMULATIVE,
-            }),
-            HistogramAggregation::Exponential => Data::ExponentialHistogram(ExponentialHistogram {
-                data_points: series
-                    .iter()
-                    .map(|x| {
-                        exponential::data_point(
-                            (family.get)(x.stats),
-                            family.scale,
-                            x.attrs.clone(),
-                            x.start,
-                            now,
-                        )
-                    })
-                    .collect(),
-                aggregation_temporality: CUMULATIVE,
-            }),
-        };
-        metrics.push(metric(
-            family.otlp_name,
-            family.help,
-            family.unit.ucum(),
-            data,
-        ));
+    let agent = agent_metrics(view, now);
+    match requests.first_mut() {
+        Some(first) => first.resource_metrics[0].scope_metrics[0]
+            .metrics
+            .extend(agent),
+        None => requests.push(request(resource, agent)),
     }
-    metrics.extend(agent_metrics(agg, now));
+    requests
+}
 
+fn request(resource: &[KeyValue], metrics: Vec<Metric>) -> ExportMetricsServiceRequest {
     ExportMetricsServiceRequest {
         resource_metrics: vec![ResourceMetrics {
             resource: Some(opentelemetry_proto::tonic::resource::v1::Resource {
@@ -248,39 +192,127 @@ pub fn request(
     }
 }
 
+fn series_metrics(
+    series: &[Series<'_>],
+    histograms: HistogramAggregation,
+    now: u64,
+) -> Vec<Metric> {
+    let mut metrics = Vec::new();
+    for family in &COUNTERS {
+        let points = series
+            .iter()
+            .map(|x| number(x.attrs.clone(), x.start, now, (family.get)(x.view)))
+            .collect();
+        metrics.push(sum(
+            family.otlp_name,
+            family.help,
+            family.unit.ucum(),
+            true,
+            points,
+        ));
+    }
+    for family in &CLOSE_COUNTERS {
+        let mut points = Vec::new();
+        for x in series {
+            for (i, (_, reason)) in CLOSE_REASONS.iter().enumerate() {
+                let v = (family.get)(x.view)[i];
+                if v == 0 {
+                    continue;
+                }
+                let mut attrs = x.attrs.clone();
+                attrs.push(kv("kmesh.close_reason", s(reason)));
+                points.push(number(attrs, x.start, now, v));
+            }
+        }
+        let unit = families::Unit::Connections.ucum();
+        metrics.push(sum(family.otlp_name, family.help, unit, true, points));
+    }
+    // Open connections go up and down: a non-monotonic sum, which (unlike a
+    // gauge) can be added up across attributes downstream.
+    let active = series
+        .iter()
+        .map(|x| number(x.attrs.clone(), x.start, now, x.view.active))
+        .collect();
+    let unit = families::Unit::Connections.ucum();
+    metrics.push(sum(ACTIVE_OTLP_NAME, ACTIVE_HELP, unit, false, active));
+    for (index, family) in HISTOGRAMS.iter().enumerate() {
+        let data = match histograms {
+            HistogramAggregation::Explicit => Data::Histogram(Histogram {
+                data_points: series
+                    .iter()
+                    .map(|x| {
+                        let h = &x.view.histograms[index];
+                        explicit_point(h, family, x.attrs.clone(), x.start, now)
+                    })
+                    .collect(),
+                aggregation_temporality: CUMULATIVE,
+            }),
+            HistogramAggregation::Exponential => Data::ExponentialHistogram(ExponentialHistogram {
+                data_points: series
+                    .iter()
+                    .map(|x| {
+                        let h = &x.view.histograms[index];
+                        exponential::data_point(h, family.per_unit, x.attrs.clone(), x.start, now)
+                    })
+                    .collect(),
+                aggregation_temporality: CUMULATIVE,
+            }),
+        };
+        metrics.push(metric(
+            family.otlp_name,
+            family.help,
+            family.unit.ucum(),
+            data,
+        ));
+    }
+    metrics.retain(has_points);
+    metrics
+}
+
+fn has_points(m: &Metric) -> bool {
+    match &m.data {
+        Some(Data::Sum(s)) => !s.data_points.is_empty(),
+        Some(Data::Histogram(h)) => !h.data_points.is_empty(),
+        Some(Data::ExponentialHistogram(h)) => !h.data_points.is_empty(),
+        Some(Data::Gauge(g)) => !g.data_points.is_empty(),
+        _ => false,
+    }
+}
+
 fn explicit_point(
-    x: &Series<'_>,
+    h: &HistogramView,
     family: &families::HistogramFamily,
+    attributes: Vec<KeyValue>,
+    start: u64,
     now: u64,
 ) -> HistogramDataPoint {
-    let d = (family.get)(x.stats);
-    let count = d.hist.len();
-    let scaled = |v: u64| v as f64 * family.scale;
+    let scaled = |v: u64| family.to_unit(v);
     HistogramDataPoint {
-        attributes: x.attrs.clone(),
-        start_time_unix_nano: x.start,
+        attributes,
+        start_time_unix_nano: start,
         time_unix_nano: now,
-        count,
-        sum: Some(scaled(d.sum)),
-        bucket_counts: families::bucket_counts(d, family.bounds, family.scale),
+        count: h.count,
+        sum: Some(scaled(h.sum)),
+        bucket_counts: h.buckets.clone(),
         explicit_bounds: family.bounds.to_vec(),
         exemplars: Vec::new(),
         flags: 0,
-        min: (count > 0).then(|| scaled(d.hist.min())),
-        max: (count > 0).then(|| scaled(d.hist.max())),
+        min: (h.count > 0).then(|| scaled(h.min)),
+        max: (h.count > 0).then(|| scaled(h.max)),
     }
 }
 
 /// Probe and aggregator health, so an OTLP-only user sees lost records too.
-fn agent_metrics(agg: &Aggregator, now: u64) -> Vec<Metric> {
-    let a = agg.agent;
-    let start = nanos(agg.started_at());
+fn agent_metrics(view: &AggregateView, now: u64) -> Vec<Metric> {
+    let a = view.agent;
+    let start = nanos(view.started_at);
     let point = |attrs: Vec<KeyValue>, v| number(attrs, start, now, v);
     vec![
-        monotonic_sum(
+        sum(
             "kmesh.probe.events",
             "Probe records read from the ring buffer, by kind.",
             "{record}",
+            true,
             [
                 ("established", a.events_established),
                 ("closed", a.events_closed),
@@ -291,16 +323,18 @@ fn agent_metrics(agg: &Aggregator, now: u64) -> Vec<Metric> {
             .map(|(kind, v)| point(vec![kv("kmesh.record.kind", s(kind))], v))
             .collect(),
         ),
-        monotonic_sum(
+        sum(
             "kmesh.probe.ringbuf.dropped",
             "Probe records lost because the ring buffer was full.",
             "{record}",
+            true,
             vec![point(Vec::new(), a.ringbuf_drops)],
         ),
-        monotonic_sum(
+        sum(
             "kmesh.metric_series.overflow",
             "Connections counted in the overflow series because the series limit was reached.",
             "{connection}",
+            true,
             vec![point(Vec::new(), a.series_overflow)],
         ),
     ]

@@ -15,7 +15,9 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::{
+    collector::metrics::v1::ExportMetricsServiceRequest, common::v1::KeyValue,
+};
 use tokio::{sync::watch, task::JoinHandle};
 use tracing::{info, warn};
 
@@ -96,17 +98,29 @@ impl Otlp {
         Ok(Self { tasks, spans })
     }
 
-    /// Waits for the exporters' last exports.
+    /// Waits for the exporters' last exports, at most [`FINISH_DEADLINE`]
+    /// in all; an exporter still busy then is stopped and what it held lost.
     pub async fn finish(self) {
-        for task in self.tasks {
-            if let Err(e) = task.await {
-                warn!(error = %e, "an OTLP exporter task failed");
+        let deadline = tokio::time::Instant::now() + FINISH_DEADLINE;
+        for mut task in self.tasks {
+            match tokio::time::timeout_at(deadline, &mut task).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => warn!(error = %e, "an OTLP exporter task failed"),
+                Err(_) => {
+                    task.abort();
+                    warn!(
+                        "an OTLP exporter did not finish within {FINISH_DEADLINE:?} of the stop; what it still held was not sent"
+                    );
+                }
             }
         }
     }
 }
 
-const FINAL_EXPORT_DEADLINE: Duration = Duration::from_secs(3);
+/// The last export at shutdown may take this long.
+const LAST_EXPORT_DEADLINE: Duration = Duration::from_secs(3);
+/// All exporters together may take this long to finish at shutdown.
+const FINISH_DEADLINE: Duration = Duration::from_secs(5);
 
 struct MetricsJob {
     aggregator: Arc<Mutex<Aggregator>>,
@@ -116,17 +130,42 @@ struct MetricsJob {
 }
 
 impl MetricsJob {
-    fn request(
-        &self,
-    ) -> opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest {
-        let agg = self.aggregator.lock().unwrap_or_else(|p| p.into_inner());
-        metrics::request(&agg, &self.resource, self.histograms, SystemTime::now())
+    /// Copies the figures under the lock, then builds the requests without it.
+    fn requests(&self) -> Vec<ExportMetricsServiceRequest> {
+        let exponential = self.histograms == HistogramAggregation::Exponential;
+        let view = self
+            .aggregator
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .view(exponential);
+        metrics::requests(&view, &self.resource, self.histograms, SystemTime::now())
     }
+}
+
+/// Sends every request of one export; each is counted. Returns the first
+/// failure.
+async fn send_all(
+    transport: &mut MetricsTransport,
+    job: &MetricsJob,
+    health: &ExportHealth,
+) -> Result<(), transport::ExportError> {
+    let mut first_error = None;
+    for request in job.requests() {
+        match transport.send(request).await {
+            Ok(()) => add(&health.metrics_exports_ok, 1),
+            Err(e) => {
+                add(&health.metrics_exports_failed, 1);
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    first_error.map_or(Ok(()), Err)
 }
 
 /// Every `interval` (sooner after a failure, backing off) sends the current
 /// cumulative figures. A failed export is not queued: the next one carries
-/// everything, so a dead collector costs no memory.
+/// everything, so a dead collector costs no memory. A stop cuts short the
+/// wait or the export under way, for one last bounded export.
 async fn export_metrics(
     mut transport: MetricsTransport,
     job: MetricsJob,
@@ -140,32 +179,26 @@ async fn export_metrics(
             _ = tokio::time::sleep(wait) => {}
             _ = stop.wait_for(|s| *s) => break,
         }
-        wait = match transport.send(job.request()).await {
+        let result = tokio::select! {
+            r = send_all(&mut transport, &job, &health) => r,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        wait = match result {
             Ok(()) => {
-                add(&health.metrics_exports_ok, 1);
                 backoff.succeeded("metrics", transport.endpoint());
                 job.interval
             }
-            Err(e) => {
-                add(&health.metrics_exports_failed, 1);
-                backoff.failed("metrics", &e)
-            }
+            Err(e) => backoff.failed("metrics", &e),
         };
     }
-    // The last figures, so a clean stop loses nothing since the last period;
-    // bounded, so a dead collector cannot hold up the shutdown.
-    match tokio::time::timeout(FINAL_EXPORT_DEADLINE, transport.send(job.request())).await {
-        Ok(Ok(())) => add(&health.metrics_exports_ok, 1),
-        Ok(Err(e)) => {
-            add(&health.metrics_exports_failed, 1);
-            warn!("final metrics export: {e}");
-        }
-        Err(_) => {
-            add(&health.metrics_exports_failed, 1);
-            warn!(
-                endpoint = transport.endpoint(),
-                "final metrics export timed out"
-            );
-        }
+    // The last figures, so a clean stop loses nothing since the last period.
+    let last = send_all(&mut transport, &job, &health);
+    match tokio::time::timeout(LAST_EXPORT_DEADLINE, last).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!("last metrics export: {e}"),
+        Err(_) => warn!(
+            endpoint = transport.endpoint(),
+            "last metrics export timed out"
+        ),
     }
 }

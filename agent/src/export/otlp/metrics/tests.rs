@@ -4,7 +4,7 @@ use opentelemetry_proto::tonic::metrics::v1::Metric;
 use super::*;
 use crate::{
     addr::ip_to_words,
-    metrics::{SeriesLimits, families::LATENCY_BOUNDS_S},
+    metrics::{Aggregator, SeriesLimits, families::LATENCY_BOUNDS_S},
 };
 
 fn aggregator() -> Aggregator {
@@ -43,6 +43,13 @@ fn aggregator() -> Aggregator {
     agg
 }
 
+fn export(agg: &Aggregator, histograms: HistogramAggregation) -> ExportMetricsServiceRequest {
+    let view = agg.view(histograms == HistogramAggregation::Exponential);
+    let mut all = requests(&view, &[], histograms, SystemTime::now());
+    assert_eq!(all.len(), 1, "one series fits one request");
+    all.remove(0)
+}
+
 fn find<'a>(req: &'a ExportMetricsServiceRequest, name: &str) -> &'a Metric {
     req.resource_metrics[0].scope_metrics[0]
         .metrics
@@ -60,12 +67,7 @@ fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a Value> {
 
 #[test]
 fn counters_are_cumulative_monotonic_sums_with_model_attributes() {
-    let req = request(
-        &aggregator(),
-        &[],
-        HistogramAggregation::Explicit,
-        SystemTime::now(),
-    );
+    let req = export(&aggregator(), HistogramAggregation::Explicit);
     let Some(Data::Sum(sum)) = &find(&req, "kmesh.tcp.connections.opened").data else {
         panic!("opened is not a sum");
     };
@@ -108,8 +110,7 @@ fn counters_are_cumulative_monotonic_sums_with_model_attributes() {
 
 #[test]
 fn explicit_histograms_match_the_prometheus_buckets() {
-    let agg = aggregator();
-    let req = request(&agg, &[], HistogramAggregation::Explicit, SystemTime::now());
+    let req = export(&aggregator(), HistogramAggregation::Explicit);
     let m = find(&req, "kmesh.tcp.rtt");
     assert_eq!(m.unit, "s");
     let Some(Data::Histogram(h)) = &m.data else {
@@ -118,25 +119,20 @@ fn explicit_histograms_match_the_prometheus_buckets() {
     let p = &h.data_points[0];
     assert_eq!(p.count, 3);
     assert_eq!(p.explicit_bounds, LATENCY_BOUNDS_S);
-    assert_eq!(p.bucket_counts.len(), LATENCY_BOUNDS_S.len() + 1);
-    let (_, stats) = agg.series().next().unwrap();
-    assert_eq!(
-        p.bucket_counts,
-        families::bucket_counts(&stats.srtt_us, &LATENCY_BOUNDS_S, 1e-6)
-    );
+    // 40 µs in (25, 50], 400 µs in (250, 500], 4 ms in (2.5, 5] ms.
+    let mut expected = vec![0u64; LATENCY_BOUNDS_S.len() + 1];
+    expected[1] = 1;
+    expected[4] = 1;
+    expected[7] = 1;
+    assert_eq!(p.bucket_counts, expected);
     let sum = p.sum.unwrap();
     assert!((sum - 0.004_44).abs() < 1e-9, "{sum}");
-    assert_eq!(p.bucket_counts.iter().sum::<u64>(), 3);
+    assert_eq!((p.min, p.max), (Some(0.000_04), Some(0.004)));
 }
 
 #[test]
 fn exponential_histograms_are_an_option() {
-    let req = request(
-        &aggregator(),
-        &[],
-        HistogramAggregation::Exponential,
-        SystemTime::now(),
-    );
+    let req = export(&aggregator(), HistogramAggregation::Exponential);
     let Some(Data::ExponentialHistogram(h)) = &find(&req, "kmesh.tcp.rtt").data else {
         panic!("rtt is not an exponential histogram");
     };
@@ -144,4 +140,85 @@ fn exponential_histograms_are_an_option() {
     assert_eq!(p.count, 3);
     let buckets = p.positive.as_ref().unwrap();
     assert_eq!(buckets.bucket_counts.iter().sum::<u64>(), 3);
+}
+
+#[test]
+fn open_connections_are_a_non_monotonic_sum() {
+    let req = export(&aggregator(), HistogramAggregation::Explicit);
+    let Some(Data::Sum(active)) = &find(&req, "kmesh.tcp.connections.active").data else {
+        panic!("active is not a sum");
+    };
+    assert!(!active.is_monotonic);
+    assert_eq!(active.aggregation_temporality, CUMULATIVE);
+}
+
+#[test]
+fn a_large_mesh_is_split_into_requests_a_receiver_accepts() {
+    use prost::Message;
+
+    use crate::model::{Backend, Mesh, Policy, Service};
+    // 4 services of 250 backends; a connection to each backend makes 1000 series.
+    let mut mesh = Mesh::default();
+    let mut addrs = Vec::new();
+    for svc in 0..4u8 {
+        let vip: std::net::SocketAddr = format!("198.18.1.{svc}:80").parse().unwrap();
+        let backends: Vec<Backend> = (0..250u8)
+            .map(|i| Backend {
+                addr: format!("10.0.{svc}.{i}:8080").parse().unwrap(),
+                weight: 1,
+            })
+            .collect();
+        addrs.extend(backends.iter().map(|b| b.addr));
+        let name = format!("svc-{svc}");
+        mesh.services.insert(
+            vip,
+            Service {
+                name,
+                vip,
+                policy: Policy::Random,
+                backends,
+            },
+        );
+    }
+    let mut agg = Aggregator::new(SeriesLimits::default());
+    agg.update_labels(&mesh, std::iter::empty());
+    for (cookie, addr) in addrs.iter().enumerate() {
+        let (remote, family) = ip_to_words(addr.ip());
+        agg.record(&ConnEvent {
+            kind: event_kind::CLOSED,
+            direction: direction::OUTBOUND,
+            close_reason: close_reason::FIN,
+            family,
+            cookie: cookie as u64,
+            remote_addr: remote,
+            remote_port: addr.port(),
+            ts_ns: 1_000_000,
+            srtt_us: 40 + cookie as u32,
+            ..ConnEvent::default()
+        });
+    }
+    let view = agg.view(false);
+    assert_eq!(view.series.len(), 1000);
+    let all = requests(
+        &view,
+        &[],
+        HistogramAggregation::Explicit,
+        SystemTime::now(),
+    );
+    assert_eq!(all.len(), 1000usize.div_ceil(SERIES_PER_REQUEST));
+    let points: usize = all
+        .iter()
+        .flat_map(|r| &r.resource_metrics[0].scope_metrics[0].metrics)
+        .filter(|m| m.name == "kmesh.tcp.connections.opened")
+        .map(|m| match &m.data {
+            Some(Data::Sum(s)) => s.data_points.len(),
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(points, 1000, "every series exactly once");
+    let sizes: Vec<usize> = all.iter().map(|r| r.encoded_len()).collect();
+    assert!(
+        sizes.iter().all(|&n| n < 1 << 20),
+        "every request under 1 MiB: {sizes:?}"
+    );
 }

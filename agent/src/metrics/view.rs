@@ -1,0 +1,123 @@
+//! A copy of the aggregator's figures for the exporters, taken under the
+//! lock in a few microseconds per series; the exporters format and send it
+//! after the lock is released, so a scrape or an OTLP export never holds up
+//! the probe reader for longer than the copy.
+use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::SystemTime};
+
+use super::{
+    AgentStats, Aggregator, CLOSE_REASONS, ConfiguredBackend, Distribution, SeriesKey,
+    families::HISTOGRAMS,
+};
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HistogramView {
+    pub count: u64,
+    /// In recorded units (µs or bytes), as are min and max.
+    pub sum: u64,
+    pub min: u64,
+    pub max: u64,
+    /// Per-bucket counts at the family's bounds, +Inf last.
+    pub buckets: Vec<u64>,
+    /// (value, count) of every HDR bucket with values, in recorded units;
+    /// only filled when asked for (exponential histograms need them).
+    pub recorded: Vec<(u64, u64)>,
+}
+
+impl HistogramView {
+    pub fn of(d: &Distribution, recorded: bool) -> Self {
+        let h = &d.hist;
+        Self {
+            count: d.count(),
+            sum: d.sum,
+            min: if d.count() > 0 { d.min } else { 0 },
+            max: d.max,
+            buckets: d.buckets().to_vec(),
+            recorded: if recorded {
+                h.iter_recorded()
+                    .map(|v| {
+                        let mid = h.median_equivalent(v.value_iterated_to());
+                        (mid, v.count_at_value())
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct SeriesView {
+    pub key: SeriesKey,
+    /// Start of the series' cumulative values.
+    pub created: SystemTime,
+    pub opened: u64,
+    pub closed: [u64; CLOSE_REASONS.len()],
+    pub failed: [u64; CLOSE_REASONS.len()],
+    pub active: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub retransmits: u64,
+    /// In the order of [`HISTOGRAMS`].
+    pub histograms: Vec<HistogramView>,
+}
+
+#[derive(Clone, Debug)]
+pub struct AggregateView {
+    /// Sorted by series key.
+    pub series: Vec<SeriesView>,
+    pub agent: AgentStats,
+    pub configured: Vec<ConfiguredBackend>,
+    pub max_series: usize,
+    pub started_at: SystemTime,
+}
+
+impl AggregateView {
+    /// Series of the configured backends and the unknown ones; the overflow
+    /// series are not counted against the limit.
+    pub fn regular_series(&self) -> usize {
+        self.series.iter().filter(|s| !s.key.is_overflow()).count()
+    }
+
+    /// The VIP each (service, backend label) is reached by; a service on
+    /// several ports has several VIPs, told apart by the backend's port.
+    pub fn vips(&self) -> HashMap<(Arc<str>, Arc<str>), SocketAddr> {
+        self.configured
+            .iter()
+            .map(|b| ((b.service.clone(), b.label.clone()), b.vip))
+            .collect()
+    }
+}
+
+impl Aggregator {
+    /// Copies what the exporters need; `recorded` adds the HDR buckets the
+    /// exponential histograms are built from.
+    pub fn view(&self, recorded: bool) -> AggregateView {
+        let mut series: Vec<SeriesView> = self
+            .series()
+            .map(|(key, s)| SeriesView {
+                key: key.clone(),
+                created: s.created,
+                opened: s.opened,
+                closed: s.closed,
+                failed: s.failed,
+                active: s.active,
+                bytes_sent: s.bytes_sent,
+                bytes_received: s.bytes_received,
+                retransmits: s.retransmits,
+                histograms: HISTOGRAMS
+                    .iter()
+                    .map(|f| HistogramView::of((f.get)(s), recorded))
+                    .collect(),
+            })
+            .collect();
+        series.sort_by(|a, b| a.key.cmp(&b.key));
+        AggregateView {
+            series,
+            agent: self.agent,
+            configured: self.labels().configured().to_vec(),
+            max_series: self.limits().max_series,
+            started_at: self.started_at(),
+        }
+    }
+}
