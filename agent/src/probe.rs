@@ -6,7 +6,10 @@ use std::{
     time::Duration,
 };
 
-use aya::maps::{Map, MapData, PerCpuArray, RingBuf};
+use std::collections::HashSet;
+
+use aya::maps::{HashMap, Map, MapData, MapError, PerCpuArray, RingBuf};
+use kmesh_common::ConnState;
 use tokio::{
     io::{Interest, unix::AsyncFd},
     sync::watch,
@@ -32,22 +35,37 @@ pub enum ProbeReaderError {
 /// How often the per-CPU drop counter is summed into the aggregator and
 /// expired series are swept.
 const DROPS_POLL: Duration = Duration::from_secs(1);
+/// How often connections the agent holds open are checked against the
+/// kernel's table, to close those whose close record was lost.
+const LOST_CLOSE_SWEEP: Duration = Duration::from_secs(60);
+
+/// The probe maps the reader owns.
+pub struct ProbeMaps {
+    pub events: Map,
+    pub drops: Map,
+    /// The probe's per-socket table: a socket missing from it is closed.
+    pub conns: Map,
+}
 
 /// Starts the reader; it drains what is left and returns when `stop` turns true.
 pub fn spawn(
-    events: Map,
-    drops: Map,
+    maps: ProbeMaps,
     aggregator: Arc<Mutex<Aggregator>>,
     spans: SpanSink,
     stop: watch::Receiver<bool>,
 ) -> Result<JoinHandle<()>, ProbeReaderError> {
-    let ring = RingBuf::try_from(events).map_err(|source| ProbeReaderError::Map {
+    let ring = RingBuf::try_from(maps.events).map_err(|source| ProbeReaderError::Map {
         map: "events",
         source,
     })?;
     let drops: PerCpuArray<MapData, u64> =
-        PerCpuArray::try_from(drops).map_err(|source| ProbeReaderError::Map {
+        PerCpuArray::try_from(maps.drops).map_err(|source| ProbeReaderError::Map {
             map: "drops",
+            source,
+        })?;
+    let conns: HashMap<MapData, u64, ConnState> =
+        HashMap::try_from(maps.conns).map_err(|source| ProbeReaderError::Map {
+            map: "conns",
             source,
         })?;
     let handle = std::thread::Builder::new()
@@ -57,7 +75,7 @@ pub fn spawn(
                 .enable_all()
                 .build()
                 .expect("a current-thread runtime");
-            if let Err(e) = runtime.block_on(read_loop(ring, drops, aggregator, spans, stop)) {
+            if let Err(e) = runtime.block_on(read_loop(ring, drops, conns, aggregator, spans, stop)) {
                 error!(error = %e, "probe reader stopped; no more connection records will be counted");
             }
         })?;
@@ -67,6 +85,7 @@ pub fn spawn(
 async fn read_loop(
     ring: RingBuf<MapData>,
     drops: PerCpuArray<MapData, u64>,
+    conns: HashMap<MapData, u64, ConnState>,
     aggregator: Arc<Mutex<Aggregator>>,
     mut spans: SpanSink,
     mut stop: watch::Receiver<bool>,
@@ -76,6 +95,8 @@ async fn read_loop(
     let mut fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
         .map_err(|e| e.into_parts().1)?;
     let mut tick = tokio::time::interval(DROPS_POLL);
+    let mut sweep = tokio::time::interval(LOST_CLOSE_SWEEP);
+    let mut suspects = HashSet::new();
     loop {
         tokio::select! {
             guard = fd.readable_mut() => {
@@ -90,6 +111,7 @@ async fn read_loop(
                     .unwrap_or_else(|p| p.into_inner())
                     .expire_series(std::time::Instant::now());
             }
+            _ = sweep.tick() => suspects = close_lost(&conns, &aggregator, &mut spans, suspects),
             _ = stop.changed() => {
                 drain(fd.get_mut(), &aggregator, &mut spans);
                 publish_drops(&drops, &aggregator);
@@ -113,6 +135,41 @@ fn drain(ring: &mut RingBuf<MapData>, aggregator: &Mutex<Aggregator>, spans: &mu
             }
         }
     }
+}
+
+/// Closes connections the agent holds open but the kernel no longer has:
+/// their close record was lost (ring buffer full). A socket must be missing
+/// at two sweeps in a row, so a close record still on its way is not
+/// mistaken for a lost one. Returns this sweep's missing sockets.
+fn close_lost(
+    conns: &HashMap<MapData, u64, ConnState>,
+    aggregator: &Mutex<Aggregator>,
+    spans: &mut SpanSink,
+    suspects: HashSet<u64>,
+) -> HashSet<u64> {
+    let open = aggregator
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .open_cookies();
+    let missing: HashSet<u64> = open
+        .into_iter()
+        .filter(|c| matches!(conns.get(c, 0), Err(MapError::KeyNotFound)))
+        .collect();
+    let lost: Vec<u64> = missing.intersection(&suspects).copied().collect();
+    if !lost.is_empty() {
+        aggregator
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .close_lost(&lost);
+        if let Some((assembler, _)) = spans {
+            assembler.forget(&lost);
+        }
+        warn!(
+            connections = lost.len(),
+            "closed connections whose close record was lost (ring buffer full?)"
+        );
+    }
+    missing
 }
 
 fn publish_drops(drops: &PerCpuArray<MapData, u64>, aggregator: &Mutex<Aggregator>) {

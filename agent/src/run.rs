@@ -116,8 +116,11 @@ async fn serve(
         None => None,
     };
     let reader = probe::spawn(
-        dataplane.take_probe_map(map_names::EVENTS)?,
-        dataplane.take_probe_map(map_names::DROPS)?,
+        probe::ProbeMaps {
+            events: dataplane.take_probe_map(map_names::EVENTS)?,
+            drops: dataplane.take_probe_map(map_names::DROPS)?,
+            conns: dataplane.take_probe_map(map_names::CONNS)?,
+        },
         control.aggregator.clone(),
         exporters.as_mut().and_then(|o| o.spans.take()),
         stop_rx.clone(),

@@ -90,6 +90,11 @@ impl Rotel {
         format!("{}{now}", self.earlier)
     }
 
+    /// What rotel printed since it was last (re)started.
+    pub fn output_since_start(&self) -> String {
+        std::fs::read_to_string(&self.output).unwrap_or_default()
+    }
+
     /// Kills the collector: exports to it fail until [`Rotel::restart`].
     pub fn stop(&mut self) {
         self.earlier = self.output();

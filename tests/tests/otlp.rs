@@ -196,7 +196,11 @@ fn every_connection_is_a_span_at_ratio_one_over_http() {
     );
     let n = 12u64;
     assert_eq!(topo.client(ECHO_VIP, n, &[]).ok, n);
-    agent.metrics_when(|m| m.value("kmesh_probe_events_total", &[("kind", "closed")]) >= n as f64);
+    let closed = |m: &kmesh_tests::harness::Metrics| {
+        m.value("kmesh_probe_events_total", &[("kind", "closed")]) >= n as f64
+    };
+    let m = agent.metrics_when(closed);
+    assert!(closed(&m), "the probe saw every close:\n{}", m.0);
     assert_eq!(agent.stop().code(), Some(0), "{}", agent.log());
 
     let out = rotel.output();

@@ -213,6 +213,13 @@ impl AggregatorCollector {
             MetricType::Counter,
             a.ringbuf_drops,
         )?;
+        encode_single(
+            encoder,
+            "kmesh_probe_lost_closes",
+            "Connections the agent closed itself: the kernel no longer had them and their close record never arrived (ring buffer full).",
+            MetricType::Counter,
+            a.lost_closes,
+        )?;
         encode_labelled_counters(
             encoder,
             "kmesh_config_reloads",

@@ -157,6 +157,9 @@ pub struct AgentStats {
     pub series_overflow: u64,
     /// Series dropped after their service or backend left the config.
     pub series_expired: u64,
+    /// Connections closed by the agent because the kernel no longer had
+    /// them and their close record never arrived.
+    pub lost_closes: u64,
     pub map_entries: MapEntries,
 }
 
@@ -242,6 +245,24 @@ impl Aggregator {
             .or_insert_with(SeriesStats::new);
         stats.last_active = Instant::now();
         stats
+    }
+
+    /// Sockets the aggregator holds open.
+    pub fn open_cookies(&self) -> Vec<u64> {
+        self.live.keys().copied().collect()
+    }
+
+    /// Closes connections whose close record was lost: they no longer
+    /// count as active, and their series can expire.
+    pub fn close_lost(&mut self, cookies: &[u64]) {
+        for cookie in cookies {
+            if let Some(live) = self.live.remove(cookie) {
+                self.agent.lost_closes += 1;
+                if let Some(stats) = self.series.get_mut(&live.key) {
+                    stats.active = stats.active.saturating_sub(1);
+                }
+            }
+        }
     }
 
     /// Drops the series of services and backends no longer configured once

@@ -199,3 +199,16 @@ fn a_removed_backends_series_expires_once_idle_and_closed() {
     assert_eq!(left, ["127.0.1.1:8080"], "the configured backend stays");
     assert_eq!(agg.agent.series_expired, 1);
 }
+
+#[test]
+fn a_connection_whose_close_was_lost_stops_being_active() {
+    let mut agg = aggregator();
+    agg.record(&event(event_kind::ESTABLISHED, 1, 0, 0));
+    agg.record(&event(event_kind::ESTABLISHED, 2, 0, 0));
+    assert_eq!(agg.open_cookies().len(), 2);
+    agg.close_lost(&[2, 3]);
+    let (_, s) = only_series(&agg);
+    assert_eq!((s.opened, s.active), (2, 1));
+    assert_eq!(agg.agent.lost_closes, 1, "cookie 3 was never open");
+    assert_eq!(agg.open_cookies(), [1]);
+}

@@ -10,7 +10,12 @@ mod attributes;
 mod clock;
 pub mod sampling;
 
-use std::{collections::HashMap, net::SocketAddr, sync::Arc};
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use kmesh_common::{ConnEvent, direction, event_flags, event_kind, map_capacity};
 use opentelemetry::{
@@ -33,6 +38,9 @@ const OUTBOUND: usize = 0;
 const INBOUND: usize = 1;
 
 struct Hop {
+    /// The socket; a record of another socket with the same addresses is a
+    /// new connection (the old one's close record was lost).
+    cookie: u64,
     span_id: SpanId,
     service: Arc<str>,
     backend: Arc<str>,
@@ -43,8 +51,23 @@ struct Hop {
 struct Flow {
     trace_id: TraceId,
     hops: [Option<Hop>; 2],
-    emitted: [bool; 2],
+    /// Whether each hop has closed.
+    closed: [bool; 2],
+    /// Whether each hop's span was sent (a dropped parent makes its child a root).
+    sent: [bool; 2],
     decision: Option<Decision>,
+}
+
+impl Flow {
+    fn new(ids: &RandomIdGenerator) -> Self {
+        Self {
+            trace_id: ids.new_trace_id(),
+            hops: [None, None],
+            closed: [false; 2],
+            sent: [false; 2],
+            decision: None,
+        }
+    }
 }
 
 /// What a record produced.
@@ -61,8 +84,13 @@ pub struct SpanAssembler {
     sampling: SamplingSettings,
     ids: RandomIdGenerator,
     clock: clock::WallClock,
+    clock_read: Instant,
     scope: InstrumentationScope,
 }
+
+/// How often the monotonic-to-wall-clock offset is read again, so a
+/// stepped wall clock (NTP) moves spans with it.
+const CLOCK_REREAD: Duration = Duration::from_secs(60);
 
 fn flow_key(ev: &ConnEvent) -> (FlowKey, usize) {
     let local = socket_addr(ev.local_addr, ev.family, ev.local_port);
@@ -81,6 +109,7 @@ impl SpanAssembler {
             sampling,
             ids: RandomIdGenerator::default(),
             clock: clock::WallClock::now(),
+            clock_read: Instant::now(),
             scope: InstrumentationScope::builder("kmesh-agent")
                 .with_version(env!("CARGO_PKG_VERSION"))
                 .build(),
@@ -92,6 +121,13 @@ impl SpanAssembler {
         self.flows.len()
     }
 
+    /// Stops following connections whose close record was lost.
+    pub fn forget(&mut self, cookies: &[u64]) {
+        let cookies: std::collections::HashSet<u64> = cookies.iter().copied().collect();
+        let lost = |h: &Option<Hop>| h.as_ref().is_some_and(|h| cookies.contains(&h.cookie));
+        self.flows.retain(|_, f| !f.hops.iter().any(lost));
+    }
+
     /// Takes one record and the series it was counted in; returns the span
     /// or the sampling outcome when the record closed a hop.
     pub fn record(&mut self, ev: &ConnEvent, key: &SeriesKey) -> Option<SpanOutcome> {
@@ -100,15 +136,19 @@ impl SpanAssembler {
             return (ev.kind == event_kind::CLOSED).then_some(SpanOutcome::Untracked);
         }
         let ids = &self.ids;
-        let flow = self.flows.entry(fk).or_insert_with(|| Flow {
-            trace_id: ids.new_trace_id(),
-            hops: [None, None],
-            emitted: [false; 2],
-            decision: None,
-        });
+        let flow = self.flows.entry(fk).or_insert_with(|| Flow::new(ids));
+        if flow.hops[side]
+            .as_ref()
+            .is_some_and(|h| h.cookie != ev.cookie)
+        {
+            // The same addresses on a new socket: what was kept of the old
+            // connection lost its close record. Start over.
+            *flow = Flow::new(ids);
+        }
         if flow.hops[side].is_none() {
             let routed = ev.flags & event_flags::ROUTED != 0;
             flow.hops[side] = Some(Hop {
+                cookie: ev.cookie,
                 span_id: ids.new_span_id(),
                 service: key.service.clone(),
                 backend: key.backend.clone(),
@@ -120,21 +160,34 @@ impl SpanAssembler {
         if ev.kind != event_kind::CLOSED {
             return None;
         }
-        let decision = *flow.decision.get_or_insert_with(|| {
-            let connect_latency = flow.hops[OUTBOUND]
-                .as_ref()
-                .map_or(ev.connect_latency_ns, |h| {
-                    h.connect_latency_ns.max(ev.connect_latency_ns)
-                });
-            sampling::decide(&self.sampling, flow.trace_id, ev, connect_latency)
-        });
-        flow.emitted[side] = true;
+        if self.clock_read.elapsed() >= CLOCK_REREAD {
+            self.clock = clock::WallClock::now();
+            self.clock_read = Instant::now();
+        }
+        let flow = self.flows.get_mut(&fk).expect("inserted above");
+        let connect_latency = flow.hops[OUTBOUND]
+            .as_ref()
+            .map_or(ev.connect_latency_ns, |h| {
+                h.connect_latency_ns.max(ev.connect_latency_ns)
+            });
+        let own = sampling::decide(&self.sampling, flow.trace_id, ev, connect_latency);
+        // The first close decides for the trace, so its hops are kept or
+        // dropped together; a hop that is itself failed, reset or slow is
+        // kept even when an earlier hop was dropped.
+        let decision = match (*flow.decision.get_or_insert(own), own) {
+            (Decision::Drop, Decision::Keep(why)) if why != "ratio" => own,
+            (first, _) => first,
+        };
+        flow.closed[side] = true;
         let outcome = match decision {
             Decision::Drop => SpanOutcome::SampledOut,
-            Decision::Keep(why) => SpanOutcome::Span(Box::new(self.span(&fk, side, ev, why))),
+            Decision::Keep(why) => {
+                flow.sent[side] = true;
+                SpanOutcome::Span(Box::new(self.span(&fk, side, ev, why)))
+            }
         };
         let flow = &self.flows[&fk];
-        let done = (0..2).all(|i| flow.hops[i].is_none() || flow.emitted[i]);
+        let done = (0..2).all(|i| flow.hops[i].is_none() || flow.closed[i]);
         if done {
             self.flows.remove(&fk);
         }
@@ -144,8 +197,12 @@ impl SpanAssembler {
     fn span(&self, fk: &FlowKey, side: usize, ev: &ConnEvent, why: &'static str) -> SpanData {
         let flow = &self.flows[fk];
         let hop = flow.hops[side].as_ref().expect("the hop was just recorded");
+        // The inbound hop is a child of the outbound one, unless that was
+        // sampled out (then it would point at a span nobody has).
         let parent = match (side, &flow.hops[OUTBOUND]) {
-            (INBOUND, Some(outbound)) => outbound.span_id,
+            (INBOUND, Some(outbound)) if !flow.closed[OUTBOUND] || flow.sent[OUTBOUND] => {
+                outbound.span_id
+            }
             _ => SpanId::INVALID,
         };
         // The inbound side learns the VIP from its outbound partner.

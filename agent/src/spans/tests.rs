@@ -186,3 +186,62 @@ fn the_hops_of_a_trace_follow_the_first_decision() {
     ));
     assert_eq!(server.parent_span_id, client.span_context.span_id());
 }
+
+#[test]
+fn a_reset_hop_is_kept_as_a_root_after_its_partner_was_sampled_out() {
+    let mut a = SpanAssembler::new(SamplingSettings {
+        ratio: 0.0,
+        slow_threshold: Duration::from_secs(1),
+    });
+    let (out, inb) = (key(Direction::Outbound), key(Direction::Inbound));
+    a.record(
+        &record(event_kind::ESTABLISHED, direction::OUTBOUND, 0),
+        &out,
+    );
+    a.record(
+        &record(event_kind::ESTABLISHED, direction::INBOUND, 0),
+        &inb,
+    );
+    // The client's side saw a FIN (dropped at ratio 0); the server's side a reset.
+    let fin = record(event_kind::CLOSED, direction::OUTBOUND, close_reason::FIN);
+    assert!(matches!(
+        a.record(&fin, &out),
+        Some(SpanOutcome::SampledOut)
+    ));
+    let rst = record(
+        event_kind::CLOSED,
+        direction::INBOUND,
+        close_reason::RST_SENT,
+    );
+    let server = span(a.record(&rst, &inb));
+    assert_eq!(
+        server.parent_span_id,
+        SpanId::INVALID,
+        "its parent was never sent"
+    );
+    assert_eq!(server.status, Status::error("rst_sent"));
+}
+
+#[test]
+fn a_new_socket_on_the_same_addresses_starts_a_new_trace() {
+    let mut a = keep_all();
+    let out = key(Direction::Outbound);
+    // The first connection's close record was lost.
+    a.record(
+        &record(event_kind::ESTABLISHED, direction::OUTBOUND, 0),
+        &out,
+    );
+    let mut again = record(event_kind::ESTABLISHED, direction::OUTBOUND, 0);
+    again.cookie = 99;
+    again.connect_latency_ns = 70_000;
+    a.record(&again, &out);
+    let mut close = record(event_kind::CLOSED, direction::OUTBOUND, close_reason::FIN);
+    close.cookie = 99;
+    close.connect_latency_ns = 70_000;
+    let s = span(a.record(&close, &out));
+    assert_eq!(
+        attr(&s, "kmesh.tcp.connect_latency_us"),
+        Some(Value::I64(70))
+    );
+    assert_eq!(a.open_flows(), 0, "the stale hop went with the old flow");
+}
