@@ -106,8 +106,23 @@ impl TryFrom<RawService> for ValidService {
         if name.is_empty() {
             return Err(format!("service at {}: name must not be empty", raw.vip));
         }
+        if [crate::metrics::UNKNOWN, crate::metrics::OVERFLOW].contains(&name) {
+            return Err(format!(
+                "{what}: the name {name:?} is reserved for series of unconfigured destinations; rename the service"
+            ));
+        }
         if raw.vip.port() == 0 {
             return Err(format!("{what}: vip needs a port other than 0"));
+        }
+        for addr in std::iter::once(&raw.vip).chain(raw.backends.iter().map(|b| &b.address)) {
+            if let std::net::IpAddr::V6(v6) = addr.ip()
+                && let Some(v4) = v6.to_ipv4_mapped()
+            {
+                return Err(format!(
+                    "{what}: {addr} is an IPv4-mapped IPv6 address; write it as {v4}:{}",
+                    addr.port()
+                ));
+            }
         }
         if raw.backends.len() > MAX_BACKENDS {
             return Err(format!(
@@ -325,6 +340,14 @@ services:
             "services:\n  - name: s\n    vip: 198.18.0.1:80\n    backends:\n      - address: 127.0.0.1:1\n        weight: 4294967295\n      - address: 127.0.0.1:2\n        weight: 1\n",
         );
         assert!(err.contains("weights sum"), "{err}");
+    }
+
+    #[test]
+    fn rejects_reserved_names_and_v4_mapped_addresses() {
+        let e = error_of("services:\n  - name: overflow\n    vip: 198.18.0.1:80\n");
+        assert!(e.contains("reserved"), "{e}");
+        let e = error_of("services:\n  - name: a\n    vip: \"[::ffff:198.18.0.1]:80\"\n");
+        assert!(e.contains("write it as 198.18.0.1:80"), "{e}");
     }
 
     #[test]

@@ -155,8 +155,9 @@ fn a_reset_is_an_error_and_kept_even_at_ratio_zero() {
     assert_eq!(a.open_flows(), 0);
 }
 
-#[test]
-fn the_hops_of_a_trace_follow_the_first_decision() {
+/// An assembler keeping only failed and slow connections, with both hops
+/// of one connection established.
+fn both_hops_open_at_ratio_zero() -> (SpanAssembler, SeriesKey, SeriesKey) {
     let mut a = SpanAssembler::new(SamplingSettings {
         ratio: 0.0,
         slow_threshold: Duration::from_secs(1),
@@ -170,6 +171,12 @@ fn the_hops_of_a_trace_follow_the_first_decision() {
         &record(event_kind::ESTABLISHED, direction::INBOUND, 0),
         &inb,
     );
+    (a, out, inb)
+}
+
+#[test]
+fn the_hops_of_a_trace_follow_the_first_decision() {
+    let (mut a, out, inb) = both_hops_open_at_ratio_zero();
     // The server resets first; the client's side then closes with FIN
     // (as it would after a clean half-close): the trace stays kept.
     let server = span(a.record(
@@ -189,19 +196,7 @@ fn the_hops_of_a_trace_follow_the_first_decision() {
 
 #[test]
 fn a_reset_hop_is_kept_as_a_root_after_its_partner_was_sampled_out() {
-    let mut a = SpanAssembler::new(SamplingSettings {
-        ratio: 0.0,
-        slow_threshold: Duration::from_secs(1),
-    });
-    let (out, inb) = (key(Direction::Outbound), key(Direction::Inbound));
-    a.record(
-        &record(event_kind::ESTABLISHED, direction::OUTBOUND, 0),
-        &out,
-    );
-    a.record(
-        &record(event_kind::ESTABLISHED, direction::INBOUND, 0),
-        &inb,
-    );
+    let (mut a, out, inb) = both_hops_open_at_ratio_zero();
     // The client's side saw a FIN (dropped at ratio 0); the server's side a reset.
     let fin = record(event_kind::CLOSED, direction::OUTBOUND, close_reason::FIN);
     assert!(matches!(

@@ -1,7 +1,7 @@
 //! Where and how OTLP goes: command-line flags, each with the standard
 //! `OTEL_*` environment variable as its fallback, resolved once into
 //! [`OtlpSettings`] with errors that name the flag or variable to fix.
-use std::{collections::HashMap, time::Duration};
+use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use percent_encoding::percent_decode_str;
@@ -17,10 +17,36 @@ pub enum Protocol {
     HttpJson,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+/// Whether a signal goes out over OTLP, read from a list as
+/// OTEL_METRICS_EXPORTER / OTEL_TRACES_EXPORTER hold it (`otlp,prometheus`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExporterChoice {
     Otlp,
     None,
+}
+
+/// Exporter names the OpenTelemetry spec defines; all but `otlp` mean "not
+/// over OTLP" here (`/metrics` is always served).
+const KNOWN_EXPORTERS: [&str; 6] = ["otlp", "none", "prometheus", "console", "logging", "zipkin"];
+
+fn parse_exporters(s: &str) -> Result<ExporterChoice, String> {
+    let names: Vec<String> = s
+        .split(',')
+        .map(|n| n.trim().to_ascii_lowercase())
+        .collect();
+    if let Some(unknown) = names
+        .iter()
+        .find(|n| !KNOWN_EXPORTERS.contains(&n.as_str()))
+    {
+        return Err(format!(
+            "{unknown:?} is not an exporter (also read from OTEL_METRICS_EXPORTER / OTEL_TRACES_EXPORTER); use otlp or none"
+        ));
+    }
+    Ok(if names.iter().any(|n| n == "otlp") {
+        ExporterChoice::Otlp
+    } else {
+        ExporterChoice::None
+    })
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -71,16 +97,12 @@ pub struct OtlpArgs {
         default_value = "explicit_bucket_histogram"
     )]
     pub otlp_histograms: HistogramAggregation,
-    /// Export metrics over OTLP (`none` keeps them on /metrics only).
-    #[arg(
-        long,
-        env = "OTEL_METRICS_EXPORTER",
-        value_enum,
-        default_value = "otlp"
-    )]
+    /// Export metrics over OTLP: a list as in OTEL_METRICS_EXPORTER; without
+    /// `otlp` (e.g. `none`, `prometheus`) metrics stay on /metrics only.
+    #[arg(long, env = "OTEL_METRICS_EXPORTER", default_value = "otlp", value_parser = parse_exporters)]
     pub metrics_exporter: ExporterChoice,
-    /// Export a span per connection over OTLP.
-    #[arg(long, env = "OTEL_TRACES_EXPORTER", value_enum, default_value = "otlp")]
+    /// Export a span per connection over OTLP: a list as in OTEL_TRACES_EXPORTER.
+    #[arg(long, env = "OTEL_TRACES_EXPORTER", default_value = "otlp", value_parser = parse_exporters)]
     pub traces_exporter: ExporterChoice,
     /// Share of normal connections traced (0 to 1). Failed, reset and slow
     /// connections are always traced.
@@ -109,7 +131,7 @@ pub struct Endpoint {
 pub struct OtlpSettings {
     pub metrics: Option<Endpoint>,
     pub traces: Option<Endpoint>,
-    pub headers: HashMap<String, String>,
+    pub headers: Vec<Header>,
     pub timeout: Duration,
     pub metrics_interval: Duration,
     pub histograms: HistogramAggregation,
@@ -130,9 +152,9 @@ pub enum SettingsError {
     )]
     Endpoint { what: &'static str, url: String },
     #[error(
-        "--otlp-headers / OTEL_EXPORTER_OTLP_HEADERS: {entry:?} is not key=value (separate headers with commas)"
+        "--otlp-headers / OTEL_EXPORTER_OTLP_HEADERS: {entry:?}: {reason} (headers are key=value, separated by commas)"
     )]
-    Header { entry: String },
+    Header { entry: String, reason: String },
     #[error("--otlp-span-queue / KMESH_OTLP_SPAN_QUEUE must be at least 1")]
     SpanQueue,
     #[error("--otlp-metrics-interval / OTEL_METRIC_EXPORT_INTERVAL must be more than 0")]
@@ -154,28 +176,48 @@ fn parse_ratio(s: &str) -> Result<f64, String> {
     }
 }
 
+/// One export header, checked to be valid for HTTP and gRPC alike.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// Lowercase, as gRPC metadata requires.
+    pub name: String,
+    /// Percent-decoded.
+    pub value: String,
+    /// As given, for the trace exporter library, which decodes it itself.
+    pub raw_value: String,
+}
+
 /// `key=value,key2=value2`, values percent-decoded (W3C baggage style, as
 /// the OTLP exporter spec asks).
-pub fn parse_headers(s: &str) -> Result<HashMap<String, String>, SettingsError> {
+pub fn parse_headers(s: &str) -> Result<Vec<Header>, SettingsError> {
     s.split(',')
         .map(str::trim)
         .filter(|e| !e.is_empty())
         .map(|entry| {
-            let (k, v) = entry.split_once('=').ok_or_else(|| SettingsError::Header {
+            let bad = |reason: &str| SettingsError::Header {
                 entry: entry.to_string(),
-            })?;
-            let key = k.trim();
-            if key.is_empty() {
-                return Err(SettingsError::Header {
-                    entry: entry.to_string(),
-                });
+                reason: reason.to_string(),
+            };
+            let (k, v) = entry.split_once('=').ok_or_else(|| bad("not key=value"))?;
+            let name = k.trim().to_ascii_lowercase();
+            let raw_value = v.trim().to_string();
+            let value = percent_decode_str(&raw_value)
+                .decode_utf8()
+                .map_err(|_| bad("the decoded value is not UTF-8"))?
+                .into_owned();
+            http::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| bad("not a valid header name"))?;
+            // gRPC metadata is stricter than HTTP: visible ASCII only.
+            if value.is_empty() || !value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+                return Err(bad(
+                    "the value must be printable ASCII (percent-encode anything else)",
+                ));
             }
-            Ok((
-                key.to_ascii_lowercase(),
-                percent_decode_str(v.trim())
-                    .decode_utf8_lossy()
-                    .into_owned(),
-            ))
+            Ok(Header {
+                name,
+                value,
+                raw_value,
+            })
         })
         .collect()
 }
@@ -244,7 +286,7 @@ impl OtlpArgs {
             traces,
             headers: match &self.otlp_headers {
                 Some(h) => parse_headers(h)?,
-                None => HashMap::new(),
+                None => Vec::new(),
             },
             timeout: self.otlp_timeout,
             metrics_interval: self.otlp_metrics_interval,
@@ -334,10 +376,27 @@ mod tests {
     }
 
     #[test]
+    fn exporter_lists_follow_the_spec() {
+        assert_eq!(parse_exporters("otlp,prometheus"), Ok(ExporterChoice::Otlp));
+        assert_eq!(parse_exporters("prometheus"), Ok(ExporterChoice::None));
+        assert_eq!(parse_exporters(" None "), Ok(ExporterChoice::None));
+        let e = parse_exporters("jaegr").unwrap_err();
+        assert!(e.contains("OTEL_METRICS_EXPORTER"), "{e}");
+    }
+
+    #[test]
     fn headers_are_percent_decoded_and_timeouts_take_millis() {
         let h = parse_headers("Authorization=Bearer%20abc, x-tenant = a%3Db").unwrap();
-        assert_eq!(h["authorization"], "Bearer abc");
-        assert_eq!(h["x-tenant"], "a=b");
+        let got: Vec<_> = h
+            .iter()
+            .map(|h| (h.name.as_str(), h.value.as_str()))
+            .collect();
+        assert_eq!(got, [("authorization", "Bearer abc"), ("x-tenant", "a=b")]);
+        assert_eq!(h[0].raw_value, "Bearer%20abc");
+        for bad in ["bad name=v", "k=%FF", "k=caf%C3%A9", "k="] {
+            let e = parse_headers(bad).unwrap_err().to_string();
+            assert!(e.contains("OTEL_EXPORTER_OTLP_HEADERS"), "{bad}: {e}");
+        }
         assert_eq!(
             parse_millis_or_duration("2500"),
             Ok(Duration::from_millis(2500))

@@ -2,7 +2,7 @@
 //! a bounded queue (never waiting on it); one task batches them into
 //! opentelemetry-otlp's span exporter, which retries with backoff. A dead
 //! collector fills the queue and further spans are dropped and counted.
-use std::{collections::HashMap, str::FromStr, sync::Arc, time::Duration};
+use std::{str::FromStr, sync::Arc, time::Duration};
 
 use opentelemetry_otlp::{
     RetryPolicy, SpanExporter, WithExportConfig, WithHttpConfig, WithTonicConfig,
@@ -17,7 +17,8 @@ use tracing::warn;
 
 use super::{
     backoff::Backoff,
-    settings::{Endpoint, Protocol},
+    settings::{Endpoint, Header, Protocol},
+    transport::{TransportError, grpc_channel},
 };
 use crate::{
     export::health::{ExportHealth, add},
@@ -40,8 +41,8 @@ pub enum TraceExporterError {
         url: String,
         source: opentelemetry_otlp::ExporterBuildError,
     },
-    #[error("OTLP header {name:?} is not valid gRPC metadata")]
-    Header { name: String },
+    #[error(transparent)]
+    Channel(#[from] TransportError),
 }
 
 /// Where the probe reader puts what the span assembler produced.
@@ -68,7 +69,7 @@ impl SpanQueue {
 
 pub fn exporter(
     endpoint: &Endpoint,
-    headers: &HashMap<String, String>,
+    headers: &[Header],
     timeout: Duration,
     resource: &Resource,
 ) -> Result<SpanExporter, TraceExporterError> {
@@ -83,14 +84,18 @@ pub fn exporter(
     let mut exporter = match endpoint.protocol {
         Protocol::Grpc => {
             let mut metadata = MetadataMap::new();
-            for (name, value) in headers {
-                let bad = || TraceExporterError::Header { name: name.clone() };
-                let key = tonic::metadata::MetadataKey::from_str(name).map_err(|_| bad())?;
-                metadata.insert(key, value.parse().map_err(|_| bad())?);
+            for h in headers {
+                // Checked when the settings were read.
+                if let (Ok(k), Ok(v)) = (
+                    tonic::metadata::MetadataKey::from_str(&h.name),
+                    h.value.parse(),
+                ) {
+                    metadata.insert(k, v);
+                }
             }
             SpanExporter::builder()
                 .with_tonic()
-                .with_endpoint(endpoint.url.clone())
+                .with_channel(grpc_channel(&endpoint.url, timeout)?)
                 .with_timeout(timeout)
                 .with_metadata(metadata)
                 .with_retry_policy(retry)
@@ -101,7 +106,13 @@ pub fn exporter(
             .with_http()
             .with_endpoint(endpoint.url.clone())
             .with_timeout(timeout)
-            .with_headers(headers.clone())
+            // The library percent-decodes header values itself.
+            .with_headers(
+                headers
+                    .iter()
+                    .map(|h| (h.name.clone(), h.raw_value.clone()))
+                    .collect(),
+            )
             .with_retry_policy(retry)
             .build()
             .map_err(build)?,

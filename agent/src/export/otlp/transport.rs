@@ -1,18 +1,18 @@
 //! Sends one OTLP metrics request over gRPC (tonic) or HTTP/protobuf
 //! (reqwest). The connection is made lazily, so a collector that is not up
 //! yet costs a failed export, not a failed start.
-use std::{collections::HashMap, str::FromStr, time::Duration};
+use std::{str::FromStr, time::Duration};
 
 use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsServiceRequest, metrics_service_client::MetricsServiceClient,
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+    metrics_service_client::MetricsServiceClient,
 };
 use prost::Message;
-use tonic::{
-    metadata::{MetadataKey, MetadataValue},
-    transport::Channel,
-};
+use tonic::{metadata::MetadataKey, transport::Channel};
 
-use super::settings::{Endpoint, Protocol};
+const KEEPALIVE: Duration = Duration::from_secs(20);
+
+use super::settings::{Endpoint, Header, Protocol};
 
 #[derive(Debug, thiserror::Error)]
 #[error("OTLP export to {endpoint} failed: {reason}")]
@@ -22,11 +22,10 @@ pub struct ExportError {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum TransportError {
-    #[error("OTLP endpoint {url:?}: {reason}")]
-    Endpoint { url: String, reason: String },
-    #[error("OTLP header {name:?}: {reason}")]
-    Header { name: String, reason: String },
+#[error("OTLP endpoint {url:?}: {reason}")]
+pub struct TransportError {
+    url: String,
+    reason: String,
 }
 
 enum Client {
@@ -34,43 +33,42 @@ enum Client {
     Http(reqwest::Client),
 }
 
+/// A lazily connected gRPC channel with keepalive; the trace exporter uses
+/// one too.
+pub fn grpc_channel(url: &str, timeout: Duration) -> Result<Channel, TransportError> {
+    Ok(Channel::from_shared(url.to_string())
+        .map_err(|e| TransportError {
+            url: url.to_string(),
+            reason: e.to_string(),
+        })?
+        .connect_timeout(timeout)
+        .timeout(timeout)
+        // A collector that vanishes without a reset is noticed in seconds,
+        // not when TCP gives up.
+        .http2_keep_alive_interval(KEEPALIVE)
+        .keep_alive_timeout(KEEPALIVE)
+        .connect_lazy())
+}
+
 pub struct MetricsTransport {
     client: Client,
     url: String,
-    headers: HashMap<String, String>,
+    headers: Vec<Header>,
 }
 
 impl MetricsTransport {
     pub fn new(
         endpoint: &Endpoint,
-        headers: &HashMap<String, String>,
+        headers: &[Header],
         timeout: Duration,
     ) -> Result<Self, TransportError> {
-        let bad_endpoint = |reason: String| TransportError::Endpoint {
+        let bad_endpoint = |reason: String| TransportError {
             url: endpoint.url.clone(),
             reason,
         };
         let client = match endpoint.protocol {
             Protocol::Grpc => {
-                for (name, value) in headers {
-                    MetadataKey::<tonic::metadata::Ascii>::from_str(name).map_err(|e| {
-                        TransportError::Header {
-                            name: name.clone(),
-                            reason: e.to_string(),
-                        }
-                    })?;
-                    MetadataValue::<tonic::metadata::Ascii>::from_str(value).map_err(|e| {
-                        TransportError::Header {
-                            name: name.clone(),
-                            reason: e.to_string(),
-                        }
-                    })?;
-                }
-                let channel = Channel::from_shared(endpoint.url.clone())
-                    .map_err(|e| bad_endpoint(e.to_string()))?
-                    .connect_timeout(timeout)
-                    .timeout(timeout)
-                    .connect_lazy();
+                let channel = grpc_channel(&endpoint.url, timeout)?;
                 Client::Grpc(MetricsServiceClient::new(channel))
             }
             Protocol::HttpProtobuf | Protocol::HttpJson => Client::Http(
@@ -83,7 +81,7 @@ impl MetricsTransport {
         Ok(Self {
             client,
             url: endpoint.url.clone(),
-            headers: headers.clone(),
+            headers: headers.to_vec(),
         })
     }
 
@@ -101,9 +99,9 @@ impl MetricsTransport {
         let rejected = match &mut self.client {
             Client::Grpc(client) => {
                 let mut req = tonic::Request::new(request);
-                for (name, value) in &self.headers {
-                    // Validated in new().
-                    if let (Ok(k), Ok(v)) = (MetadataKey::from_str(name), value.parse()) {
+                for h in &self.headers {
+                    // Checked when the settings were read.
+                    if let (Ok(k), Ok(v)) = (MetadataKey::from_str(&h.name), h.value.parse()) {
                         req.metadata_mut().insert(k, v);
                     }
                 }
@@ -118,16 +116,24 @@ impl MetricsTransport {
                     .post(&self.url)
                     .header("content-type", "application/x-protobuf")
                     .body(request.encode_to_vec());
-                for (name, value) in &self.headers {
-                    req = req.header(name, value);
+                for h in &self.headers {
+                    req = req.header(&h.name, &h.value);
                 }
-                let response = req.send().await.map_err(|e| fail(error_chain(&e)))?;
+                let response = req
+                    .send()
+                    .await
+                    .map_err(|e| fail(format!("{:#}", anyhow::Error::new(e))))?;
                 let status = response.status();
+                let body = response.bytes().await.unwrap_or_default();
                 if !status.is_success() {
-                    let body = response.text().await.unwrap_or_default();
-                    return Err(fail(format!("HTTP {status}: {}", body.trim())));
+                    let text = String::from_utf8_lossy(&body);
+                    return Err(fail(format!("HTTP {status}: {}", text.trim())));
                 }
-                None
+                // An empty body is a full success; otherwise it may carry a
+                // partial success, as over gRPC.
+                ExportMetricsServiceResponse::decode(body.as_ref())
+                    .ok()
+                    .and_then(|r| r.partial_success)
             }
         };
         match rejected {
@@ -138,16 +144,4 @@ impl MetricsTransport {
             _ => Ok(()),
         }
     }
-}
-
-/// An error with its causes, since reqwest's own message rarely says why.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
