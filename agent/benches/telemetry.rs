@@ -1,0 +1,174 @@
+//! What telemetry costs the data path and the exporters, on a mesh of 1024
+//! series (the default limit): recording a probe record (the baseline),
+//! the same with span assembly, the copy taken under the aggregator lock,
+//! and formatting outside it for Prometheus and OTLP.
+use std::{
+    hint::black_box,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime},
+};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use kmesh_agent::{
+    addr::ip_to_words,
+    export::{
+        health::ExportHealth,
+        otlp::{metrics::requests, settings::HistogramAggregation},
+        prometheus,
+    },
+    metrics::{Aggregator, SeriesLimits},
+    model::{Backend, Mesh, Policy, Service},
+    spans::{SamplingSettings, SpanAssembler},
+};
+use kmesh_common::{ConnEvent, close_reason, direction, event_kind};
+
+/// 8 services x 64 backends, both directions: 1024 series.
+fn mesh() -> (Mesh, Vec<SocketAddr>) {
+    let mut mesh = Mesh::default();
+    let mut backends = Vec::new();
+    for svc in 0..8u8 {
+        let vip: SocketAddr = format!("198.18.1.{svc}:80").parse().unwrap();
+        let list: Vec<Backend> = (0..64u8)
+            .map(|i| Backend {
+                addr: format!("10.0.{svc}.{i}:8080").parse().unwrap(),
+                weight: 1,
+            })
+            .collect();
+        backends.extend(list.iter().map(|b| b.addr));
+        mesh.services.insert(
+            vip,
+            Service {
+                name: format!("svc-{svc}"),
+                vip,
+                policy: Policy::Random,
+                backends: list,
+            },
+        );
+    }
+    (mesh, backends)
+}
+
+/// A closed connection to `backend`, seen from `dir`.
+fn closed(cookie: u64, backend: SocketAddr, dir: u8) -> ConnEvent {
+    let (b, family) = ip_to_words(backend.ip());
+    let (client, _) = ip_to_words("10.1.0.1".parse().unwrap());
+    let (local, local_port, remote, remote_port) = if dir == direction::INBOUND {
+        (b, backend.port(), client, 40000 + (cookie % 20000) as u16)
+    } else {
+        (client, 40000 + (cookie % 20000) as u16, b, backend.port())
+    };
+    ConnEvent {
+        kind: event_kind::CLOSED,
+        direction: dir,
+        close_reason: close_reason::FIN,
+        family,
+        cookie,
+        local_addr: local,
+        local_port,
+        remote_addr: remote,
+        remote_port,
+        start_ns: 1_000,
+        ts_ns: 1_000 + 2_000_000 + cookie % 1_000_000,
+        connect_latency_ns: 40_000 + cookie % 50_000,
+        bytes_sent: 100 + cookie % 10_000,
+        bytes_received: 1000 + cookie % 100_000,
+        srtt_us: 20 + (cookie % 3000) as u32,
+        min_rtt_us: 10,
+        ..ConnEvent::default()
+    }
+}
+
+fn filled() -> (Aggregator, Vec<ConnEvent>) {
+    let (mesh, backends) = mesh();
+    let mut agg = Aggregator::new(SeriesLimits::default());
+    agg.update_labels(&mesh, std::iter::empty());
+    let mut events = Vec::new();
+    for (i, b) in backends
+        .iter()
+        .cycle()
+        .take(backends.len() * 20)
+        .enumerate()
+    {
+        for dir in [direction::OUTBOUND, direction::INBOUND] {
+            events.push(closed(i as u64 * 2 + u64::from(dir), *b, dir));
+        }
+    }
+    for ev in &events {
+        agg.record(ev);
+    }
+    (agg, events)
+}
+
+fn bench(c: &mut Criterion) {
+    let (agg, events) = filled();
+    assert_eq!(agg.series().count(), 1024);
+    let mut g = c.benchmark_group("per record");
+    let mut i = 0usize;
+    let (mut base, _) = filled();
+    g.bench_function("aggregate (baseline)", |b| {
+        b.iter(|| {
+            i = (i + 1) % events.len();
+            base.record(black_box(&events[i]));
+        })
+    });
+    let (mut with_spans, _) = filled();
+    let mut assembler = SpanAssembler::new(SamplingSettings {
+        ratio: 0.01,
+        slow_threshold: Duration::from_millis(200),
+    });
+    g.bench_function("aggregate + span assembly", |b| {
+        b.iter(|| {
+            i = (i + 1) % events.len();
+            let ev = &events[i];
+            with_spans.record(ev);
+            let key = with_spans.series_key(ev);
+            black_box(assembler.record(ev, &key));
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("export of 1024 series");
+    g.bench_function("copy under the lock", |b| {
+        b.iter(|| black_box(agg.view(false)))
+    });
+    g.bench_function("copy under the lock, with HDR buckets", |b| {
+        b.iter(|| black_box(agg.view(true)))
+    });
+    let view = agg.view(true);
+    g.bench_function("OTLP requests (explicit)", |b| {
+        b.iter(|| {
+            black_box(requests(
+                &view,
+                &[],
+                HistogramAggregation::Explicit,
+                SystemTime::now(),
+            ))
+        })
+    });
+    g.bench_function("OTLP requests (exponential)", |b| {
+        b.iter(|| {
+            black_box(requests(
+                &view,
+                &[],
+                HistogramAggregation::Exponential,
+                SystemTime::now(),
+            ))
+        })
+    });
+    let registry = prometheus::registry(
+        Arc::new(Mutex::new(filled().0)),
+        Arc::new(ExportHealth::default()),
+    );
+    g.bench_function("Prometheus scrape (copy + format)", |b| {
+        b.iter(|| {
+            let mut body = String::new();
+            prometheus_client::encoding::text::encode(&mut body, &registry).unwrap();
+            black_box(body)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
