@@ -162,7 +162,7 @@ impl Collector for AggregatorCollector {
         let mut active =
             encoder.encode_descriptor(ACTIVE_NAME, ACTIVE_HELP, None, MetricType::Gauge)?;
         for s in series {
-            ConstGauge::new(s.active as i64)
+            ConstGauge::new(s.counts.active as i64)
                 .encode(active.encode_family(&series_labels(&s.key))?)?;
         }
         for (index, family) in HISTOGRAMS.iter().enumerate() {

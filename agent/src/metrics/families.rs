@@ -37,28 +37,28 @@ pub const COUNTERS: [CounterFamily; 4] = [
         otlp_name: "kmesh.tcp.connections.opened",
         help: "TCP connections established.",
         unit: Unit::Connections,
-        get: |s| s.opened,
+        get: |s| s.counts.opened,
     },
     CounterFamily {
         name: "kmesh_tcp_sent_bytes",
         otlp_name: "kmesh.tcp.sent",
         help: "Payload bytes sent and acknowledged by the peer.",
         unit: Unit::Bytes,
-        get: |s| s.bytes_sent,
+        get: |s| s.counts.bytes_sent,
     },
     CounterFamily {
         name: "kmesh_tcp_received_bytes",
         otlp_name: "kmesh.tcp.received",
         help: "Payload bytes received.",
         unit: Unit::Bytes,
-        get: |s| s.bytes_received,
+        get: |s| s.counts.bytes_received,
     },
     CounterFamily {
         name: "kmesh_tcp_retransmits",
         otlp_name: "kmesh.tcp.retransmits",
         help: "TCP segments retransmitted.",
         unit: Unit::Segments,
-        get: |s| s.retransmits,
+        get: |s| s.counts.retransmits,
     },
 ];
 
@@ -76,13 +76,13 @@ pub const CLOSE_COUNTERS: [CloseFamily; 2] = [
         name: "kmesh_tcp_connections_closed",
         otlp_name: "kmesh.tcp.connections.closed",
         help: "TCP connections closed after being established, by close reason.",
-        get: |s| &s.closed,
+        get: |s| &s.counts.closed,
     },
     CloseFamily {
         name: "kmesh_tcp_connections_failed",
         otlp_name: "kmesh.tcp.connections.failed",
         help: "TCP connections that never got established, by reason.",
-        get: |s| &s.failed,
+        get: |s| &s.counts.failed,
     },
 ];
 

@@ -82,13 +82,9 @@ impl Distribution {
     }
 }
 
-#[derive(Clone)]
-pub struct SeriesStats {
-    /// When the series began counting: the start of its cumulative values.
-    pub created: SystemTime,
-    /// The last record that touched it; a removed backend's series expires
-    /// some time after this.
-    pub last_active: Instant,
+/// A series' counts: what the exporters copy out of [`SeriesStats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SeriesCounts {
     pub opened: u64,
     /// Closed after being established, by close reason index in [`CLOSE_REASONS`].
     pub closed: [u64; CLOSE_REASONS.len()],
@@ -98,6 +94,25 @@ pub struct SeriesStats {
     pub bytes_sent: u64,
     pub bytes_received: u64,
     pub retransmits: u64,
+}
+
+impl SeriesCounts {
+    pub fn closed_total(&self) -> u64 {
+        self.closed.iter().sum()
+    }
+    pub fn failed_total(&self) -> u64 {
+        self.failed.iter().sum()
+    }
+}
+
+#[derive(Clone)]
+pub struct SeriesStats {
+    /// When the series began counting: the start of its cumulative values.
+    pub created: SystemTime,
+    /// The last record that touched it; a removed backend's series expires
+    /// some time after this.
+    pub last_active: Instant,
+    pub counts: SeriesCounts,
     pub connect_latency_us: Distribution,
     pub srtt_us: Distribution,
     pub min_rtt_us: Distribution,
@@ -111,13 +126,7 @@ impl SeriesStats {
         Self {
             created: SystemTime::now(),
             last_active: Instant::now(),
-            opened: 0,
-            closed: Default::default(),
-            failed: Default::default(),
-            active: 0,
-            bytes_sent: 0,
-            bytes_received: 0,
-            retransmits: 0,
+            counts: SeriesCounts::default(),
             connect_latency_us: Distribution::new(&LATENCY_LIMITS_US),
             srtt_us: Distribution::new(&LATENCY_LIMITS_US),
             min_rtt_us: Distribution::new(&LATENCY_LIMITS_US),
@@ -125,13 +134,6 @@ impl SeriesStats {
             conn_bytes_sent: Distribution::new(&BYTES_LIMITS),
             conn_bytes_received: Distribution::new(&BYTES_LIMITS),
         }
-    }
-
-    pub fn closed_total(&self) -> u64 {
-        self.closed.iter().sum()
-    }
-    pub fn failed_total(&self) -> u64 {
-        self.failed.iter().sum()
     }
 }
 
@@ -259,7 +261,7 @@ impl Aggregator {
             if let Some(live) = self.live.remove(cookie) {
                 self.agent.lost_closes += 1;
                 if let Some(stats) = self.series.get_mut(&live.key) {
-                    stats.active = stats.active.saturating_sub(1);
+                    stats.counts.active = stats.counts.active.saturating_sub(1);
                 }
             }
         }
@@ -273,7 +275,7 @@ impl Aggregator {
         self.series.retain(|key, s| {
             key.is_overflow()
                 || &*key.service == UNKNOWN
-                || s.active > 0
+                || s.counts.active > 0
                 || now.saturating_duration_since(s.last_active) < expiry
                 || labels.is_configured(key)
         });
@@ -351,8 +353,8 @@ impl Aggregator {
         let key = self.labels.resolve(ev);
         let key = self.admit(key);
         let stats = self.stats(&key);
-        stats.opened += 1;
-        stats.active += 1;
+        stats.counts.opened += 1;
+        stats.counts.active += 1;
         if ev.connect_latency_ns > 0 {
             stats
                 .connect_latency_us
@@ -379,9 +381,9 @@ impl Aggregator {
             .entry(live.key.clone())
             .or_insert_with(SeriesStats::new);
         stats.last_active = Instant::now();
-        stats.bytes_sent += ev.bytes_sent.saturating_sub(live.bytes_sent);
-        stats.bytes_received += ev.bytes_received.saturating_sub(live.bytes_received);
-        stats.retransmits += u64::from(ev.total_retrans.saturating_sub(live.retransmits));
+        stats.counts.bytes_sent += ev.bytes_sent.saturating_sub(live.bytes_sent);
+        stats.counts.bytes_received += ev.bytes_received.saturating_sub(live.bytes_received);
+        stats.counts.retransmits += u64::from(ev.total_retrans.saturating_sub(live.retransmits));
         live.bytes_sent = live.bytes_sent.max(ev.bytes_sent);
         live.bytes_received = live.bytes_received.max(ev.bytes_received);
         live.retransmits = live.retransmits.max(ev.total_retrans);
@@ -399,7 +401,7 @@ impl Aggregator {
         if never_established {
             let key = self.labels.resolve(ev);
             let key = self.admit(key);
-            self.stats(&key).failed[reason_idx] += 1;
+            self.stats(&key).counts.failed[reason_idx] += 1;
             return;
         }
         if !self.live.contains_key(&ev.cookie) {
@@ -408,8 +410,8 @@ impl Aggregator {
         self.add_totals(ev);
         let live = self.live.remove(&ev.cookie).expect("opened above");
         let stats = self.stats(&live.key);
-        stats.active = stats.active.saturating_sub(1);
-        stats.closed[reason_idx] += 1;
+        stats.counts.active = stats.counts.active.saturating_sub(1);
+        stats.counts.closed[reason_idx] += 1;
         if ev.srtt_us > 0 {
             stats.srtt_us.record(u64::from(ev.srtt_us));
         }

@@ -66,20 +66,22 @@ impl Aggregator {
                 let close_reasons = CLOSE_REASONS
                     .iter()
                     .enumerate()
-                    .map(|(i, (_, name))| (name.to_string(), s.closed[i] + s.failed[i]))
+                    .map(|(i, (_, name))| {
+                        (name.to_string(), s.counts.closed[i] + s.counts.failed[i])
+                    })
                     .filter(|(_, n)| *n > 0)
                     .collect();
                 SeriesSnapshot {
                     service: key.service.to_string(),
                     backend: key.backend.to_string(),
                     direction: key.direction,
-                    opened: s.opened,
-                    closed: s.closed_total(),
-                    failed: s.failed_total(),
-                    active: s.active,
-                    bytes_sent: s.bytes_sent,
-                    bytes_received: s.bytes_received,
-                    retransmits: s.retransmits,
+                    opened: s.counts.opened,
+                    closed: s.counts.closed_total(),
+                    failed: s.counts.failed_total(),
+                    active: s.counts.active,
+                    bytes_sent: s.counts.bytes_sent,
+                    bytes_received: s.counts.bytes_received,
+                    retransmits: s.counts.retransmits,
                     close_reasons,
                     connect_latency_us: (&s.connect_latency_us).into(),
                     srtt_us: (&s.srtt_us).into(),

@@ -56,8 +56,11 @@ fn a_connection_counts_once_with_its_bytes() {
     let (key, s) = only_series(&agg);
     assert_eq!(&*key.service, "echo");
     assert_eq!(&*key.backend, "127.0.0.2:8080");
-    assert_eq!((s.opened, s.closed_total(), s.active), (1, 1, 0));
-    assert_eq!((s.bytes_sent, s.bytes_received), (150, 1500));
+    assert_eq!(
+        (s.counts.opened, s.counts.closed_total(), s.counts.active),
+        (1, 1, 0)
+    );
+    assert_eq!((s.counts.bytes_sent, s.counts.bytes_received), (150, 1500));
     assert_eq!(s.connect_latency_us.hist.len(), 1);
     assert_eq!(s.connect_latency_us.sum, 50);
     assert_eq!(s.duration_us.sum, 2000);
@@ -71,9 +74,9 @@ fn a_lost_established_record_is_made_up_at_close() {
     close.close_reason = close_reason::RST_RECEIVED;
     agg.record(&close);
     let (_, s) = only_series(&agg);
-    assert_eq!((s.opened, s.active), (1, 0));
-    assert_eq!(s.closed[2], 1, "rst_received is the third reason");
-    assert_eq!((s.bytes_sent, s.bytes_received), (10, 20));
+    assert_eq!((s.counts.opened, s.counts.active), (1, 0));
+    assert_eq!(s.counts.closed[2], 1, "rst_received is the third reason");
+    assert_eq!((s.counts.bytes_sent, s.counts.bytes_received), (10, 20));
 }
 
 #[test]
@@ -83,7 +86,14 @@ fn failed_connects_are_not_opened() {
     close.close_reason = close_reason::CONNECT_REFUSED;
     agg.record(&close);
     let (_, s) = only_series(&agg);
-    assert_eq!((s.opened, s.closed_total(), s.failed_total()), (0, 0, 1));
+    assert_eq!(
+        (
+            s.counts.opened,
+            s.counts.closed_total(),
+            s.counts.failed_total()
+        ),
+        (0, 0, 1)
+    );
 }
 
 #[test]
@@ -153,7 +163,10 @@ fn series_beyond_the_limit_go_to_the_overflow_series_and_are_counted() {
     }
     // A connection of a series that exists is never redirected.
     agg.record(&to_backend(6, 1));
-    let keys: Vec<_> = agg.series().map(|(k, s)| (k.clone(), s.opened)).collect();
+    let keys: Vec<_> = agg
+        .series()
+        .map(|(k, s)| (k.clone(), s.counts.opened))
+        .collect();
     assert_eq!(keys.len(), 4, "3 series and the overflow: {keys:?}");
     let overflow = keys
         .iter()
@@ -208,7 +221,7 @@ fn a_connection_whose_close_was_lost_stops_being_active() {
     assert_eq!(agg.open_cookies().len(), 2);
     agg.close_lost(&[2, 3]);
     let (_, s) = only_series(&agg);
-    assert_eq!((s.opened, s.active), (2, 1));
+    assert_eq!((s.counts.opened, s.counts.active), (2, 1));
     assert_eq!(agg.agent.lost_closes, 1, "cookie 3 was never open");
     assert_eq!(agg.open_cookies(), [1]);
 }

@@ -5,7 +5,7 @@
 use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::SystemTime};
 
 use super::{
-    AgentStats, Aggregator, CLOSE_REASONS, ConfiguredBackend, Distribution, SeriesKey,
+    AgentStats, Aggregator, ConfiguredBackend, Distribution, SeriesCounts, SeriesKey,
     families::HISTOGRAMS,
 };
 
@@ -51,13 +51,7 @@ pub struct SeriesView {
     pub key: SeriesKey,
     /// Start of the series' cumulative values.
     pub created: SystemTime,
-    pub opened: u64,
-    pub closed: [u64; CLOSE_REASONS.len()],
-    pub failed: [u64; CLOSE_REASONS.len()],
-    pub active: u64,
-    pub bytes_sent: u64,
-    pub bytes_received: u64,
-    pub retransmits: u64,
+    pub counts: SeriesCounts,
     /// In the order of [`HISTOGRAMS`].
     pub histograms: Vec<HistogramView>,
 }
@@ -98,13 +92,7 @@ impl Aggregator {
             .map(|(key, s)| SeriesView {
                 key: key.clone(),
                 created: s.created,
-                opened: s.opened,
-                closed: s.closed,
-                failed: s.failed,
-                active: s.active,
-                bytes_sent: s.bytes_sent,
-                bytes_received: s.bytes_received,
-                retransmits: s.retransmits,
+                counts: s.counts,
                 histograms: HISTOGRAMS
                     .iter()
                     .map(|f| HistogramView::of((f.get)(s), recorded))

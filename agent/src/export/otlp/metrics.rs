@@ -231,7 +231,7 @@ fn series_metrics(
     // gauge) can be added up across attributes downstream.
     let active = series
         .iter()
-        .map(|x| number(x.attrs.clone(), x.start, now, x.view.active))
+        .map(|x| number(x.attrs.clone(), x.start, now, x.view.counts.active))
         .collect();
     let unit = families::Unit::Connections.ucum();
     metrics.push(sum(ACTIVE_OTLP_NAME, ACTIVE_HELP, unit, false, active));
