@@ -168,6 +168,10 @@ pub struct ConnEvent {
     pub local_addr: [u32; 4],
     pub remote_addr: [u32; 4],
     pub cookie: u64,
+    /// The socket's network namespace: loopback addresses are only unique
+    /// within one, so the agent pairs the two ends of a loopback connection
+    /// by it.
+    pub netns_cookie: u64,
     /// `bpf_ktime_get_ns()` when the record was written.
     pub ts_ns: u64,
     /// connect() (outbound) or accept (inbound) time.
@@ -290,6 +294,6 @@ mod tests {
         assert_eq!(size_of::<BackendValue>(), 24);
         assert_eq!(size_of::<RouteDecision>(), 72);
         assert_eq!(size_of::<ConnState>(), 48 + 72);
-        assert_eq!(size_of::<ConnEvent>(), 16 + 32 + 48 + 16 + 72);
+        assert_eq!(size_of::<ConnEvent>(), 16 + 32 + 56 + 16 + 72);
     }
 }

@@ -11,7 +11,7 @@ use aya_ebpf::{
         BPF_SOCK_OPS_RTT_CB, BPF_SOCK_OPS_RTT_CB_FLAG, BPF_SOCK_OPS_STATE_CB,
         BPF_SOCK_OPS_STATE_CB_FLAG, BPF_SOCK_OPS_TCP_CONNECT_CB,
     },
-    helpers::{bpf_get_socket_cookie, bpf_ktime_get_ns},
+    helpers::{bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_ktime_get_ns},
     macros::{map, sock_ops, tracepoint},
     maps::{Array, LruHashMap, PerCpuArray, RingBuf},
     programs::{SockOpsContext, TracePointContext},
@@ -284,6 +284,7 @@ fn emit(ctx: &SockOpsContext, cookie: u64, state: &ConnState, kind: u8, reason: 
             (*ev).remote_addr = read_addr_words(&raw const (*ops).remote_ip6);
         }
         (*ev).cookie = cookie;
+        (*ev).netns_cookie = bpf_get_netns_cookie(ops.cast());
         (*ev).ts_ns = now;
         (*ev).start_ns = state.start_ns;
         (*ev).connect_latency_ns =

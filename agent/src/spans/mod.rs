@@ -31,8 +31,12 @@ pub use sampling::{Decision, SamplingSettings};
 /// (and counted), so lost close records cannot grow memory without bound.
 pub const MAX_FLOWS: usize = 2 * map_capacity::CONNS as usize;
 
-/// The client and server sockets of a connection, the same from either side.
-type FlowKey = (SocketAddr, SocketAddr);
+/// The client and server sockets of a connection, the same from either side,
+/// and for a loopback connection its network namespace: two pods may use the
+/// same loopback addresses and ports at once, while pod addresses are unique
+/// on the node (and the two ends of a pod-to-pod connection sit in
+/// different namespaces).
+type FlowKey = (u64, SocketAddr, SocketAddr);
 
 const OUTBOUND: usize = 0;
 const INBOUND: usize = 1;
@@ -95,10 +99,15 @@ const CLOCK_REREAD: Duration = Duration::from_secs(60);
 fn flow_key(ev: &ConnEvent) -> (FlowKey, usize) {
     let local = socket_addr(ev.local_addr, ev.family, ev.local_port);
     let remote = socket_addr(ev.remote_addr, ev.family, ev.remote_port);
-    if ev.direction == direction::INBOUND {
-        ((remote, local), INBOUND)
+    let netns = if local.ip().is_loopback() {
+        ev.netns_cookie
     } else {
-        ((local, remote), OUTBOUND)
+        0
+    };
+    if ev.direction == direction::INBOUND {
+        ((netns, remote, local), INBOUND)
+    } else {
+        ((netns, local, remote), OUTBOUND)
     }
 }
 

@@ -240,3 +240,24 @@ fn a_new_socket_on_the_same_addresses_starts_a_new_trace() {
     );
     assert_eq!(a.open_flows(), 0, "the stale hop went with the old flow");
 }
+
+#[test]
+fn loopback_connections_in_different_namespaces_are_not_paired() {
+    let mut a = keep_all();
+    let (out, inb) = (key(Direction::Outbound), key(Direction::Inbound));
+    let mut client = record(event_kind::ESTABLISHED, direction::OUTBOUND, 0);
+    client.netns_cookie = 1;
+    let mut server = record(event_kind::ESTABLISHED, direction::INBOUND, 0);
+    server.netns_cookie = 2;
+    a.record(&client, &out);
+    a.record(&server, &inb);
+    assert_eq!(
+        a.open_flows(),
+        2,
+        "same addresses, two namespaces: two connections"
+    );
+    client.kind = event_kind::CLOSED;
+    client.close_reason = close_reason::FIN;
+    let s = span(a.record(&client, &out));
+    assert_eq!(attr(&s, "kmesh.hop.count"), Some(Value::I64(1)));
+}
