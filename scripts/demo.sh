@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job: a small mesh on this machine, routed in the kernel and
-# observed by kmesh-agent, with its figures live in the terminal.
+# observed by kmesh-agent, with kmesh-top showing it live in the terminal.
 #
 #   service "reviews" 198.18.0.10:9080  weighted 80/10/10 over three backends
 #   service "ratings" 198.18.0.11:9080  round robin over two backends
@@ -11,7 +11,9 @@
 # namespace, the cgroup and the pinned maps.
 #
 # KMESH_DEMO_SECONDS=N stops after N seconds; KMESH_DEMO_METRICS_ADDR picks
-# the agent's HTTP address (default 127.0.0.1:9464).
+# the agent's HTTP address (default 127.0.0.1:9464). Without a terminal
+# (output to a pipe or a file) the figures are printed once a second with
+# `kmesh-top --once` instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -25,6 +27,7 @@ CG=$CGROOT/$NAME
 BPFFS=/sys/fs/bpf/$NAME
 WORK=$(mktemp -d /tmp/kmesh-demo.XXXXXX)
 BIN=target/release
+ADMIN=$WORK/admin.sock
 PIDS=()
 
 cleanup() {
@@ -73,7 +76,7 @@ YAML
   --listen 127.0.0.5:9080 --listen 127.0.0.6:9080 > "$WORK/backends.log" &
 PIDS+=($!)
 "$BIN/kmesh-agent" run --config "$WORK/mesh.yaml" --cgroup "$CG" --bpffs-dir "$BPFFS" \
-  --metrics-addr "$METRICS" 2> "$WORK/agent.log" &
+  --metrics-addr "$METRICS" --admin-socket "$ADMIN" 2> "$WORK/agent.log" &
 PIDS+=($!)
 if ! "$BIN/kmesh-testbed" ready --agent "$METRICS" --timeout-secs 60; then
   cat "$WORK/agent.log" >&2
@@ -88,4 +91,17 @@ PIDS+=($!)
   --connections 18000 --rate 10 --concurrency 2 --request-bytes 100 --reply-bytes 20000 > /dev/null &
 PIDS+=($!)
 
-"$BIN/kmesh-testbed" watch --agent "$METRICS" --for-secs "${KMESH_DEMO_SECONDS:-0}"
+SECS=${KMESH_DEMO_SECONDS:-0}
+if [ -t 0 ] && [ -t 1 ]; then
+  if [ "$SECS" -gt 0 ]; then
+    "$BIN/kmesh-top" --socket "$ADMIN" --exit-after "${SECS}s"
+  else
+    "$BIN/kmesh-top" --socket "$ADMIN"
+  fi
+else
+  end=$((SECONDS + (SECS > 0 ? SECS : 30)))
+  while [ "$SECONDS" -lt "$end" ]; do
+    "$BIN/kmesh-top" --socket "$ADMIN" --once
+    echo
+  done
+fi

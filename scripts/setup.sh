@@ -17,7 +17,7 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 BPF_LINKER_VERSION=0.13.0
 ROTEL_VERSION=0.0.1a15
 APT_PACKAGES=(rustc-web rust-web-src cargo-web llvm-22-dev libpolly-22-dev
-  zlib1g-dev libzstd-dev iproute2 procps prometheus)
+  zlib1g-dev libzstd-dev iproute2 procps util-linux python3 prometheus tmux)
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "setup.sh must run as root: it installs Debian packages and mounts bpffs/tracefs." >&2

@@ -1,7 +1,8 @@
 //! What telemetry costs the data path and the exporters, on a mesh of 1024
 //! series (the default limit): recording a probe record (the baseline),
 //! the same with span assembly, the copy taken under the aggregator lock,
-//! and formatting outside it for Prometheus and OTLP.
+//! formatting outside it for Prometheus and OTLP, and the admin API's
+//! snapshot (built under the lock).
 use std::{
     hint::black_box,
     net::SocketAddr,
@@ -134,6 +135,9 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("copy under the lock, with HDR buckets", |b| {
         b.iter(|| black_box(agg.view(true)))
+    });
+    g.bench_function("admin API snapshot (under the lock)", |b| {
+        b.iter(|| black_box(agg.snapshot(None)))
     });
     let view = agg.view(true);
     g.bench_function("OTLP requests (explicit)", |b| {

@@ -1,13 +1,13 @@
-//! The agent's HTTP endpoint: Prometheus `/metrics`, `/healthz`, `/readyz`
-//! and a JSON snapshot at `/v1/snapshot`. Bind it to loopback unless a
-//! scraper elsewhere needs it.
+//! The agent's HTTP endpoint: Prometheus `/metrics`, `/healthz`, `/readyz`.
+//! Bind it to loopback unless a scraper elsewhere needs it; the admin API
+//! (snapshot, connection feed) is on a Unix socket of its own (admin.rs).
 use std::sync::{
-    Arc, Mutex,
+    Arc,
     atomic::{AtomicBool, Ordering},
 };
 
 use axum::{
-    Json, Router,
+    Router,
     extract::State,
     http::{StatusCode, header},
     response::IntoResponse,
@@ -16,32 +16,26 @@ use axum::{
 use prometheus_client::registry::Registry;
 use tokio::{net::TcpListener, sync::watch};
 
-use crate::metrics::{Aggregator, snapshot::Snapshot};
-
 #[derive(Clone)]
 struct AppState {
     registry: Arc<Registry>,
-    aggregator: Arc<Mutex<Aggregator>>,
     ready: Arc<AtomicBool>,
 }
 
 pub async fn serve(
     listener: TcpListener,
     registry: Registry,
-    aggregator: Arc<Mutex<Aggregator>>,
     ready: Arc<AtomicBool>,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let state = AppState {
         registry: Arc::new(registry),
-        aggregator,
         ready,
     };
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .route("/v1/snapshot", get(snapshot))
         .with_state(state);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
@@ -78,9 +72,4 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
             "not ready: programs not attached or config not applied\n",
         )
     }
-}
-
-async fn snapshot(State(state): State<AppState>) -> Json<Snapshot> {
-    let agg = state.aggregator.lock().unwrap_or_else(|p| p.into_inner());
-    Json(agg.snapshot())
 }

@@ -4,6 +4,7 @@
 //! Data flows one way: config -> model -> maps; ring buffer -> aggregator ->
 //! exporters.
 pub mod addr;
+pub mod admin;
 pub mod config;
 pub mod dataplane;
 pub mod export;

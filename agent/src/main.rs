@@ -38,6 +38,9 @@ struct RunArgs {
     /// Address of the HTTP endpoint (/metrics, /healthz, /readyz, /v1/snapshot).
     #[arg(long, env = "KMESH_METRICS_ADDR", default_value = "127.0.0.1:9464")]
     metrics_addr: SocketAddr,
+    /// Unix socket of the admin API (kmesh-top); owner-only.
+    #[arg(long, env = "KMESH_ADMIN_SOCKET", default_value = kmesh_api::v1::DEFAULT_SOCKET)]
+    admin_socket: PathBuf,
     /// Ring-buffer size in bytes (a power of two, at least one page).
     #[arg(long, env = "KMESH_RINGBUF_BYTES", default_value_t = 256 * 1024, value_parser = parse_ringbuf_bytes)]
     ringbuf_bytes: u32,
@@ -66,6 +69,7 @@ impl RunArgs {
             cgroup: self.cgroup,
             bpffs_dir: self.bpffs_dir,
             metrics_addr: self.metrics_addr,
+            admin_socket: self.admin_socket,
             ringbuf_bytes: self.ringbuf_bytes,
             series_limits: SeriesLimits {
                 max_series: self.max_series,

@@ -20,7 +20,7 @@ use tokio::{
 use tracing::{error, info, warn};
 
 use crate::{
-    config,
+    admin, config,
     dataplane::{DataPlane, DataPlaneOptions},
     export::{
         self,
@@ -39,6 +39,8 @@ pub struct RunOptions {
     pub cgroup: Option<PathBuf>,
     pub bpffs_dir: PathBuf,
     pub metrics_addr: SocketAddr,
+    /// Unix socket of the admin API (kmesh-top).
+    pub admin_socket: PathBuf,
     pub ringbuf_bytes: u32,
     pub series_limits: SeriesLimits,
     /// `None`: no OTLP export.
@@ -63,13 +65,21 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                 opts.metrics_addr
             )
         })?;
+    let admin_listener = admin::bind(&opts.admin_socket)?;
     let mut dataplane = DataPlane::load(&DataPlaneOptions {
         cgroup,
         bpffs_dir: opts.bpffs_dir.clone(),
         ringbuf_bytes: opts.ringbuf_bytes,
     })?;
     let mut exporters = None;
-    let result = serve(&opts, mesh, &mut dataplane, listener, &mut exporters).await;
+    let result = serve(
+        &opts,
+        mesh,
+        &mut dataplane,
+        (listener, admin_listener),
+        &mut exporters,
+    )
+    .await;
     // Detach first: the OTLP exporters' last exports do not need the kernel,
     // and a slow collector must not keep the programs attached.
     dataplane.shut_down();
@@ -85,7 +95,7 @@ async fn serve(
     opts: &RunOptions,
     mesh: Mesh,
     dataplane: &mut DataPlane,
-    listener: tokio::net::TcpListener,
+    (listener, admin_listener): (tokio::net::TcpListener, tokio::net::UnixListener),
     exporters: &mut Option<Otlp>,
 ) -> anyhow::Result<()> {
     let mut control = Control {
@@ -129,8 +139,13 @@ async fn serve(
     let server = tokio::spawn(http::serve(
         listener,
         export::prometheus::registry(control.aggregator.clone(), export_health.clone()),
-        control.aggregator.clone(),
         ready.clone(),
+        stop_rx.clone(),
+    ));
+    let admin_server = tokio::spawn(admin::serve(
+        admin_listener,
+        opts.admin_socket.clone(),
+        control.aggregator.clone(),
         stop_rx,
     ));
 
@@ -152,10 +167,12 @@ async fn serve(
 
     ready.store(false, Ordering::Release);
     let _ = stop_tx.send(true);
-    match server.await {
-        Ok(Err(e)) => warn!(error = %e, "metrics server ended with an error"),
-        Err(e) => warn!(error = %e, "metrics server task failed"),
-        Ok(Ok(())) => {}
+    for (what, task) in [("metrics", server), ("admin API", admin_server)] {
+        match task.await {
+            Ok(Err(e)) => warn!(error = %e, "{what} server ended with an error"),
+            Err(e) => warn!(error = %e, "{what} server task failed"),
+            Ok(Ok(())) => {}
+        }
     }
     if reader.join().is_err() {
         warn!("probe reader thread panicked");

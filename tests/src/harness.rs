@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use kmesh_agent::metrics::snapshot::Snapshot;
+use kmesh_api::{client::AdminClient, v1::Snapshot};
 
 use crate::{ClientReport, http_get};
 
@@ -231,6 +231,8 @@ pub fn free_port() -> u16 {
 pub struct Agent {
     child: Option<Child>,
     pub addr: SocketAddr,
+    /// The admin API's Unix socket.
+    pub admin_socket: PathBuf,
     pub config_path: PathBuf,
     log_path: PathBuf,
 }
@@ -241,6 +243,7 @@ impl Agent {
         std::fs::write(&config_path, config).expect("writing config");
         let log_path = topo.workdir.join("agent.log");
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin_socket = topo.workdir.join("admin.sock");
         let mut cmd = Command::new(target_bin("kmesh-agent"));
         // The test decides what the agent exports, not the environment.
         for (name, _) in std::env::vars().filter(|(n, _)| n.starts_with("OTEL_")) {
@@ -256,6 +259,8 @@ impl Agent {
             .arg(&topo.bpffs)
             .arg("--metrics-addr")
             .arg(addr.to_string())
+            .arg("--admin-socket")
+            .arg(&admin_socket)
             .args(flags)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
@@ -265,6 +270,7 @@ impl Agent {
         let mut agent = Self {
             child: Some(child),
             addr,
+            admin_socket,
             config_path,
             log_path,
         };
@@ -301,9 +307,10 @@ impl Agent {
         Metrics(http_get(self.addr, "/metrics").expect("GET /metrics"))
     }
 
+    /// The admin API's snapshot.
     pub fn snapshot(&self) -> Snapshot {
-        serde_json::from_str(&http_get(self.addr, "/v1/snapshot").expect("GET /v1/snapshot"))
-            .expect("snapshot JSON")
+        let client = AdminClient::new(&self.admin_socket);
+        block_on(client.snapshot()).expect("GET /v1/snapshot on the admin socket")
     }
 
     /// Polls /metrics until `ready` holds (the ring buffer is read
@@ -430,4 +437,13 @@ pub fn echo_mesh(vip: &str, policy: &str, backends: &[(&str, u32)]) -> String {
         ));
     }
     y
+}
+
+/// Runs one admin-API future to completion.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime")
+        .block_on(f)
 }

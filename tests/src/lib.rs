@@ -4,7 +4,6 @@
 pub mod harness;
 pub mod prometheus;
 pub mod protocol;
-pub mod render;
 mod report;
 pub mod rotel;
 

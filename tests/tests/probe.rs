@@ -93,15 +93,26 @@ fn counters_equal_the_traffic_to_the_byte() {
         "connect latency sum {lat_sum}"
     );
     let snap = agent.snapshot();
-    for s in snap.series.iter().filter(|s| s.service == "echo") {
+    let echo = snap
+        .services
+        .iter()
+        .find(|s| s.name == "echo")
+        .expect("echo in the snapshot");
+    assert_eq!(
+        echo.outbound.opened, n,
+        "the admin API counts what /metrics counts"
+    );
+    for b in &echo.backends {
+        let f = &b.outbound;
         assert!(
-            s.connect_latency_us.p50 > 0 && s.connect_latency_us.p99 < 1_000_000,
-            "{s:?}"
+            f.connect_latency_us.p50 > 0 && f.connect_latency_us.p99 < 1_000_000,
+            "{b:?}"
         );
-        assert!(s.srtt_us.p50 > 0 && s.srtt_us.p99 < 1_000_000, "{s:?}");
-        assert!(
-            s.min_rtt_us.p50 > 0 && s.min_rtt_us.p50 <= s.srtt_us.max,
-            "{s:?}"
+        assert!(f.rtt_us.p50 > 0 && f.rtt_us.p99 < 1_000_000, "{b:?}");
+        assert_eq!(
+            f.rtt_us.buckets.iter().sum::<u64>(),
+            f.rtt_us.count,
+            "{b:?}"
         );
     }
     assert_eq!(

@@ -11,7 +11,11 @@ use std::{
 use kmesh_common::{ConnEvent, ServiceKey, direction, event_flags};
 use serde::{Deserialize, Serialize};
 
-use crate::{addr::socket_addr, maps::service_key, model::Mesh};
+use crate::{
+    addr::socket_addr,
+    maps::service_key,
+    model::{Mesh, Policy},
+};
 
 /// What a series is about when it is not a configured service or backend.
 pub const UNKNOWN: &str = "unknown";
@@ -68,6 +72,7 @@ impl SeriesKey {
 pub struct ConfiguredBackend {
     pub service: Arc<str>,
     pub vip: SocketAddr,
+    pub policy: Policy,
     pub label: Arc<str>,
     pub addr: SocketAddr,
     pub weight: u32,
@@ -77,7 +82,8 @@ pub struct ConfiguredBackend {
 pub struct LabelTable {
     /// Kept for ids of removed services too: records still in flight name them.
     service_names: HashMap<u32, Arc<str>>,
-    backends: HashMap<SocketAddr, (Arc<str>, Arc<str>)>,
+    /// Backend address -> (service, backend label, the service's VIP).
+    backends: HashMap<SocketAddr, (Arc<str>, Arc<str>, SocketAddr)>,
     /// The applied config's backends, in config order.
     configured: Vec<ConfiguredBackend>,
     /// (service, backend label) of every configured backend.
@@ -105,17 +111,24 @@ impl LabelTable {
             let name: Arc<str> = Arc::from(service.name.as_str());
             for b in &service.backends {
                 let label: Arc<str> = Arc::from(b.addr.to_string());
-                self.backends.insert(b.addr, (name.clone(), label.clone()));
+                self.backends
+                    .insert(b.addr, (name.clone(), label.clone(), service.vip));
                 self.configured_pairs.insert((name.clone(), label.clone()));
                 self.configured.push(ConfiguredBackend {
                     service: name.clone(),
                     vip: service.vip,
+                    policy: service.policy,
                     label,
                     addr: b.addr,
                     weight: b.weight,
                 });
             }
         }
+    }
+
+    /// The VIP of the service a configured backend address belongs to.
+    pub fn vip_of_backend(&self, addr: &SocketAddr) -> Option<SocketAddr> {
+        self.backends.get(addr).map(|(_, _, vip)| *vip)
     }
 
     pub fn configured(&self) -> &[ConfiguredBackend] {
@@ -149,7 +162,7 @@ impl LabelTable {
                     None => self.unknown(),
                 };
                 let backend = match self.backends.get(&backend_addr) {
-                    Some((_, label)) => label.clone(),
+                    Some((_, label, _)) => label.clone(),
                     // The backend left the config while this connection lived.
                     None => Arc::from(backend_addr.to_string()),
                 };
@@ -163,7 +176,7 @@ impl LabelTable {
                     socket_addr(ev.remote_addr, ev.family, ev.remote_port)
                 };
                 match self.backends.get(&peer) {
-                    Some((s, b)) => (s.clone(), b.clone()),
+                    Some((s, b, _)) => (s.clone(), b.clone()),
                     None => (self.unknown(), self.unknown()),
                 }
             };

@@ -2,6 +2,7 @@
 //! the JSON snapshot and (later) OTLP all read from here.
 pub mod families;
 mod labels;
+mod recent;
 pub mod snapshot;
 pub mod view;
 
@@ -15,7 +16,10 @@ use kmesh_common::{ConnEvent, ServiceKey, close_reason, event_kind};
 
 pub use labels::{ConfiguredBackend, Direction, LabelTable, OVERFLOW, SeriesKey, UNKNOWN};
 
-use self::families::{BYTES_LIMITS, DURATION_LIMITS_US, LATENCY_LIMITS_US};
+use self::{
+    families::{BYTES_LIMITS, DURATION_LIMITS_US, LATENCY_LIMITS_US},
+    recent::RecentConnections,
+};
 use crate::{maps::MapEntries, model::Mesh};
 
 /// Two significant digits: 1% resolution at ~20 KiB per histogram.
@@ -190,6 +194,7 @@ pub struct Aggregator {
     series: HashMap<SeriesKey, SeriesStats>,
     live: HashMap<u64, LiveConn>,
     limits: SeriesLimits,
+    recent: RecentConnections,
     pub agent: AgentStats,
     started: Instant,
     started_at: SystemTime,
@@ -208,10 +213,16 @@ impl Aggregator {
             series: HashMap::new(),
             live: HashMap::new(),
             limits,
+            recent: RecentConnections::new(kmesh_api::v1::RECENT_CONNECTIONS),
             agent: AgentStats::default(),
             started: Instant::now(),
             started_at: SystemTime::now(),
         }
+    }
+
+    /// Closed connections after sequence number `after`, for the admin API.
+    pub fn recent_connections(&self, after: u64, limit: usize) -> kmesh_api::v1::ConnectionsPage {
+        self.recent.page(after, limit)
     }
 
     pub fn limits(&self) -> SeriesLimits {
@@ -398,8 +409,13 @@ impl Aggregator {
             ev.close_reason,
             close_reason::CONNECT_REFUSED | close_reason::CONNECT_FAILED
         );
+        let key = self.labels.resolve(ev);
+        let local = crate::addr::socket_addr(ev.local_addr, ev.family, ev.local_port);
+        let vip = (key.direction == Direction::Inbound)
+            .then(|| self.labels.vip_of_backend(&local))
+            .flatten();
+        self.recent.push(ev, &key, vip);
         if never_established {
-            let key = self.labels.resolve(ev);
             let key = self.admit(key);
             self.stats(&key).counts.failed[reason_idx] += 1;
             return;

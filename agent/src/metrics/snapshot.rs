@@ -1,107 +1,234 @@
-//! A JSON view of the aggregator for people and scripts (`GET /v1/snapshot`).
-use std::collections::BTreeMap;
+//! The aggregator as the admin API's [`v1::Snapshot`]: per configured
+//! service and backend, with exact quantiles from the HDR histograms and the
+//! bucket counts a client differences for quantiles over an interval.
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{SystemTime, UNIX_EPOCH},
+};
 
-use serde::{Deserialize, Serialize};
+use hdrhistogram::Histogram;
+use kmesh_api::v1;
 
-use super::{Aggregator, CLOSE_REASONS, Direction, Distribution};
+use super::{
+    Aggregator, CLOSE_REASONS, Direction, Distribution, SeriesKey, SeriesStats,
+    families::LATENCY_LIMITS_US,
+};
+use crate::process::ProcessStats;
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Snapshot {
-    pub uptime_seconds: f64,
-    pub services_configured: u64,
-    pub events_total: u64,
-    pub ringbuf_drops: u64,
-    pub config_reloads_ok: u64,
-    pub config_reloads_failed: u64,
-    pub series: Vec<SeriesSnapshot>,
+fn quantiles(h: &Histogram<u64>, buckets: Vec<u64>) -> v1::Distribution {
+    v1::Distribution {
+        count: h.len(),
+        p50: h.value_at_quantile(0.5),
+        p90: h.value_at_quantile(0.9),
+        p99: h.value_at_quantile(0.99),
+        max: h.max(),
+        buckets,
+    }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct SeriesSnapshot {
-    pub service: String,
-    pub backend: String,
-    pub direction: Direction,
-    pub opened: u64,
-    pub closed: u64,
-    pub failed: u64,
-    pub active: u64,
-    pub bytes_sent: u64,
-    pub bytes_received: u64,
-    pub retransmits: u64,
-    /// Closed and failed connections by close reason.
-    pub close_reasons: BTreeMap<String, u64>,
-    pub connect_latency_us: Quantiles,
-    pub srtt_us: Quantiles,
-    pub min_rtt_us: Quantiles,
-    pub duration_us: Quantiles,
+/// Several series' distributions as one (a service over its backends).
+fn merged(parts: &[&Distribution], with_buckets: bool) -> v1::Distribution {
+    let Some((first, rest)) = parts.split_first() else {
+        return v1::Distribution::default();
+    };
+    let mut hist = first.hist.clone();
+    let mut buckets = first.buckets().to_vec();
+    for d in rest {
+        // Auto-resizing histograms of the same precision always add.
+        let _ = hist.add(&d.hist);
+        for (sum, b) in buckets.iter_mut().zip(d.buckets()) {
+            *sum += b;
+        }
+    }
+    quantiles(&hist, if with_buckets { buckets } else { Vec::new() })
 }
 
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
-pub struct Quantiles {
-    pub count: u64,
-    pub p50: u64,
-    pub p90: u64,
-    pub p99: u64,
-    pub max: u64,
+fn figures(parts: &[&SeriesStats]) -> v1::Figures {
+    let mut f = v1::Figures::default();
+    for s in parts {
+        let c = &s.counts;
+        f.opened += c.opened;
+        f.active += c.active;
+        f.closed += c.closed_total();
+        f.failed += c.failed_total();
+        f.bytes_sent += c.bytes_sent;
+        f.bytes_received += c.bytes_received;
+        f.retransmits += c.retransmits;
+        for (i, (code, name)) in CLOSE_REASONS.iter().enumerate() {
+            let n = c.closed[i] + c.failed[i];
+            if n > 0 {
+                *f.close_reasons.entry(name.to_string()).or_default() += n;
+            }
+            if matches!(
+                *code,
+                kmesh_common::close_reason::RST_SENT | kmesh_common::close_reason::RST_RECEIVED
+            ) {
+                f.resets += c.closed[i];
+            }
+        }
+    }
+    let pick = |get: fn(&SeriesStats) -> &Distribution| -> Vec<&Distribution> {
+        parts.iter().map(|s| get(s)).collect()
+    };
+    f.connect_latency_us = merged(&pick(|s| &s.connect_latency_us), true);
+    f.rtt_us = merged(&pick(|s| &s.srtt_us), true);
+    f.duration_us = merged(&pick(|s| &s.duration_us), false);
+    f
 }
 
-impl From<&Distribution> for Quantiles {
-    fn from(d: &Distribution) -> Self {
-        let h = &d.hist;
-        Self {
-            count: h.len(),
-            p50: h.value_at_quantile(0.5),
-            p90: h.value_at_quantile(0.9),
-            p99: h.value_at_quantile(0.99),
-            max: h.max(),
+impl Aggregator {
+    /// Builds the snapshot under the caller's lock; `process` is read
+    /// before taking it.
+    pub fn snapshot(&self, process: Option<ProcessStats>) -> v1::Snapshot {
+        let series: HashMap<&SeriesKey, &SeriesStats> = self.series().collect();
+        let get = |service: &Arc<str>, backend: &Arc<str>, direction| {
+            series
+                .get(&SeriesKey {
+                    service: service.clone(),
+                    backend: backend.clone(),
+                    direction,
+                })
+                .copied()
+        };
+        let mut services: Vec<v1::Service> = Vec::new();
+        let mut outbound_parts: Vec<Vec<&SeriesStats>> = Vec::new();
+        let mut configured = std::collections::HashSet::new();
+        for b in self.labels().configured() {
+            configured.insert((b.service.clone(), b.label.clone()));
+            let vip = b.vip.to_string();
+            let index = match services
+                .iter()
+                .position(|s| *s.name == *b.service && s.vip == vip)
+            {
+                Some(i) => i,
+                None => {
+                    services.push(v1::Service {
+                        name: b.service.to_string(),
+                        vip,
+                        policy: b.policy.as_str().to_string(),
+                        outbound: v1::Figures::default(),
+                        backends: Vec::new(),
+                    });
+                    outbound_parts.push(Vec::new());
+                    services.len() - 1
+                }
+            };
+            let out = get(&b.service, &b.label, Direction::Outbound);
+            let inb = get(&b.service, &b.label, Direction::Inbound);
+            outbound_parts[index].extend(out);
+            services[index].backends.push(v1::Backend {
+                address: b.label.to_string(),
+                weight: b.weight,
+                outbound: figures(&Vec::from_iter(out)),
+                inbound: figures(&Vec::from_iter(inb)),
+            });
+        }
+        for (service, parts) in services.iter_mut().zip(&outbound_parts) {
+            service.outbound = figures(parts);
+        }
+        let mut other: Vec<v1::Series> = series
+            .iter()
+            .filter(|(k, _)| !configured.contains(&(k.service.clone(), k.backend.clone())))
+            .map(|(k, s)| v1::Series {
+                service: k.service.to_string(),
+                backend: k.backend.to_string(),
+                direction: match k.direction {
+                    Direction::Outbound => v1::Direction::Outbound,
+                    Direction::Inbound => v1::Direction::Inbound,
+                },
+                figures: figures(&[s]),
+            })
+            .collect();
+        other.sort_by(|a, b| {
+            (&a.service, &a.backend, a.direction).cmp(&(&b.service, &b.backend, b.direction))
+        });
+
+        let a = &self.agent;
+        let process = process.unwrap_or_default();
+        v1::Snapshot {
+            version: v1::VERSION.to_string(),
+            taken_at_unix_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            uptime_seconds: self.uptime().as_secs_f64(),
+            latency_bounds_us: LATENCY_LIMITS_US.to_vec(),
+            agent: v1::AgentHealth {
+                events_established: a.events_established,
+                events_closed: a.events_closed,
+                events_periodic: a.events_periodic,
+                events_malformed: a.events_malformed,
+                ringbuf_drops: a.ringbuf_drops,
+                lost_closes: a.lost_closes,
+                config_reloads_ok: a.config_reloads_ok,
+                config_reloads_failed: a.config_reloads_failed,
+                series: series.keys().filter(|k| !k.is_overflow()).count() as u64,
+                series_limit: self.limits().max_series as u64,
+                series_overflow: a.series_overflow,
+                cpu_seconds: process.cpu_seconds,
+                resident_bytes: process.resident_bytes,
+            },
+            services,
+            other,
         }
     }
 }
 
-impl Aggregator {
-    pub fn snapshot(&self) -> Snapshot {
-        let mut series: Vec<SeriesSnapshot> = self
-            .series()
-            .map(|(key, s)| {
-                let close_reasons = CLOSE_REASONS
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (_, name))| {
-                        (name.to_string(), s.counts.closed[i] + s.counts.failed[i])
-                    })
-                    .filter(|(_, n)| *n > 0)
-                    .collect();
-                SeriesSnapshot {
-                    service: key.service.to_string(),
-                    backend: key.backend.to_string(),
-                    direction: key.direction,
-                    opened: s.counts.opened,
-                    closed: s.counts.closed_total(),
-                    failed: s.counts.failed_total(),
-                    active: s.counts.active,
-                    bytes_sent: s.counts.bytes_sent,
-                    bytes_received: s.counts.bytes_received,
-                    retransmits: s.counts.retransmits,
-                    close_reasons,
-                    connect_latency_us: (&s.connect_latency_us).into(),
-                    srtt_us: (&s.srtt_us).into(),
-                    min_rtt_us: (&s.min_rtt_us).into(),
-                    duration_us: (&s.duration_us).into(),
-                }
-            })
-            .collect();
-        series.sort_by(|a, b| {
-            (&a.service, &a.backend, a.direction).cmp(&(&b.service, &b.backend, b.direction))
-        });
-        let a = &self.agent;
-        Snapshot {
-            uptime_seconds: self.uptime().as_secs_f64(),
-            services_configured: a.services,
-            events_total: a.events_established + a.events_closed + a.events_periodic,
-            ringbuf_drops: a.ringbuf_drops,
-            config_reloads_ok: a.config_reloads_ok,
-            config_reloads_failed: a.config_reloads_failed,
-            series,
+#[cfg(test)]
+mod tests {
+    use kmesh_common::{ConnEvent, close_reason, direction, event_flags, event_kind};
+
+    use super::*;
+    use crate::{addr::ip_to_words, metrics::SeriesLimits, model::fixtures};
+
+    #[test]
+    fn services_carry_their_backends_figures_and_the_sum() {
+        let mesh = fixtures::echo();
+        let key = crate::maps::service_key(mesh.services.values().next().unwrap());
+        let mut agg = Aggregator::new(SeriesLimits::default());
+        agg.update_labels(&mesh, [(&key, 7u32)].into_iter());
+        let (backend, family) = ip_to_words("127.0.0.2".parse().unwrap());
+        for (cookie, reason, srtt) in [
+            (1, close_reason::FIN, 40),
+            (2, close_reason::RST_RECEIVED, 400),
+            (3, close_reason::CONNECT_REFUSED, 0),
+        ] {
+            let mut ev = ConnEvent {
+                kind: event_kind::CLOSED,
+                direction: direction::OUTBOUND,
+                flags: event_flags::ROUTED,
+                close_reason: reason,
+                family,
+                cookie,
+                ts_ns: 1_000_000,
+                connect_latency_ns: 30_000,
+                srtt_us: srtt,
+                ..ConnEvent::default()
+            };
+            ev.route.service_id = 7;
+            ev.route.backend_addr = backend;
+            ev.route.backend_port = 8080;
+            ev.route.family = family;
+            agg.record(&ev);
         }
+        let snap = agg.snapshot(None);
+        assert_eq!(snap.version, "v1");
+        let [svc] = snap.services.as_slice() else {
+            panic!("{:?}", snap.services);
+        };
+        assert_eq!(
+            (svc.name.as_str(), svc.vip.as_str(), svc.policy.as_str()),
+            ("echo", "198.18.0.10:80", "round_robin")
+        );
+        let b = &svc.backends[0];
+        assert_eq!((b.address.as_str(), b.weight), ("127.0.0.2:8080", 1));
+        let f = &b.outbound;
+        assert_eq!((f.opened, f.closed, f.failed, f.resets), (2, 2, 1, 1));
+        assert_eq!(f.close_reasons["connect_refused"], 1);
+        assert_eq!(f.rtt_us.count, 2);
+        assert_eq!(f.rtt_us.buckets.len(), snap.latency_bounds_us.len() + 1);
+        assert_eq!(svc.outbound, *f, "one backend: the service is its backend");
+        assert_eq!(b.inbound, v1::Figures::default(), "no inbound series");
+        assert!(snap.other.is_empty());
     }
 }

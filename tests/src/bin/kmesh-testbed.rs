@@ -11,10 +11,10 @@ use std::{
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use kmesh_tests::{ClientReport, join_cgroup, join_netns, protocol, render};
+use kmesh_tests::{ClientReport, join_cgroup, join_netns, protocol};
 
 #[derive(Parser)]
-#[command(about = "Backends, clients and a live view for kmesh-rs tests and demos")]
+#[command(about = "Backends and clients for kmesh-rs tests and demos")]
 struct Cli {
     #[command(flatten)]
     place: Place,
@@ -61,17 +61,6 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         hold_ms: u64,
     },
-    /// Show the agent's live figures in the terminal until Ctrl-C.
-    Watch {
-        /// The agent's HTTP endpoint.
-        #[arg(long, default_value = "127.0.0.1:9464")]
-        agent: SocketAddr,
-        #[arg(long, default_value_t = 1000)]
-        interval_ms: u64,
-        /// Stop after this many seconds; 0 = until Ctrl-C.
-        #[arg(long, default_value_t = 0)]
-        for_secs: u64,
-    },
     /// Wait until the agent answers /readyz (exit 1 after the timeout).
     Ready {
         #[arg(long, default_value = "127.0.0.1:9464")]
@@ -113,11 +102,6 @@ fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }
-        Command::Watch {
-            agent,
-            interval_ms,
-            for_secs,
-        } => watch(agent, Duration::from_millis(interval_ms), for_secs),
         Command::Ready {
             agent,
             timeout_secs,
@@ -193,21 +177,4 @@ fn client(
         let _ = w.join();
     }
     Arc::try_unwrap(report).unwrap().into_inner().unwrap()
-}
-
-fn watch(agent: SocketAddr, interval: Duration, for_secs: u64) -> anyhow::Result<()> {
-    let start = Instant::now();
-    while for_secs == 0 || start.elapsed() < Duration::from_secs(for_secs) {
-        match kmesh_tests::http_get(agent, "/v1/snapshot")
-            .and_then(|body| Ok(serde_json::from_str(&body)?))
-        {
-            Ok(snapshot) => {
-                print!("\x1b[2J\x1b[H{}", render::snapshot_table(&snapshot, agent));
-            }
-            Err(e) => println!("\x1b[2J\x1b[Hwaiting for the agent at {agent}: {e:#}"),
-        }
-        std::io::stdout().flush()?;
-        std::thread::sleep(interval);
-    }
-    Ok(())
 }

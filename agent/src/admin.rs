@@ -1,0 +1,221 @@
+//! The admin API (`kmesh_api::v1`): JSON over HTTP/1.1 on a Unix socket.
+//! Two locks keep it local to the node's administrators: the socket file is
+//! mode 0600 (owner: the agent's user, root), and every connection's peer
+//! credentials are checked, so even a socket reached through a looser
+//! directory or a passed file descriptor answers only root and the agent's
+//! own user.
+use std::{
+    os::unix::fs::{FileTypeExt, PermissionsExt},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+};
+
+use axum::{
+    Json, Router,
+    extract::{ConnectInfo, Query, Request, State, connect_info},
+    http::StatusCode,
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::get,
+    serve::IncomingStream,
+};
+use kmesh_api::v1;
+use serde::Deserialize;
+use tokio::{net::UnixListener, sync::watch};
+use tracing::warn;
+
+use crate::{metrics::Aggregator, process};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error(
+        "another process is serving the admin API at {0}; stop it, or give this agent another --admin-socket"
+    )]
+    InUse(PathBuf),
+    #[error("{path} exists and is not a socket; remove it or choose another --admin-socket")]
+    NotASocket { path: PathBuf },
+    #[error("admin socket {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Binds the socket, owner-only, replacing a stale one a crashed agent left.
+pub fn bind(path: &Path) -> Result<UnixListener, AdminError> {
+    let io = |source| AdminError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+    {
+        std::fs::create_dir_all(dir).map_err(io)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if !meta.file_type().is_socket() => {
+            return Err(AdminError::NotASocket {
+                path: path.to_path_buf(),
+            });
+        }
+        Ok(_) => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(AdminError::InUse(path.to_path_buf()));
+            }
+            std::fs::remove_file(path).map_err(io)?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
+    }
+    let listener = UnixListener::bind(path).map_err(io)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    Ok(listener)
+}
+
+/// The peer's user id, read from the socket (SO_PEERCRED).
+#[derive(Clone, Copy, Debug)]
+struct PeerUid(Option<u32>);
+
+impl connect_info::Connected<IncomingStream<'_, UnixListener>> for PeerUid {
+    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
+        PeerUid(stream.io().peer_cred().ok().map(|c| c.uid()))
+    }
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(v1::ErrorBody {
+            error: message.into(),
+        }),
+    )
+        .into_response()
+}
+
+async fn only_root_or_self(
+    ConnectInfo(PeerUid(uid)): ConnectInfo<PeerUid>,
+    request: Request,
+    next: Next,
+) -> Response {
+    // SAFETY: geteuid has no preconditions.
+    let own = unsafe { libc::geteuid() };
+    match uid {
+        Some(uid) if uid == 0 || uid == own => next.run(request).await,
+        Some(uid) => {
+            warn!(
+                uid,
+                "admin API request refused: not root or the agent's user"
+            );
+            error(
+                StatusCode::FORBIDDEN,
+                format!("uid {uid} may not use the admin API; run as root"),
+            )
+        }
+        None => error(
+            StatusCode::FORBIDDEN,
+            "the peer's credentials could not be read",
+        ),
+    }
+}
+
+#[derive(Clone)]
+struct AdminState {
+    aggregator: Arc<Mutex<Aggregator>>,
+}
+
+async fn snapshot(State(state): State<AdminState>) -> Json<v1::Snapshot> {
+    // Read /proc before taking the lock the probe reader needs.
+    let process = process::read_self().ok();
+    let agg = state.aggregator.lock().unwrap_or_else(|p| p.into_inner());
+    Json(agg.snapshot(process))
+}
+
+#[derive(Deserialize)]
+struct ConnectionsQuery {
+    #[serde(default)]
+    after: u64,
+    limit: Option<usize>,
+}
+
+async fn connections(
+    State(state): State<AdminState>,
+    Query(q): Query<ConnectionsQuery>,
+) -> Json<v1::ConnectionsPage> {
+    let limit = q.limit.unwrap_or(v1::MAX_PAGE).clamp(1, v1::MAX_PAGE);
+    let agg = state.aggregator.lock().unwrap_or_else(|p| p.into_inner());
+    Json(agg.recent_connections(q.after, limit))
+}
+
+/// Serves until `stop` turns true, then removes the socket file.
+pub async fn serve(
+    listener: UnixListener,
+    path: PathBuf,
+    aggregator: Arc<Mutex<Aggregator>>,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route(v1::SNAPSHOT_PATH, get(snapshot))
+        .route(v1::CONNECTIONS_PATH, get(connections))
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no such endpoint; API {} has {} and {}",
+                    v1::VERSION,
+                    v1::SNAPSHOT_PATH,
+                    v1::CONNECTIONS_PATH
+                ),
+            )
+        })
+        .layer(middleware::from_fn(only_root_or_self))
+        .with_state(AdminState { aggregator });
+    let result = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<PeerUid>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = stop.wait_for(|s| *s).await;
+    })
+    .await;
+    let _ = std::fs::remove_file(&path);
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_socket_is_owner_only_and_a_live_one_is_not_taken_over() {
+        let dir = std::env::temp_dir().join(format!("kmesh-admin-test-{}", std::process::id()));
+        let path = dir.join("sub").join("admin.sock");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let listener = bind(&path).unwrap();
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+            let dir_mode = std::fs::metadata(path.parent().unwrap())
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777;
+            assert_eq!(dir_mode, 0o700);
+            assert!(matches!(bind(&path), Err(AdminError::InUse(_))));
+            drop(listener);
+            // The file a dead agent left is replaced.
+            let again = bind(&path);
+            assert!(again.is_ok(), "{again:?}");
+        });
+        std::fs::write(dir.join("plain"), b"x").unwrap();
+        assert!(matches!(
+            bind(&dir.join("plain")),
+            Err(AdminError::NotASocket { .. })
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

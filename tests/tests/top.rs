@@ -1,0 +1,284 @@
+//! kmesh-top in a real terminal (tmux) on a real agent with real traffic:
+//! the screen shows the services, figures and connections the traffic
+//! made, keys drive it, and the terminal is given back as it was.
+use std::{
+    collections::HashMap,
+    path::Path,
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use kmesh_api::v1;
+use kmesh_tests::harness::{Proc, Topology, privileged, target_bin};
+
+const VIP: &str = "198.18.0.10:80";
+const BACKENDS: [&str; 2] = ["127.0.0.2:8080", "127.0.0.3:8080"];
+
+fn tmux(args: &[&str]) -> Output {
+    Command::new("tmux")
+        .args(args)
+        .output()
+        .expect("running tmux (scripts/setup.sh installs it)")
+}
+
+/// A tmux session of its own (its own server socket), killed when dropped.
+struct Session {
+    socket: String,
+    name: String,
+}
+
+impl Session {
+    fn start(tag: &str, width: u16, height: u16, command: &str) -> Self {
+        let s = Self {
+            socket: format!("kmt-{tag}-{}", std::process::id()),
+            name: tag.to_string(),
+        };
+        let out = tmux(&[
+            "-L",
+            &s.socket,
+            "new-session",
+            "-d",
+            "-s",
+            &s.name,
+            "-x",
+            &width.to_string(),
+            "-y",
+            &height.to_string(),
+            command,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        s
+    }
+
+    /// The screen as text; with `escapes`, with its colours and attributes.
+    fn screen(&self, escapes: bool) -> String {
+        let mut args = vec!["-L", &self.socket, "capture-pane", "-p", "-t", &self.name];
+        if escapes {
+            args.push("-e");
+        }
+        String::from_utf8_lossy(&tmux(&args).stdout).into_owned()
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["-L", &self.socket, "send-keys", "-t", &self.name];
+        args.extend_from_slice(keys);
+        tmux(&args);
+    }
+
+    fn alive(&self) -> bool {
+        tmux(&["-L", &self.socket, "has-session", "-t", &self.name])
+            .status
+            .success()
+    }
+
+    /// Waits up to 15 s for the screen to satisfy `ready`; returns it.
+    fn wait_for(&self, what: &str, ready: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let screen = self.screen(false);
+            if ready(&screen) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kmesh-top never showed {what}; the screen:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = tmux(&["-L", &self.socket, "kill-server"]);
+    }
+}
+
+/// The row starting with `first` read against the header line starting
+/// with `header`: column title -> value.
+fn row(screen: &str, header: &str, first: &str) -> HashMap<String, String> {
+    let lines: Vec<&str> = screen.lines().collect();
+    let first_word = |l: &str| {
+        l.split_whitespace()
+            .next()
+            .map(|w| w.trim_end_matches(['▲', '▼']).to_string())
+    };
+    let titles: Vec<&str> = lines
+        .iter()
+        .find(|l| first_word(l).as_deref() == Some(header))
+        .unwrap_or_else(|| panic!("no {header} header:\n{screen}"))
+        .split_whitespace()
+        .collect();
+    let values: Vec<&str> = lines
+        .iter()
+        .find(|l| first_word(l).as_deref() == Some(first))
+        .unwrap_or_else(|| panic!("no {first} row:\n{screen}"))
+        .split_whitespace()
+        .collect();
+    titles
+        .iter()
+        .map(|t| t.trim_end_matches(['▲', '▼']).to_string())
+        .zip(values.iter().map(|v| v.to_string()))
+        .collect()
+}
+
+/// Whether an SGR escape in `text` sets a colour (not just bold/reverse).
+fn has_colour(text: &str) -> bool {
+    text.split("\x1b[").skip(1).any(|rest| {
+        let Some(end) = rest.find('m') else {
+            return false;
+        };
+        rest[..end].split(';').any(|p| {
+            matches!(
+                p.parse::<u32>(),
+                Ok(30..=38 | 40..=48 | 90..=97 | 100..=107)
+            )
+        })
+    })
+}
+
+fn kmesh_top(socket: &Path, args: &[&str]) -> Output {
+    Command::new(target_bin("kmesh-top"))
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .output()
+        .expect("running kmesh-top")
+}
+
+#[test]
+fn kmesh_top_shows_the_mesh_the_traffic_made() {
+    if !privileged("kmesh_top_shows_the_mesh_the_traffic_made") {
+        return;
+    }
+    let topo = Topology::new("top");
+    let _backends = topo.serve_in_cgroup(&BACKENDS, false);
+    let mesh =
+        kmesh_tests::harness::echo_mesh(VIP, "weighted", &[(BACKENDS[0], 3), (BACKENDS[1], 1)]);
+    let agent = topo.start_agent(&mesh);
+    // Steady traffic for the whole test: 40 connections a second.
+    let _traffic = Proc(
+        Command::new(target_bin("kmesh-testbed"))
+            .args(["--netns", &topo.netns, "--cgroup"])
+            .arg(&topo.cgroup)
+            .args(["client", "--target", VIP, "--connections", "2000"])
+            .args(["--rate", "40", "--concurrency", "2"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("starting the client"),
+    );
+
+    let stty = topo.workdir.join("stty-after");
+    let command = format!(
+        "NO_COLOR=1 {} --socket {} --interval 500ms; stty -a > {}; sleep 30",
+        target_bin("kmesh-top").display(),
+        agent.admin_socket.display(),
+        stty.display()
+    );
+    // Wide enough for every column of the services table.
+    let top = Session::start("top", 140, 30, &command);
+    let screen = top.wait_for("echo with a connection rate", |s| {
+        s.contains(VIP)
+            && s.lines().any(|l| l.starts_with("echo "))
+            && row(s, "SERVICE", "echo")
+                .get("NEW/s")
+                .and_then(|v| v.parse::<f64>().ok())
+                .is_some_and(|r| r > 0.0)
+    });
+    let echo = row(&screen, "SERVICE", "echo");
+    assert_eq!(echo["VIP:PORT"], VIP, "{screen}");
+    assert_eq!(echo["POLICY"], "weighted", "{screen}");
+    let rate: f64 = echo["NEW/s"].parse().unwrap();
+    assert!((20.0..=60.0).contains(&rate), "about 40/s: {screen}");
+    assert!(
+        echo["P99"].ends_with("µs") || echo["P99"].ends_with("ms"),
+        "{screen}"
+    );
+    assert!(screen.contains("drops 0"), "the health line: {screen}");
+    assert!(!has_colour(&top.screen(true)), "NO_COLOR is respected");
+
+    top.keys(&["Enter"]);
+    let screen = top.wait_for("echo's backends", |s| s.contains("BACKENDS of echo"));
+    let first = row(&screen, "BACKEND", BACKENDS[0]);
+    assert_eq!(first["WEIGHT"], "3", "{screen}");
+    assert!(
+        screen.contains("3 (75.0%)") && screen.contains("1 (25.0%)"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("new connections/s"),
+        "the sparklines: {screen}"
+    );
+
+    top.keys(&["Escape"]);
+    top.keys(&["c"]);
+    let arrow = format!("→ {VIP} → ");
+    let screen = top.wait_for("the connection feed", |s| s.contains(&arrow));
+    assert!(screen.contains("fin"), "{screen}");
+
+    top.keys(&["/"]);
+    top.keys(&["-l", BACKENDS[1]]);
+    top.keys(&["Enter"]);
+    let screen = top.wait_for("the feed filtered to one backend", |s| {
+        s.contains(&format!("{arrow}{}", BACKENDS[1]))
+            && !s.contains(&format!("{arrow}{}", BACKENDS[0]))
+    });
+    assert!(screen.contains(BACKENDS[1]), "{screen}");
+
+    top.keys(&["q"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !stty.exists() {
+        assert!(Instant::now() < deadline, "kmesh-top did not quit on q");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let modes = std::fs::read_to_string(&stty).unwrap();
+    assert!(
+        modes.contains(" icanon") && modes.contains(" echo ") && !modes.contains("-icanon"),
+        "the terminal is back in cooked mode:\n{modes}"
+    );
+    assert!(top.alive(), "the shell after kmesh-top carried on");
+}
+
+#[test]
+fn kmesh_top_prints_for_scripts_and_explains_a_missing_agent() {
+    if !privileged("kmesh_top_prints_for_scripts_and_explains_a_missing_agent") {
+        return;
+    }
+    let topo = Topology::new("top-once");
+    let _backends = topo.serve(&BACKENDS, false);
+    let mesh =
+        kmesh_tests::harness::echo_mesh(VIP, "round_robin", &[(BACKENDS[0], 1), (BACKENDS[1], 1)]);
+    let agent = topo.start_agent(&mesh);
+    assert_eq!(topo.client(VIP, 10, &[]).ok, 10);
+    agent.metrics_when(|m| m.value("kmesh_tcp_connections_closed_total", &[]) >= 10.0);
+
+    let out = kmesh_top(&agent.admin_socket, &["--once", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let snap: v1::Snapshot = serde_json::from_slice(&out.stdout).expect("a v1 snapshot");
+    assert_eq!(snap.services[0].outbound.opened, 10);
+
+    let out = kmesh_top(&agent.admin_socket, &["--once", "--interval", "200ms"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("echo") && text.contains(VIP),
+        "{text}"
+    );
+
+    let out = kmesh_top(&topo.workdir.join("absent.sock"), &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err.contains("is the agent running"), "{err}");
+    assert!(
+        !err.contains("panicked") && err.lines().count() == 1,
+        "one clear line: {err}"
+    );
+}
