@@ -176,40 +176,20 @@ impl Aggregator {
 
 #[cfg(test)]
 mod tests {
-    use kmesh_common::{ConnEvent, close_reason, direction, event_flags, event_kind};
+    use kmesh_common::close_reason;
 
     use super::*;
-    use crate::{addr::ip_to_words, metrics::SeriesLimits, model::fixtures};
+    use crate::model::fixtures;
 
     #[test]
     fn services_carry_their_backends_figures_and_the_sum() {
-        let mesh = fixtures::echo();
-        let key = crate::maps::service_key(mesh.services.values().next().unwrap());
-        let mut agg = Aggregator::new(SeriesLimits::default());
-        agg.update_labels(&mesh, [(&key, 7u32)].into_iter());
-        let (backend, family) = ip_to_words("127.0.0.2".parse().unwrap());
+        let mut agg = fixtures::echo_aggregator();
         for (cookie, reason, srtt) in [
             (1, close_reason::FIN, 40),
             (2, close_reason::RST_RECEIVED, 400),
             (3, close_reason::CONNECT_REFUSED, 0),
         ] {
-            let mut ev = ConnEvent {
-                kind: event_kind::CLOSED,
-                direction: direction::OUTBOUND,
-                flags: event_flags::ROUTED,
-                close_reason: reason,
-                family,
-                cookie,
-                ts_ns: 1_000_000,
-                connect_latency_ns: 30_000,
-                srtt_us: srtt,
-                ..ConnEvent::default()
-            };
-            ev.route.service_id = 7;
-            ev.route.backend_addr = backend;
-            ev.route.backend_port = 8080;
-            ev.route.family = family;
-            agg.record(&ev);
+            agg.record(&fixtures::echo_close(cookie, reason, srtt));
         }
         let snap = agg.snapshot(None);
         assert_eq!(snap.version, "v1");

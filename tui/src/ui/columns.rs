@@ -58,12 +58,8 @@ impl<R> Column<R> {
         cell: fn(&R, &Theme) -> Text,
     ) -> Self {
         Column {
-            header,
-            width: FIGURE_WIDTH,
-            priority,
             right_aligned: true,
-            sort,
-            cell,
+            ..Column::text(header, FIGURE_WIDTH, priority, sort, cell)
         }
     }
 }

@@ -1,4 +1,4 @@
-use kmesh_common::{ConnEvent, close_reason, direction, event_flags, event_kind};
+use kmesh_common::{ConnEvent, close_reason, direction, event_kind};
 use opentelemetry_proto::tonic::metrics::v1::Metric;
 
 use super::*;
@@ -8,37 +8,13 @@ use crate::{
 };
 
 fn aggregator() -> Aggregator {
-    let mesh = crate::model::fixtures::echo();
-    let vip = "198.18.0.10:80".parse().unwrap();
-    let key = crate::maps::service_key(&mesh.services[&vip]);
-    let mut agg = Aggregator::new(SeriesLimits::default());
-    agg.update_labels(&mesh, [(&key, 7u32)].into_iter());
-    let (backend, family) = ip_to_words("127.0.0.2".parse().unwrap());
+    let mut agg = crate::model::fixtures::echo_aggregator();
     for (cookie, reason, srtt_us) in [
         (1, close_reason::FIN, 40),
         (2, close_reason::FIN, 400),
         (3, close_reason::RST_RECEIVED, 4000),
     ] {
-        let mut ev = ConnEvent {
-            kind: event_kind::CLOSED,
-            direction: direction::OUTBOUND,
-            flags: event_flags::ROUTED,
-            close_reason: reason,
-            family,
-            cookie,
-            start_ns: 0,
-            ts_ns: 1_000_000,
-            connect_latency_ns: 50_000,
-            bytes_sent: 100,
-            bytes_received: 1000,
-            srtt_us,
-            ..ConnEvent::default()
-        };
-        ev.route.service_id = 7;
-        ev.route.backend_addr = backend;
-        ev.route.backend_port = 8080;
-        ev.route.family = family;
-        agg.record(&ev);
+        agg.record(&crate::model::fixtures::echo_close(cookie, reason, srtt_us));
     }
     agg
 }
