@@ -13,7 +13,7 @@
 # KMESH_DEMO_SECONDS=N stops after N seconds; KMESH_DEMO_METRICS_ADDR picks
 # the agent's HTTP address (default 127.0.0.1:9464). Without a terminal
 # (output to a pipe or a file) the figures are printed once a second with
-# `kmesh-top --once` instead.
+# `kmesh-top --once` instead, for KMESH_DEMO_SECONDS or 30 seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

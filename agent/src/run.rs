@@ -65,7 +65,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                 opts.metrics_addr
             )
         })?;
-    let admin_listener = admin::bind(&opts.admin_socket)?;
+    let admin_socket = admin::bind(&opts.admin_socket)?;
     let mut dataplane = DataPlane::load(&DataPlaneOptions {
         cgroup,
         bpffs_dir: opts.bpffs_dir.clone(),
@@ -76,7 +76,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         &opts,
         mesh,
         &mut dataplane,
-        (listener, admin_listener),
+        (listener, admin_socket),
         &mut exporters,
     )
     .await;
@@ -95,7 +95,7 @@ async fn serve(
     opts: &RunOptions,
     mesh: Mesh,
     dataplane: &mut DataPlane,
-    (listener, admin_listener): (tokio::net::TcpListener, tokio::net::UnixListener),
+    (listener, admin_socket): (tokio::net::TcpListener, admin::AdminSocket),
     exporters: &mut Option<Otlp>,
 ) -> anyhow::Result<()> {
     let mut control = Control {
@@ -143,8 +143,7 @@ async fn serve(
         stop_rx.clone(),
     ));
     let admin_server = tokio::spawn(admin::serve(
-        admin_listener,
-        opts.admin_socket.clone(),
+        admin_socket,
         control.aggregator.clone(),
         stop_rx,
     ));

@@ -101,7 +101,7 @@ impl App {
         self.health = rows::health(before.as_ref(), &now);
         for service in &self.rows {
             for backend in &service.backends {
-                let key = (service.name.clone(), backend.address.clone());
+                let key = (service.id(), backend.address.clone());
                 if let Some(rates) = backend.stats.rates {
                     let history = self.history.entry(key.clone()).or_default();
                     history.push(rates.opened, backend.stats.interval_latency_p99);
@@ -136,7 +136,7 @@ impl App {
         let found = self
             .selected_service
             .as_ref()
-            .and_then(|name| visible.iter().position(|s| &s.name == name));
+            .and_then(|id| visible.iter().position(|s| &s.id() == id));
         found.or(if visible.is_empty() { None } else { Some(0) })
     }
 
@@ -144,8 +144,8 @@ impl App {
     pub fn selected_service(&self) -> Option<&ServiceRow> {
         let visible = self.visible_services();
         let index = self.selected_service_index(&visible)?;
-        let name = &visible[index].name;
-        self.rows.iter().find(|s| &s.name == name)
+        let id = visible[index].id();
+        self.rows.iter().find(|s| s.id() == id)
     }
 
     /// The service's backends (with their index in the service), in the
@@ -168,7 +168,7 @@ impl App {
     /// kmesh-top started; `None` before any.
     pub fn observed_share(&self, service: &ServiceRow, i: usize) -> Option<f64> {
         let opened = |b: &BackendRow| {
-            let key = (service.name.clone(), b.address.clone());
+            let key = (service.id(), b.address.clone());
             self.session_opened.get(&key).copied().unwrap_or(0)
         };
         let total: u64 = service.backends.iter().map(opened).sum();
@@ -176,9 +176,9 @@ impl App {
     }
 
     /// The sparkline samples of a backend.
-    pub fn history(&self, service: &str, backend: &str) -> Option<&History> {
+    pub fn history(&self, service_id: &str, backend: &str) -> Option<&History> {
         self.history
-            .get(&(service.to_string(), backend.to_string()))
+            .get(&(service_id.to_string(), backend.to_string()))
     }
 
     /// The one function every key goes through, in the event loop and in
@@ -260,12 +260,12 @@ impl App {
         let visible = self.visible_services();
         let current = self.selected_service_index(&visible);
         if let Some(index) = current.and_then(|i| moved(i, visible.len(), code)) {
-            self.selected_service = Some(visible[index].name.clone());
+            self.selected_service = Some(visible[index].id());
             return;
         }
         match (code, current) {
             (KeyCode::Enter, Some(index)) => {
-                self.selected_service = Some(visible[index].name.clone());
+                self.selected_service = Some(visible[index].id());
                 self.selected_backend = None;
                 self.view = View::Backends;
             }

@@ -13,6 +13,13 @@ pub struct ServiceRow {
     pub backends: Vec<BackendRow>,
 }
 
+impl ServiceRow {
+    /// Names the row across snapshots: a name may be on several VIPs.
+    pub fn id(&self) -> String {
+        format!("{} {}", self.name, self.vip)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct BackendRow {
     pub address: String,
@@ -38,14 +45,19 @@ impl ServiceRow {
 /// drops it when the agent restarted, which resets every counter).
 pub fn services(before: Option<&Snapshot>, now: &Snapshot) -> Vec<ServiceRow> {
     let interval = before.map(|b| Interval {
-        seconds: now.taken_at_unix_ms.saturating_sub(b.taken_at_unix_ms) as f64 / 1000.0,
+        seconds: seconds_between(b, now),
         bounds: (b.latency_bounds_us == now.latency_bounds_us)
             .then_some(&now.latency_bounds_us[..]),
     });
     now.services
         .iter()
         .map(|service| {
-            let previous = before.and_then(|b| b.services.iter().find(|s| s.name == service.name));
+            // A service may be on several VIPs under one name.
+            let previous = before.and_then(|b| {
+                b.services
+                    .iter()
+                    .find(|s| s.name == service.name && s.vip == service.vip)
+            });
             let backends = service
                 .backends
                 .iter()
@@ -53,7 +65,9 @@ pub fn services(before: Option<&Snapshot>, now: &Snapshot) -> Vec<ServiceRow> {
                     let previous = previous
                         .and_then(|p| p.backends.iter().find(|b| b.address == backend.address))
                         .map(|b| &b.outbound);
-                    let stats = stats::compute(&backend.outbound, previous, interval);
+                    // A backend new to this snapshot (or back from expiry
+                    // with old counters) has no interval to compare yet.
+                    let stats = stats::compute(&backend.outbound, previous, previous.and(interval));
                     BackendRow {
                         address: backend.address.clone(),
                         weight: backend.weight,
@@ -69,11 +83,27 @@ pub fn services(before: Option<&Snapshot>, now: &Snapshot) -> Vec<ServiceRow> {
                 name: service.name.clone(),
                 vip: service.vip.clone(),
                 policy: service.policy.clone(),
-                stats: stats::compute(&service.outbound, previous.map(|p| &p.outbound), interval),
+                stats: stats::compute(
+                    &service.outbound,
+                    previous.map(|p| &p.outbound),
+                    previous.and(interval),
+                ),
                 backends,
             }
         })
         .collect()
+}
+
+/// Time between two snapshots by the agent's monotonic uptime, so a
+/// stepped wall clock cannot distort a rate; wall-clock time only if the
+/// uptimes do not order (a restart, which the caller drops anyway).
+fn seconds_between(before: &Snapshot, now: &Snapshot) -> f64 {
+    let by_uptime = now.uptime_seconds - before.uptime_seconds;
+    if by_uptime > 0.0 {
+        by_uptime
+    } else {
+        now.taken_at_unix_ms.saturating_sub(before.taken_at_unix_ms) as f64 / 1000.0
+    }
 }
 
 /// The agent's own figures: is the probe keeping up, and what does it cost.
@@ -94,9 +124,7 @@ pub struct Health {
 
 pub fn health(before: Option<&Snapshot>, now: &Snapshot) -> Health {
     let a = &now.agent;
-    let seconds = before
-        .map(|b| now.taken_at_unix_ms.saturating_sub(b.taken_at_unix_ms) as f64 / 1000.0)
-        .filter(|s| *s > 0.0);
+    let seconds = before.map(|b| seconds_between(b, now)).filter(|s| *s > 0.0);
     let per_second = |delta: f64| seconds.map(|s| delta / s);
     let b = before.map(|b| &b.agent);
     Health {

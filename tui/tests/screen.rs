@@ -371,3 +371,41 @@ fn a_restarted_agent_shows_no_rates_for_one_interval_and_keeps_the_shares() {
         backends.join("\n")
     );
 }
+
+#[test]
+fn one_service_name_on_two_vips_is_two_rows_the_cursor_reaches() {
+    // A service on two ports: one name, two VIPs, counters of its own each.
+    let twice = |later: bool| {
+        let mut s = snapshot(later);
+        let mut other = s.services[0].clone();
+        other.vip = "198.18.9.9:9443".into();
+        other.outbound.opened /= 2;
+        s.services.insert(1, other);
+        s
+    };
+    let mut app = kmesh_top::app::App::new(
+        kmesh_top::theme::Theme { color: false },
+        std::time::Duration::from_secs(1),
+    );
+    for later in [false, true] {
+        app.on_poll(Poll {
+            snapshot: Some(twice(later)),
+            ..Poll::default()
+        });
+    }
+    let visible = app.visible_services();
+    let rows = visible.len();
+    let name = snapshot(false).services[0].name.clone();
+    let same = visible.iter().filter(|s| s.name == name).count();
+    assert_eq!(same, 2, "both VIPs listed");
+    // Walk down past the first row: the cursor must reach every row.
+    for _ in 0..rows {
+        press_code(&mut app, KeyCode::Down);
+    }
+    let last = app.selected_service_index(&app.visible_services());
+    assert_eq!(
+        last,
+        Some(rows - 1),
+        "the cursor is not stuck on a duplicate name"
+    );
+}

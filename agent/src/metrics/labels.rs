@@ -88,7 +88,17 @@ pub struct LabelTable {
     configured: Vec<ConfiguredBackend>,
     /// (service, backend label) of every configured backend.
     configured_pairs: HashSet<(Arc<str>, Arc<str>)>,
+    /// Every configured service (name, VIP, policy), with or without backends.
+    services: Vec<ConfiguredService>,
     unknown: Option<Arc<str>>,
+}
+
+/// A service of the applied config, as the admin API lists it.
+#[derive(Clone, Debug)]
+pub struct ConfiguredService {
+    pub name: Arc<str>,
+    pub vip: SocketAddr,
+    pub policy: Policy,
 }
 
 impl LabelTable {
@@ -106,6 +116,15 @@ impl LabelTable {
         }
         self.backends.clear();
         self.configured.clear();
+        self.services = mesh
+            .services
+            .values()
+            .map(|s| ConfiguredService {
+                name: Arc::from(s.name.as_str()),
+                vip: s.vip,
+                policy: s.policy,
+            })
+            .collect();
         self.configured_pairs.clear();
         for service in mesh.services.values() {
             let name: Arc<str> = Arc::from(service.name.as_str());
@@ -129,6 +148,11 @@ impl LabelTable {
     /// The VIP of the service a configured backend address belongs to.
     pub fn vip_of_backend(&self, addr: &SocketAddr) -> Option<SocketAddr> {
         self.backends.get(addr).map(|(_, _, vip)| *vip)
+    }
+
+    /// Every configured service, in VIP order.
+    pub fn services(&self) -> &[ConfiguredService] {
+        &self.services
     }
 
     pub fn configured(&self) -> &[ConfiguredBackend] {

@@ -84,6 +84,9 @@ impl RecentConnections {
 
     /// Records with a sequence number above `after`, oldest first, at most `limit`.
     pub fn page(&self, after: u64, limit: usize) -> v1::ConnectionsPage {
+        // A cursor beyond the newest record comes from before this agent
+        // started (a restart the client did not notice): start it over.
+        let after = if after > self.last_seq { 0 } else { after };
         let oldest = self.ring.front().map_or(self.last_seq + 1, |r| r.seq);
         let missed = oldest
             .saturating_sub(after + 1)
@@ -164,5 +167,8 @@ mod tests {
         assert_eq!((p.records[0].seq, p.next_after), (4, 4));
         // A new client starts from 0 and gets everything kept.
         assert_eq!(r.page(0, 10).missed, 2);
+        // A cursor from a previous agent's life starts over.
+        let p = r.page(99, 10);
+        assert_eq!((p.records.len(), p.next_after), (3, 5));
     }
 }

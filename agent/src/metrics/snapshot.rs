@@ -32,6 +32,15 @@ fn merged(parts: &[&Distribution], with_buckets: bool) -> v1::Distribution {
     let Some((first, rest)) = parts.split_first() else {
         return v1::Distribution::default();
     };
+    if rest.is_empty() {
+        // The common case (one backend's series): no copy under the lock.
+        let buckets = if with_buckets {
+            first.buckets().to_vec()
+        } else {
+            Vec::new()
+        };
+        return quantiles(&first.hist, buckets);
+    }
     let mut hist = first.hist.clone();
     let mut buckets = first.buckets().to_vec();
     for d in rest {
@@ -91,33 +100,38 @@ impl Aggregator {
                 })
                 .copied()
         };
-        let mut services: Vec<v1::Service> = Vec::new();
-        let mut outbound_parts: Vec<Vec<&SeriesStats>> = Vec::new();
+        // Every configured service, backends or not; backends attach by
+        // (name, VIP), as a service may listen on several VIPs.
+        let mut services: Vec<v1::Service> = self
+            .labels()
+            .services()
+            .iter()
+            .map(|s| v1::Service {
+                name: s.name.to_string(),
+                vip: s.vip.to_string(),
+                policy: s.policy.as_str().to_string(),
+                outbound: v1::Figures::default(),
+                backends: Vec::new(),
+            })
+            .collect();
+        let index: HashMap<(&str, std::net::SocketAddr), usize> = self
+            .labels()
+            .services()
+            .iter()
+            .enumerate()
+            .map(|(i, s)| ((&*s.name, s.vip), i))
+            .collect();
+        let mut outbound_parts: Vec<Vec<&SeriesStats>> = vec![Vec::new(); services.len()];
         let mut configured = std::collections::HashSet::new();
         for b in self.labels().configured() {
             configured.insert((b.service.clone(), b.label.clone()));
-            let vip = b.vip.to_string();
-            let index = match services
-                .iter()
-                .position(|s| *s.name == *b.service && s.vip == vip)
-            {
-                Some(i) => i,
-                None => {
-                    services.push(v1::Service {
-                        name: b.service.to_string(),
-                        vip,
-                        policy: b.policy.as_str().to_string(),
-                        outbound: v1::Figures::default(),
-                        backends: Vec::new(),
-                    });
-                    outbound_parts.push(Vec::new());
-                    services.len() - 1
-                }
+            let Some(&i) = index.get(&(&*b.service, b.vip)) else {
+                continue;
             };
             let out = get(&b.service, &b.label, Direction::Outbound);
             let inb = get(&b.service, &b.label, Direction::Inbound);
-            outbound_parts[index].extend(out);
-            services[index].backends.push(v1::Backend {
+            outbound_parts[i].extend(out);
+            services[i].backends.push(v1::Backend {
                 address: b.label.to_string(),
                 weight: b.weight,
                 outbound: figures(&Vec::from_iter(out)),
@@ -210,5 +224,25 @@ mod tests {
         assert_eq!(svc.outbound, *f, "one backend: the service is its backend");
         assert_eq!(b.inbound, v1::Figures::default(), "no inbound series");
         assert!(snap.other.is_empty());
+    }
+
+    #[test]
+    fn a_service_without_backends_is_listed() {
+        use crate::model::{Policy, Service};
+        let mut mesh = fixtures::echo();
+        let vip = "198.18.0.11:80".parse().unwrap();
+        let empty = Service {
+            name: "drained".into(),
+            vip,
+            policy: Policy::Random,
+            backends: Vec::new(),
+        };
+        mesh.services.insert(vip, empty);
+        let mut agg = Aggregator::new(crate::metrics::SeriesLimits::default());
+        agg.update_labels(&mesh, std::iter::empty());
+        let snap = agg.snapshot(None);
+        let names: Vec<&str> = snap.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["echo", "drained"]);
+        assert!(snap.services[1].backends.is_empty());
     }
 }

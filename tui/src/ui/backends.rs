@@ -113,7 +113,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     };
     let empty = History::default();
     let history = app
-        .history(&service.name, &backend.address)
+        .history(&service.id(), &backend.address)
         .unwrap_or(&empty);
     sparklines(frame, [rate_area, latency_area], app, backend, history);
 }
