@@ -122,8 +122,8 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) % events.len();
             let ev = &events[i];
-            with_spans.record(ev);
-            let key = with_spans.series_key(ev);
+            let key = with_spans.record(ev);
+            let key = key.unwrap_or_else(|| with_spans.series_key(ev));
             black_box(assembler.record(ev, &key));
         })
     });

@@ -127,9 +127,9 @@ fn drain(ring: &mut RingBuf<MapData>, aggregator: &Mutex<Aggregator>, spans: &mu
         let Some(ev) = agg.decode(&item) else {
             continue;
         };
-        agg.record(&ev);
+        let key = agg.record(&ev);
         if let Some((assembler, queue)) = spans {
-            let key = agg.series_key(&ev);
+            let key = key.unwrap_or_else(|| agg.series_key(&ev));
             if let Some(outcome) = assembler.record(&ev, &key) {
                 queue.push(outcome);
             }

@@ -195,17 +195,15 @@ impl AggregatorCollector {
         encoder: &mut DescriptorEncoder,
     ) -> Result<(), std::fmt::Error> {
         let a = view.agent;
-        encode_labelled_counters(
-            encoder,
+        let mut events = encoder.encode_descriptor(
             "kmesh_probe_events",
             "Probe records read from the ring buffer, by kind.",
-            &[
-                (&[("kind", "established")], a.events_established),
-                (&[("kind", "closed")], a.events_closed),
-                (&[("kind", "periodic")], a.events_periodic),
-                (&[("kind", "malformed")], a.events_malformed),
-            ],
+            None,
+            MetricType::Counter,
         )?;
+        for (kind, v) in a.events_by_kind() {
+            encode_counter(events.encode_family(&[("kind", kind)])?, v)?;
+        }
         encode_single(
             encoder,
             "kmesh_probe_ringbuf_dropped_events",

@@ -9,7 +9,6 @@ use std::{
 };
 
 use kmesh_common::{ConnEvent, ServiceKey, direction, event_flags};
-use serde::{Deserialize, Serialize};
 
 use crate::{
     addr::socket_addr,
@@ -23,8 +22,7 @@ pub const UNKNOWN: &str = "unknown";
 /// limit is reached.
 pub const OVERFLOW: &str = "overflow";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Direction {
     Outbound,
     Inbound,
@@ -35,6 +33,15 @@ impl Direction {
         match self {
             Direction::Outbound => "outbound",
             Direction::Inbound => "inbound",
+        }
+    }
+}
+
+impl From<Direction> for kmesh_api::v1::Direction {
+    fn from(d: Direction) -> Self {
+        match d {
+            Direction::Outbound => Self::Outbound,
+            Direction::Inbound => Self::Inbound,
         }
     }
 }

@@ -169,6 +169,18 @@ pub struct AgentStats {
     pub map_entries: MapEntries,
 }
 
+impl AgentStats {
+    /// Probe records read, by kind, as every exporter labels them.
+    pub fn events_by_kind(&self) -> [(&'static str, u64); 4] {
+        [
+            ("established", self.events_established),
+            ("closed", self.events_closed),
+            ("periodic", self.events_periodic),
+            ("malformed", self.events_malformed),
+        ]
+    }
+}
+
 /// Bounds on the aggregator's label sets.
 #[derive(Clone, Copy, Debug)]
 pub struct SeriesLimits {
@@ -338,30 +350,42 @@ impl Aggregator {
         self.labels.resolve(ev)
     }
 
-    pub fn record(&mut self, ev: &ConnEvent) {
+    /// Records one probe record; returns its labels when it had to look
+    /// them up (every record but a running total of a known connection), so
+    /// the caller does not look them up again.
+    pub fn record(&mut self, ev: &ConnEvent) -> Option<SeriesKey> {
         match ev.kind {
             event_kind::ESTABLISHED => {
                 self.agent.events_established += 1;
-                self.open(ev);
+                let key = self.labels.resolve(ev);
+                self.open(ev, key.clone());
+                Some(key)
             }
             event_kind::PERIODIC => {
                 self.agent.events_periodic += 1;
-                if !self.live.contains_key(&ev.cookie) {
+                let key = (!self.live.contains_key(&ev.cookie)).then(|| {
                     // Its established record was lost: count it open now.
-                    self.open(ev);
-                }
+                    let key = self.labels.resolve(ev);
+                    self.open(ev, key.clone());
+                    key
+                });
                 self.add_totals(ev);
+                key
             }
             event_kind::CLOSED => {
                 self.agent.events_closed += 1;
-                self.close(ev);
+                let key = self.labels.resolve(ev);
+                self.close(ev, key.clone());
+                Some(key)
             }
-            _ => self.agent.events_malformed += 1,
+            _ => {
+                self.agent.events_malformed += 1;
+                None
+            }
         }
     }
 
-    fn open(&mut self, ev: &ConnEvent) {
-        let key = self.labels.resolve(ev);
+    fn open(&mut self, ev: &ConnEvent, key: SeriesKey) {
         let key = self.admit(key);
         let stats = self.stats(&key);
         stats.counts.opened += 1;
@@ -400,7 +424,7 @@ impl Aggregator {
         live.retransmits = live.retransmits.max(ev.total_retrans);
     }
 
-    fn close(&mut self, ev: &ConnEvent) {
+    fn close(&mut self, ev: &ConnEvent, key: SeriesKey) {
         let reason_idx = CLOSE_REASONS
             .iter()
             .position(|(c, _)| *c == ev.close_reason)
@@ -409,7 +433,6 @@ impl Aggregator {
             ev.close_reason,
             close_reason::CONNECT_REFUSED | close_reason::CONNECT_FAILED
         );
-        let key = self.labels.resolve(ev);
         let local = crate::addr::socket_addr(ev.local_addr, ev.family, ev.local_port);
         let vip = (key.direction == Direction::Inbound)
             .then(|| self.labels.vip_of_backend(&local))
@@ -421,7 +444,7 @@ impl Aggregator {
             return;
         }
         if !self.live.contains_key(&ev.cookie) {
-            self.open(ev);
+            self.open(ev, key);
         }
         self.add_totals(ev);
         let live = self.live.remove(&ev.cookie).expect("opened above");

@@ -113,10 +113,7 @@ fn to_api(r: &Recent) -> v1::Connection {
             .closed_at
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),
-        direction: match r.direction {
-            Direction::Outbound => v1::Direction::Outbound,
-            Direction::Inbound => v1::Direction::Inbound,
-        },
+        direction: r.direction.into(),
         service: r.service.to_string(),
         vip: r.vip.map(|v| v.to_string()),
         backend: r.backend.to_string(),

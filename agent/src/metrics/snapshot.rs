@@ -147,10 +147,7 @@ impl Aggregator {
             .map(|(k, s)| v1::Series {
                 service: k.service.to_string(),
                 backend: k.backend.to_string(),
-                direction: match k.direction {
-                    Direction::Outbound => v1::Direction::Outbound,
-                    Direction::Inbound => v1::Direction::Inbound,
-                },
+                direction: k.direction.into(),
                 figures: figures(&[s]),
             })
             .collect();

@@ -313,15 +313,10 @@ fn agent_metrics(view: &AggregateView, now: u64) -> Vec<Metric> {
             "Probe records read from the ring buffer, by kind.",
             "{record}",
             true,
-            [
-                ("established", a.events_established),
-                ("closed", a.events_closed),
-                ("periodic", a.events_periodic),
-                ("malformed", a.events_malformed),
-            ]
-            .into_iter()
-            .map(|(kind, v)| point(vec![kv("kmesh.record.kind", s(kind))], v))
-            .collect(),
+            a.events_by_kind()
+                .into_iter()
+                .map(|(kind, v)| point(vec![kv("kmesh.record.kind", s(kind))], v))
+                .collect(),
         ),
         sum(
             "kmesh.probe.ringbuf.dropped",
