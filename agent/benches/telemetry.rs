@@ -44,6 +44,7 @@ fn mesh() -> (Mesh, Vec<SocketAddr>) {
                 vip,
                 policy: Policy::Random,
                 backends: list,
+                origin: Default::default(),
             },
         );
     }

@@ -18,3 +18,4 @@ pub mod reload;
 pub mod run;
 pub mod spans;
 pub mod sysfs;
+pub mod xds;

@@ -110,7 +110,8 @@ fn main() -> ExitCode {
 }
 
 fn check(path: &std::path::Path) -> anyhow::Result<()> {
-    let mesh = config::load(path)?;
+    let loaded = config::load(path)?;
+    let mesh = &loaded.mesh;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}: {} services", path.display(), mesh.services.len())?;
     for s in mesh.services.values() {
@@ -125,6 +126,33 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
         for b in &s.backends {
             writeln!(out, "    {} weight {}", b.addr, b.weight)?;
         }
+    }
+    let report = &loaded.report;
+    for r in &report.rejected {
+        writeln!(out, "rejected {} {:?}: {}", r.kind, r.name, r.reason)?;
+    }
+    for u in &report.unrouted {
+        let backends: Vec<String> = u
+            .backends
+            .iter()
+            .map(|b| format!("{} weight {}", b.addr, b.weight))
+            .collect();
+        writeln!(
+            out,
+            "unrouted: listener {:?} port {} virtual host {:?} -> {}: {}",
+            u.listener,
+            u.port,
+            u.virtual_host,
+            backends.join(", "),
+            u.reason
+        )?;
+    }
+    for f in &report.findings {
+        writeln!(
+            out,
+            "{:?} {} {:?}: {}",
+            f.severity, f.kind, f.name, f.message
+        )?;
     }
     Ok(())
 }

@@ -25,8 +25,9 @@ impl Policy {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Backend {
+    #[serde(rename = "address")]
     pub addr: SocketAddr,
     pub weight: u32,
 }
@@ -38,6 +39,47 @@ pub struct Service {
     pub vip: SocketAddr,
     pub policy: Policy,
     pub backends: Vec<Backend>,
+    /// Where the service came from; shown by introspection, never routed on.
+    pub origin: Origin,
+}
+
+/// The resources a service was made from and what they said beyond the
+/// routing itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Origin {
+    pub resources: Vec<ResourceRef>,
+    /// Clusters behind an xDS service, with their share of its traffic.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub clusters: Vec<ClusterShare>,
+    /// Why the policy differs from the source's own, if it does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy_reason: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ResourceRef {
+    /// `file`, `listener`, `route`, `cluster` or `endpoints`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub name: String,
+    pub version: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ClusterShare {
+    pub name: String,
+    /// The route's weight for this cluster (1 when it is the only one).
+    pub weight: u32,
+    /// The Envoy lb policy the cluster asked for.
+    pub lb_policy: String,
+    /// Circuit-breaker connection limit (default priority), carried for a
+    /// later limit in the kernel; not enforced yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+    /// Endpoints taking traffic, and those left out (unhealthy, draining,
+    /// failover priorities, unusable addresses).
+    pub endpoints: usize,
+    pub excluded_endpoints: usize,
 }
 
 impl Service {
@@ -137,6 +179,7 @@ pub(crate) mod fixtures {
                     addr: "127.0.0.2:8080".parse().unwrap(),
                     weight: 1,
                 }],
+                origin: Origin::default(),
             },
         );
         mesh

@@ -51,8 +51,9 @@ pub struct RunOptions {
 const RELOAD_SETTLE: Duration = Duration::from_millis(150);
 
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
-    let mesh =
-        config::load(&opts.config).context("the agent needs a valid mesh config to start")?;
+    let mesh = config::load(&opts.config)
+        .context("the agent needs a valid mesh config to start")?
+        .mesh;
     let cgroup = match &opts.cgroup {
         Some(p) => p.clone(),
         None => sysfs::detect_cgroup2_mount()?,
@@ -254,7 +255,7 @@ impl Control {
     fn reload(&mut self) {
         let result = config::load(&self.path)
             .map_err(anyhow::Error::from)
-            .and_then(|mesh| self.apply(&mesh));
+            .and_then(|loaded| self.apply(&loaded.mesh));
         let mut agg = self.aggregator.lock().unwrap_or_else(|p| p.into_inner());
         match result {
             Ok(()) => agg.agent.config_reloads_ok += 1,

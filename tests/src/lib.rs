@@ -1,6 +1,8 @@
 //! Shared pieces of the end-to-end tests and `kmesh-testbed`: the traffic
 //! protocol, the topology (network namespaces, cgroups) and the harness that
-//! runs a real agent on the real kernel.
+//! runs a real agent on the real kernel, and an ADS server standing in for
+//! istiod.
+pub mod ads;
 pub mod harness;
 pub mod prometheus;
 pub mod protocol;

@@ -233,6 +233,7 @@ mod tests {
             vip,
             policy: Policy::Random,
             backends: Vec::new(),
+            origin: Default::default(),
         };
         mesh.services.insert(vip, empty);
         let mut agg = Aggregator::new(crate::metrics::SeriesLimits::default());

@@ -153,6 +153,7 @@ fn a_large_mesh_is_split_into_requests_a_receiver_accepts() {
                 vip,
                 policy: Policy::Random,
                 backends,
+                origin: Default::default(),
             },
         );
     }

@@ -1,32 +1,14 @@
-//! The local mesh file (YAML): parsing and validation into a [`Mesh`].
+//! The compact mesh format (YAML): parsing and validation into a [`Mesh`].
 //!
 //! Each service is validated while it is deserialized, so an error carries
 //! the line and column of the service that caused it; the format is
 //! documented in docs/configuration.md.
-use std::{
-    collections::BTreeMap,
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
 use serde::Deserialize;
 
-use crate::model::{Backend, Mesh, Policy, ProbeSettings, Service};
-
-/// Largest backend set one service may have (the kernel's search is bounded).
-pub const MAX_BACKENDS: usize = kmesh_common::MAX_BACKENDS as usize;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read mesh config {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("mesh config {path}: {message}")]
-    Invalid { path: PathBuf, message: String },
-}
+use super::MAX_BACKENDS;
+use crate::model::{Backend, Mesh, Origin, Policy, ProbeSettings, Service};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -169,20 +151,9 @@ impl TryFrom<RawService> for ValidService {
                     weight: b.weight,
                 })
                 .collect(),
+            origin: Origin::default(),
         }))
     }
-}
-
-/// Reads and validates the mesh file at `path`.
-pub fn load(path: &Path) -> Result<Mesh, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    parse(&text).map_err(|message| ConfigError::Invalid {
-        path: path.to_path_buf(),
-        message,
-    })
 }
 
 /// Parses mesh YAML; the error names the line and what to change.

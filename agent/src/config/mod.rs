@@ -1,0 +1,173 @@
+//! The mesh file source: the compact kmesh-rs format, or Envoy v3 resources
+//! (lists, discovery responses, bootstraps, admin config dumps) in JSON or
+//! YAML. `--config` may name one file or a directory of them, as a mounted
+//! ConfigMap is; Envoy resources from several files form one set.
+mod compact;
+
+use std::{
+    path::{Path, PathBuf},
+    time::SystemTime,
+};
+
+use serde_json::Value;
+
+pub use self::compact::parse;
+use crate::{
+    model::{Mesh, ProbeSettings, ResourceRef},
+    xds::{self, Report, resources::ResourceSet},
+};
+
+/// Largest backend set one service may have (the kernel's search is bounded).
+pub const MAX_BACKENDS: usize = kmesh_common::MAX_BACKENDS as usize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read mesh config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("mesh config {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// A mesh read from files, and what its translation reported.
+#[derive(Debug)]
+pub struct Loaded {
+    pub mesh: Mesh,
+    pub report: Report,
+}
+
+struct Document {
+    path: PathBuf,
+    text: String,
+    version: String,
+}
+
+/// Reads and validates the mesh at `path` (a file or a directory).
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    let read_err = |p: &Path| {
+        let p = p.to_path_buf();
+        move |source| ConfigError::Read { path: p, source }
+    };
+    let meta = std::fs::metadata(path).map_err(read_err(path))?;
+    let files = if meta.is_dir() {
+        config_files(path).map_err(read_err(path))?
+    } else {
+        vec![path.to_path_buf()]
+    };
+    let mut docs = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).map_err(read_err(&file))?;
+        let version = std::fs::metadata(&file)
+            .and_then(|m| m.modified())
+            .map(file_version)
+            .unwrap_or_default();
+        docs.push(Document {
+            path: file,
+            text,
+            version,
+        });
+    }
+    from_documents(path, &docs)
+}
+
+/// The JSON and YAML files of a directory, in name order; hidden entries
+/// (a ConfigMap's `..data`) are skipped.
+fn config_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+        if !name.starts_with('.') && ["yaml", "yml", "json"].contains(&ext) && path.is_file() {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn file_version(t: SystemTime) -> String {
+    format!("file modified {}", humantime::format_rfc3339_seconds(t))
+}
+
+/// The values of a file: JSON, or YAML with one or more documents.
+fn values_of(text: &str) -> Result<Vec<Value>, String> {
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('{') || trimmed.starts_with('[') {
+        return serde_json::from_str(text)
+            .map(|v| vec![v])
+            .map_err(|e| e.to_string());
+    }
+    let mut values = Vec::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(text) {
+        let v: Value = serde::Deserialize::deserialize(doc).map_err(|e| e.to_string())?;
+        if !v.is_null() {
+            values.push(v);
+        }
+    }
+    Ok(values)
+}
+
+fn from_documents(root: &Path, docs: &[Document]) -> Result<Loaded, ConfigError> {
+    let invalid = |path: &Path, message: String| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut set = ResourceSet::default();
+    let mut compact: Option<&Document> = None;
+    let mut envoy_files = 0;
+    for doc in docs {
+        let values = values_of(&doc.text).map_err(|e| invalid(&doc.path, e))?;
+        for value in &values {
+            if xds::json::is_ztunnel_dump(value) {
+                return Err(invalid(
+                    &doc.path,
+                    "this is a ztunnel config dump (Istio ambient's istio.workload API); kmesh-rs reads Envoy xDS resources: give it a sidecar or gateway config_dump, or connect it to istiod with --xds-address".into(),
+                ));
+            }
+            if xds::json::is_envoy_document(value) {
+                xds::json::read(value, &doc.version, &mut set)
+                    .map_err(|e| invalid(&doc.path, e))?;
+                envoy_files += 1;
+            } else if compact.replace(doc).is_some() || values.len() > 1 {
+                return Err(invalid(
+                    &doc.path,
+                    "more than one document in the compact format; put every service in one file"
+                        .into(),
+                ));
+            }
+        }
+    }
+    match compact {
+        Some(doc) if envoy_files > 0 => Err(invalid(
+            root,
+            format!(
+                "{} is in the compact format but other documents hold Envoy resources; use one format",
+                doc.path.display()
+            ),
+        )),
+        Some(doc) => {
+            let mut mesh = parse(&doc.text).map_err(|e| invalid(&doc.path, e))?;
+            for service in mesh.services.values_mut() {
+                service.origin.resources.push(ResourceRef {
+                    kind: "file",
+                    name: doc.path.display().to_string(),
+                    version: doc.version.clone(),
+                });
+            }
+            Ok(Loaded {
+                mesh,
+                report: Report::default(),
+            })
+        }
+        None => {
+            let (mesh, report, _) = xds::mesh_of(&set, ProbeSettings::default());
+            Ok(Loaded { mesh, report })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

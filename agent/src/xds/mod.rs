@@ -1,0 +1,45 @@
+//! Envoy xDS (v3) as a mesh source. Resources arrive from istiod over ADS
+//! or from a file; either way they become the same `envoy-types` messages,
+//! go through one translation, and come out as the [`Mesh`](crate::model::Mesh)
+//! the map writer applies.
+pub mod json;
+pub mod resources;
+pub mod translate;
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use self::{
+    resources::{Rejected, ResourceSet},
+    translate::{Finding, Translation, Unrouted},
+};
+use crate::model::{Mesh, ProbeSettings};
+
+/// What a source has to say beyond the mesh itself: resources it refused,
+/// config the kernel cannot honour, and routes no address leads to.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Report {
+    pub rejected: Vec<Rejected>,
+    pub findings: Vec<Finding>,
+    pub unrouted: Vec<Unrouted>,
+}
+
+/// Translates a resource set into a mesh and its report.
+pub fn mesh_of(set: &ResourceSet, probe: ProbeSettings) -> (Mesh, Report, Translation) {
+    let mut t = translate::translate(set);
+    let services = std::mem::take(&mut t.services);
+    let report = Report {
+        rejected: set.rejected.clone(),
+        findings: std::mem::take(&mut t.findings),
+        unrouted: std::mem::take(&mut t.unrouted),
+    };
+    (
+        Mesh {
+            services: services.into_iter().collect::<BTreeMap<_, _>>(),
+            probe,
+        },
+        report,
+        t,
+    )
+}
