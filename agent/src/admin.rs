@@ -27,7 +27,7 @@ use serde::Deserialize;
 use tokio::{net::UnixListener, sync::watch};
 use tracing::warn;
 
-use crate::{metrics::Aggregator, process};
+use crate::{introspect::SharedModel, metrics::Aggregator, process};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -186,6 +186,12 @@ async fn only_root_or_self(
 #[derive(Clone)]
 struct AdminState {
     aggregator: Arc<Mutex<Aggregator>>,
+    model: SharedModel,
+}
+
+async fn model(State(state): State<AdminState>) -> Json<v1::Model> {
+    let model = state.model.lock().unwrap_or_else(|p| p.into_inner());
+    Json(model.to_v1())
 }
 
 async fn snapshot(State(state): State<AdminState>) -> Json<v1::Snapshot> {
@@ -215,25 +221,31 @@ async fn connections(
 pub async fn serve(
     socket: AdminSocket,
     aggregator: Arc<Mutex<Aggregator>>,
+    model_state: SharedModel,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let AdminSocket { listener, file } = socket;
     let app = Router::new()
         .route(v1::SNAPSHOT_PATH, get(snapshot))
         .route(v1::CONNECTIONS_PATH, get(connections))
+        .route(v1::MODEL_PATH, get(model))
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
                 format!(
-                    "no such endpoint; API {} has {} and {}",
+                    "no such endpoint; API {} has {}, {} and {}",
                     v1::VERSION,
                     v1::SNAPSHOT_PATH,
-                    v1::CONNECTIONS_PATH
+                    v1::CONNECTIONS_PATH,
+                    v1::MODEL_PATH
                 ),
             )
         })
         .layer(middleware::from_fn(only_root_or_self))
-        .with_state(AdminState { aggregator });
+        .with_state(AdminState {
+            aggregator,
+            model: model_state,
+        });
     let result = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<PeerUid>(),

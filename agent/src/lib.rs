@@ -9,6 +9,7 @@ pub mod config;
 pub mod dataplane;
 pub mod export;
 pub mod http;
+pub mod introspect;
 pub mod maps;
 pub mod metrics;
 pub mod model;

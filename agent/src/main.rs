@@ -1,7 +1,14 @@
 use std::{io::Write, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use kmesh_agent::{config, export::otlp::settings::OtlpArgs, metrics::SeriesLimits, run};
+use kmesh_agent::{
+    config,
+    export::otlp::settings::OtlpArgs,
+    metrics::SeriesLimits,
+    run::{self, MeshSource},
+    xds::ads::settings::XdsArgs,
+};
 use tracing_subscriber::EnvFilter;
 
 /// kmesh-rs node agent: routes service connections in the kernel and
@@ -17,18 +24,32 @@ struct Cli {
 enum Command {
     /// Load the eBPF programs, apply the mesh config and serve metrics until SIGINT/SIGTERM.
     Run(Box<RunArgs>),
-    /// Validate a mesh config file and print what it defines.
+    /// Validate a mesh config (file or directory; compact or Envoy format)
+    /// and print the services it defines and what could not be honoured.
     Check {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Print the mesh a running agent routes by, as JSON: services,
+    /// backends, weights, the source and version of each, refused resources
+    /// and findings (the admin API's /v1/model).
+    Model {
+        /// Unix socket of the agent's admin API.
+        #[arg(long, env = "KMESH_ADMIN_SOCKET", default_value = kmesh_api::v1::DEFAULT_SOCKET)]
+        admin_socket: PathBuf,
+    },
 }
 
 #[derive(Args)]
+#[command(group = clap::ArgGroup::new("source").required(true).args(["config", "xds_address"]))]
 struct RunArgs {
-    /// Mesh config file (YAML); reloaded when it changes or on SIGHUP.
+    /// Mesh config: a file or a directory of files, in the compact format
+    /// or as Envoy v3 resources (YAML or JSON, config dumps too); reloaded
+    /// when it changes or on SIGHUP. Either this or --xds-address.
     #[arg(long, env = "KMESH_CONFIG")]
-    config: PathBuf,
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    xds: XdsArgs,
     /// cgroup v2 directory to attach to; default: the cgroup2 mount (every process on the node).
     #[arg(long, env = "KMESH_CGROUP")]
     cgroup: Option<PathBuf>,
@@ -59,13 +80,18 @@ struct RunArgs {
 impl RunArgs {
     fn run(self) -> anyhow::Result<()> {
         let otlp = self.otlp.resolve()?;
+        let source = match (self.config, self.xds.resolve()?) {
+            (Some(path), None) => MeshSource::File(path),
+            (None, Some(settings)) => MeshSource::Xds(settings),
+            _ => anyhow::bail!("give the mesh source once: --config or --xds-address"),
+        };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("kmesh-control")
             .enable_all()
             .build()?;
         runtime.block_on(run::run(run::RunOptions {
-            config: self.config,
+            source,
             cgroup: self.cgroup,
             bpffs_dir: self.bpffs_dir,
             metrics_addr: self.metrics_addr,
@@ -99,6 +125,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => args.run(),
         Command::Check { config } => check(&config),
+        Command::Model { admin_socket } => model(admin_socket),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -154,5 +181,19 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
             f.severity, f.kind, f.name, f.message
         )?;
     }
+    Ok(())
+}
+
+fn model(socket: PathBuf) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let client = kmesh_api::client::AdminClient::new(socket);
+    let model = runtime
+        .block_on(client.model())
+        .context("asking the agent for its model")?;
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, &model)?;
+    writeln!(out)?;
     Ok(())
 }

@@ -28,14 +28,28 @@ use crate::{
         otlp::{Otlp, settings::OtlpSettings},
     },
     http,
+    introspect::{ModelState, SharedModel, SourceKind},
     maps::MapWriter,
     metrics::{Aggregator, SeriesLimits},
     model::Mesh,
     probe, reload, sysfs,
+    xds::{
+        self, Report,
+        ads::{SharedStatus, Update, settings::AdsSettings},
+        translate::Severity,
+    },
 };
 
+/// Where the mesh comes from.
+pub enum MeshSource {
+    /// A file or directory, reloaded when it changes or on SIGHUP.
+    File(PathBuf),
+    /// An xDS control plane over ADS.
+    Xds(AdsSettings),
+}
+
 pub struct RunOptions {
-    pub config: PathBuf,
+    pub source: MeshSource,
     pub cgroup: Option<PathBuf>,
     pub bpffs_dir: PathBuf,
     pub metrics_addr: SocketAddr,
@@ -51,9 +65,12 @@ pub struct RunOptions {
 const RELOAD_SETTLE: Duration = Duration::from_millis(150);
 
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
-    let mesh = config::load(&opts.config)
-        .context("the agent needs a valid mesh config to start")?
-        .mesh;
+    let initial = match &opts.source {
+        MeshSource::File(path) => {
+            Some(config::load(path).context("the agent needs a valid mesh config to start")?)
+        }
+        MeshSource::Xds(_) => None,
+    };
     let cgroup = match &opts.cgroup {
         Some(p) => p.clone(),
         None => sysfs::detect_cgroup2_mount()?,
@@ -75,7 +92,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let mut exporters = None;
     let result = serve(
         &opts,
-        mesh,
+        initial,
         &mut dataplane,
         (listener, admin_socket),
         &mut exporters,
@@ -94,11 +111,21 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
 /// still lets [`run`] detach them and remove the pins.
 async fn serve(
     opts: &RunOptions,
-    mesh: Mesh,
+    initial: Option<config::Loaded>,
     dataplane: &mut DataPlane,
     (listener, admin_socket): (tokio::net::TcpListener, admin::AdminSocket),
     exporters: &mut Option<Otlp>,
 ) -> anyhow::Result<()> {
+    let xds_status = SharedStatus::default();
+    let source = match &opts.source {
+        MeshSource::File(path) => SourceKind::File(path.clone()),
+        MeshSource::Xds(settings) => SourceKind::Xds {
+            url: settings.url.clone(),
+            node_id: settings.node.id.clone(),
+            status: xds_status.clone(),
+        },
+    };
+    let ready = Arc::new(AtomicBool::new(false));
     let mut control = Control {
         writer: MapWriter::new(
             dataplane.take_orchestration_map(map_names::SERVICES)?,
@@ -107,10 +134,15 @@ async fn serve(
         probe_config: Array::try_from(dataplane.take_probe_map(map_names::PROBE_CONFIG)?)
             .context("opening the probe config map")?,
         aggregator: Arc::new(Mutex::new(Aggregator::new(opts.series_limits))),
-        path: opts.config.clone(),
+        model: Arc::new(Mutex::new(ModelState::new(source))),
+        ready: ready.clone(),
         reset_cookie_offset: reset_cookie_offset(),
     };
-    control.apply(&mesh)?;
+    // An xDS agent keeps what an earlier agent left in the maps routing
+    // until its first sync.
+    if let Some(loaded) = &initial {
+        control.install(&loaded.mesh, &loaded.report)?;
+    }
 
     // The reader stops first and drains the ring; only then do the OTLP
     // exporters make their last export, so it carries everything.
@@ -136,7 +168,6 @@ async fn serve(
         exporters.as_mut().and_then(|o| o.spans.take()),
         stop_rx.clone(),
     )?;
-    let ready = Arc::new(AtomicBool::new(false));
     let server = tokio::spawn(http::serve(
         listener,
         export::prometheus::registry(control.aggregator.clone(), export_health.clone()),
@@ -146,27 +177,54 @@ async fn serve(
     let admin_server = tokio::spawn(admin::serve(
         admin_socket,
         control.aggregator.clone(),
-        stop_rx,
+        control.model.clone(),
+        stop_rx.clone(),
     ));
 
-    // Signals and the file watcher are in place before the agent says it is
+    // Signals and the source are in place before the agent says it is
     // ready: a SIGTERM or a config change right after /readyz is not lost.
     let (changed_tx, changed) = mpsc::channel(1);
+    let (updates_tx, updates) = mpsc::channel(1);
+    let mut xds_client = None;
     let outcome = match (Signals::install(), dataplane.attach()) {
-        (Ok(signals), Ok(())) => match reload::watch(&opts.config, changed_tx) {
-            Ok(_watcher) => {
-                ready.store(true, Ordering::Release);
-                info!(metrics = %opts.metrics_addr, config = %opts.config.display(), "kmesh-agent ready");
-                control.until_signalled(signals, changed).await
+        (Ok(signals), Ok(())) => {
+            let started = match &opts.source {
+                MeshSource::File(path) => reload::watch(path, changed_tx).map(|w| {
+                    ready.store(true, Ordering::Release);
+                    info!(metrics = %opts.metrics_addr, config = %path.display(), "kmesh-agent ready");
+                    Some(w)
+                }),
+                MeshSource::Xds(settings) => {
+                    info!(server = %settings.url, node = %settings.node.id, "waiting for the first xDS sync before reporting ready");
+                    xds_client = Some(tokio::spawn(xds::ads::run(
+                        settings.clone(),
+                        updates_tx,
+                        xds_status,
+                        stop_rx,
+                    )));
+                    Ok(None)
+                }
+            };
+            match started {
+                Ok(_watcher) => {
+                    control
+                        .until_signalled(&opts.source, signals, changed, updates)
+                        .await
+                }
+                Err(e) => Err(e.into()),
             }
-            Err(e) => Err(e.into()),
-        },
+        }
         (Err(e), _) => Err(e.into()),
         (_, Err(e)) => Err(e.into()),
     };
 
     ready.store(false, Ordering::Release);
     let _ = stop_tx.send(true);
+    if let Some(client) = xds_client
+        && client.await.is_err()
+    {
+        warn!("xDS client task failed");
+    }
     for (what, task) in [("metrics", server), ("admin API", admin_server)] {
         match task.await {
             Ok(Err(e)) => warn!(error = %e, "{what} server ended with an error"),
@@ -185,7 +243,9 @@ struct Control {
     writer: MapWriter,
     probe_config: Array<MapData, ProbeConfig>,
     aggregator: Arc<Mutex<Aggregator>>,
-    path: PathBuf,
+    model: SharedModel,
+    /// Set once a mesh from the source is in force.
+    ready: Arc<AtomicBool>,
     reset_cookie_offset: u32,
 }
 
@@ -251,41 +311,117 @@ impl Control {
         Ok(())
     }
 
+    /// Applies a mesh and records it for introspection.
+    fn install(&mut self, mesh: &Mesh, report: &Report) -> anyhow::Result<()> {
+        let result = self.apply(mesh);
+        let mut model = self.model.lock().unwrap_or_else(|p| p.into_inner());
+        match &result {
+            Ok(()) => {
+                log_report(&model.report, report);
+                model.applied(mesh, report);
+                self.ready.store(true, Ordering::Release);
+            }
+            Err(e) => model.refused(format!("{e:#}")),
+        }
+        result
+    }
+
     /// Re-reads the file; on any error the previous config stays in force.
-    fn reload(&mut self) {
-        let result = config::load(&self.path)
+    fn reload(&mut self, path: &Path) {
+        let result = config::load(path)
             .map_err(anyhow::Error::from)
-            .and_then(|loaded| self.apply(&loaded.mesh));
+            .and_then(|loaded| self.install(&loaded.mesh, &loaded.report));
         let mut agg = self.aggregator.lock().unwrap_or_else(|p| p.into_inner());
         match result {
             Ok(()) => agg.agent.config_reloads_ok += 1,
             Err(e) => {
                 agg.agent.config_reloads_failed += 1;
+                drop(agg);
+                self.model
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .refused(format!("{e:#}"));
                 error!("config reload rejected, the previous config stays in force: {e:#}");
             }
         }
     }
 
+    /// An update from the xDS client; the outcome decides its ACK or NACK.
+    fn apply_update(&mut self, update: Update) {
+        let first = !self.ready.load(Ordering::Acquire);
+        let result = self.install(&update.mesh, &update.report);
+        if result.is_ok() && first {
+            info!("first xDS sync applied; kmesh-agent ready");
+        }
+        let _ = update.applied.send(result.map_err(|e| format!("{e:#}")));
+    }
+
     async fn until_signalled(
         &mut self,
+        source: &MeshSource,
         mut signals: Signals,
         mut changed: mpsc::Receiver<()>,
+        mut updates: mpsc::Receiver<Update>,
     ) -> anyhow::Result<()> {
         loop {
             tokio::select! {
                 _ = signals.term.recv() => { info!("SIGTERM: shutting down"); return Ok(()); }
                 _ = signals.int.recv() => { info!("SIGINT: shutting down"); return Ok(()); }
-                _ = signals.hup.recv() => self.reload(),
+                _ = signals.hup.recv() => match source {
+                    MeshSource::File(path) => self.reload(path),
+                    MeshSource::Xds(_) => info!("SIGHUP: the mesh comes from xDS, nothing to reload"),
+                },
+                Some(update) = updates.recv() => self.apply_update(update),
                 Some(()) = changed.recv() => {
+                    let MeshSource::File(path) = source else { continue };
                     tokio::time::sleep(RELOAD_SETTLE).await;
                     while changed.try_recv().is_ok() {}
-                    if Path::new(&self.path).exists() {
-                        self.reload();
+                    if path.exists() {
+                        self.reload(path);
                     } else {
-                        warn!(config = %self.path.display(), "mesh config file removed; the current config stays in force until it returns");
+                        warn!(config = %path.display(), "mesh config file removed; the current config stays in force until it returns");
                     }
                 }
             }
         }
+    }
+}
+
+/// Logs what the translation newly reports, so a log shows what changed;
+/// the whole report is in the admin API's model.
+fn log_report(previous: &Report, report: &Report) {
+    const MAX_LINES: usize = 50;
+    let mut lines = 0;
+    let new_findings = report
+        .findings
+        .iter()
+        .filter(|f| !previous.findings.contains(f));
+    for f in new_findings {
+        if f.severity == Severity::Ignored {
+            tracing::debug!(resource = %format!("{} {}", f.kind, f.name), "{}", f.message);
+            continue;
+        }
+        lines += 1;
+        if lines > MAX_LINES {
+            continue;
+        }
+        let resource = format!("{} {}", f.kind, f.name);
+        match f.severity {
+            Severity::Adjusted => info!(%resource, "{}", f.message),
+            _ => warn!(%resource, severity = ?f.severity, "{}", f.message),
+        }
+    }
+    for r in report
+        .rejected
+        .iter()
+        .filter(|r| !previous.rejected.contains(r))
+    {
+        warn!(resource = %format!("{} {}", r.kind, r.name), version = %r.version, "refused: {}", r.reason);
+    }
+    if lines > MAX_LINES {
+        warn!(
+            "{} more findings; `kmesh-agent model` shows them all",
+            lines - MAX_LINES
+        );
     }
 }

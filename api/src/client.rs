@@ -11,7 +11,9 @@ use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
 
-use crate::v1::{CONNECTIONS_PATH, ConnectionsPage, ErrorBody, SNAPSHOT_PATH, Snapshot};
+use crate::v1::{
+    CONNECTIONS_PATH, ConnectionsPage, ErrorBody, MODEL_PATH, Model, SNAPSHOT_PATH, Snapshot,
+};
 
 /// Time one request may take.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -58,6 +60,10 @@ impl AdminClient {
 
     pub async fn snapshot(&self) -> Result<Snapshot, ClientError> {
         self.get(SNAPSHOT_PATH).await
+    }
+
+    pub async fn model(&self) -> Result<Model, ClientError> {
+        self.get(MODEL_PATH).await
     }
 
     /// Closed connections with a sequence number above `after`.

@@ -8,11 +8,16 @@
 //! - `GET /v1/connections?after=SEQ&limit=N` → [`ConnectionsPage`]: closed
 //!   connections with a sequence number greater than `after`, oldest first
 //!   (the agent keeps the most recent [`RECENT_CONNECTIONS`]).
+//! - `GET /v1/model` → [`Model`]: the mesh in force and its provenance.
 //!
 //! Errors are a non-2xx status with an [`ErrorBody`].
+mod model;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+
+pub use self::model::*;
 
 pub const VERSION: &str = "v1";
 pub const SNAPSHOT_PATH: &str = "/v1/snapshot";

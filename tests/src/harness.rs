@@ -145,7 +145,18 @@ impl Topology {
 
     /// Runs a client in the namespace and the cgroup; returns its report.
     pub fn client(&self, target: &str, connections: u64, extra: &[&str]) -> ClientReport {
-        let out = Command::new(target_bin("kmesh-testbed"))
+        self.client_in_background(target, connections, extra)
+            .report()
+    }
+
+    /// Starts a client as [`Topology::client`] does, without waiting for it.
+    pub fn client_in_background(
+        &self,
+        target: &str,
+        connections: u64,
+        extra: &[&str],
+    ) -> BackgroundClient {
+        let child = Command::new(target_bin("kmesh-testbed"))
             .args(["--netns", &self.netns, "--cgroup"])
             .arg(&self.cgroup)
             .args([
@@ -156,8 +167,42 @@ impl Topology {
                 &connections.to_string(),
             ])
             .args(extra)
-            .output()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .expect("running kmesh-testbed client");
+        BackgroundClient(Some(child))
+    }
+
+    pub fn start_agent(&self, config: &str) -> Agent {
+        Agent::start(self, Some(config), &[])
+    }
+
+    /// Starts the agent with extra `kmesh-agent run` flags.
+    pub fn start_agent_with(&self, config: &str, flags: &[&str]) -> Agent {
+        Agent::start(self, Some(config), flags)
+    }
+
+    /// Starts the agent on an xDS control plane instead of a file; returns
+    /// once it is ready, that is once its first sync is applied.
+    pub fn start_agent_xds(&self, server: SocketAddr, flags: &[&str]) -> Agent {
+        let address = server.to_string();
+        let mut all = vec!["--xds-address", &address];
+        all.extend_from_slice(flags);
+        Agent::start(self, None, &all)
+    }
+}
+
+/// A client started by [`Topology::client_in_background`].
+pub struct BackgroundClient(Option<Child>);
+
+impl BackgroundClient {
+    /// Waits for the client to finish and returns its report.
+    pub fn report(mut self) -> ClientReport {
+        let child = self.0.take().expect("a running client");
+        let out = child
+            .wait_with_output()
+            .expect("waiting for kmesh-testbed client");
         assert!(
             out.status.success(),
             "client failed: {}",
@@ -165,14 +210,14 @@ impl Topology {
         );
         serde_json::from_slice(&out.stdout).expect("client report JSON")
     }
+}
 
-    pub fn start_agent(&self, config: &str) -> Agent {
-        Agent::start(self, config, &[])
-    }
-
-    /// Starts the agent with extra `kmesh-agent run` flags.
-    pub fn start_agent_with(&self, config: &str, flags: &[&str]) -> Agent {
-        Agent::start(self, config, flags)
+impl Drop for BackgroundClient {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -238,9 +283,11 @@ pub struct Agent {
 }
 
 impl Agent {
-    fn start(topo: &Topology, config: &str, flags: &[&str]) -> Self {
+    fn start(topo: &Topology, config: Option<&str>, flags: &[&str]) -> Self {
         let config_path = topo.workdir.join("mesh.yaml");
-        std::fs::write(&config_path, config).expect("writing config");
+        if let Some(config) = config {
+            std::fs::write(&config_path, config).expect("writing config");
+        }
         let log_path = topo.workdir.join("agent.log");
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin_socket = topo.workdir.join("admin.sock");
@@ -249,10 +296,11 @@ impl Agent {
         for (name, _) in std::env::vars().filter(|(n, _)| n.starts_with("OTEL_")) {
             cmd.env_remove(name);
         }
+        cmd.arg("run");
+        if config.is_some() {
+            cmd.arg("--config").arg(&config_path);
+        }
         let child = cmd
-            .arg("run")
-            .arg("--config")
-            .arg(&config_path)
             .arg("--cgroup")
             .arg(&topo.cgroup)
             .arg("--bpffs-dir")

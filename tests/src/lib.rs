@@ -8,6 +8,7 @@ pub mod prometheus;
 pub mod protocol;
 mod report;
 pub mod rotel;
+pub mod xds_data;
 
 use std::{
     io::{Read, Write},

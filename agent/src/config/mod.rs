@@ -72,6 +72,18 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
     from_documents(path, &docs)
 }
 
+/// Reads and validates a mesh from one document in memory, as `load` reads
+/// one file (the fuzz targets go through here); errors name `<memory>`.
+pub fn load_text(text: &str) -> Result<Loaded, ConfigError> {
+    let path = Path::new("<memory>");
+    let doc = Document {
+        path: path.to_path_buf(),
+        text: text.to_string(),
+        version: String::new(),
+    };
+    from_documents(path, &[doc])
+}
+
 /// The JSON and YAML files of a directory, in name order; hidden entries
 /// (a ConfigMap's `..data`) are skipped.
 fn config_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {

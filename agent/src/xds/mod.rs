@@ -2,6 +2,7 @@
 //! or from a file; either way they become the same `envoy-types` messages,
 //! go through one translation, and come out as the [`Mesh`](crate::model::Mesh)
 //! the map writer applies.
+pub mod ads;
 pub mod json;
 pub mod resources;
 pub mod translate;

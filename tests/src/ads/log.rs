@@ -8,6 +8,8 @@ pub struct RecordedRequest {
     /// Which stream carried it: 1 for the first stream since the server
     /// started, 2 for the next, and so on.
     pub stream: usize,
+    /// When the server read it.
+    pub at: std::time::Instant,
     pub type_url: String,
     pub version_info: String,
     pub response_nonce: String,
@@ -41,6 +43,8 @@ pub struct RecordedError {
 #[derive(Clone, Debug, PartialEq)]
 pub struct RecordedResponse {
     pub stream: usize,
+    /// When the server sent it.
+    pub at: std::time::Instant,
     pub type_url: String,
     pub version_info: String,
     pub nonce: String,
@@ -135,6 +139,7 @@ impl RecordedRequest {
     pub(super) fn new(stream: usize, request: &DiscoveryRequest, stale: bool) -> Self {
         Self {
             stream,
+            at: std::time::Instant::now(),
             type_url: request.type_url.clone(),
             version_info: request.version_info.clone(),
             response_nonce: request.response_nonce.clone(),

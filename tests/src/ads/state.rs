@@ -184,6 +184,7 @@ impl State {
             .insert(response.type_url.clone(), response.nonce.clone());
         self.log.responses.push(RecordedResponse {
             stream: id,
+            at: std::time::Instant::now(),
             type_url: response.type_url.clone(),
             version_info: response.version_info.clone(),
             nonce: response.nonce.clone(),

@@ -1,0 +1,319 @@
+//! The ADS client: one gRPC stream to istiod (or any xDS server) carrying
+//! clusters, endpoints, listeners and routes, state of the world. Each
+//! response is decoded and checked ([`stream`]), translated, handed to the
+//! control loop to apply, and only then ACKed, so an ACK means the kernel
+//! routes by it. A stream that fails is reopened with jittered exponential
+//! backoff; until the new stream has delivered every type, the last mesh
+//! applied keeps routing.
+pub mod node;
+pub mod settings;
+pub mod stream;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    hash::{BuildHasher, Hasher},
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime},
+};
+
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DiscoveryRequest, aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
+};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tracing::{info, warn};
+
+use self::{settings::AdsSettings, stream::StreamState};
+use super::{Report, mesh_of};
+use crate::model::{Mesh, ProbeSettings};
+
+/// istiod pushes whole snapshots; a large mesh's clusters or endpoints
+/// exceed gRPC's 4 MiB default.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+const FIRST_RETRY: Duration = Duration::from_millis(500);
+const MAX_RETRY: Duration = Duration::from_secs(30);
+/// A stream that lived this long was healthy: the next failure starts the
+/// backoff over.
+const HEALTHY_STREAM: Duration = Duration::from_secs(30);
+
+/// A translated mesh for the control loop; it answers on `applied`.
+pub struct Update {
+    pub mesh: Mesh,
+    pub report: Report,
+    pub applied: oneshot::Sender<Result<(), String>>,
+}
+
+/// The client's state, for the admin API and logs.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct XdsStatus {
+    pub server: String,
+    pub connected: bool,
+    /// The current stream has delivered every subscribed type.
+    pub synced: bool,
+    /// Versions ACKed on the current stream, by type.
+    pub versions: BTreeMap<String, String>,
+    pub connects: u64,
+    pub responses: u64,
+    pub acks: u64,
+    pub nacks: u64,
+    pub last_error: Option<String>,
+    pub last_nack: Option<String>,
+    #[serde(skip)]
+    pub last_applied: Option<SystemTime>,
+}
+
+pub type SharedStatus = Arc<Mutex<XdsStatus>>;
+
+fn with_status(status: &SharedStatus, f: impl FnOnce(&mut XdsStatus)) {
+    f(&mut status.lock().unwrap_or_else(|p| p.into_inner()));
+}
+
+/// Runs until `stop` turns true.
+pub async fn run(
+    settings: AdsSettings,
+    updates: mpsc::Sender<Update>,
+    status: SharedStatus,
+    mut stop: watch::Receiver<bool>,
+) {
+    with_status(&status, |s| s.server = settings.url.clone());
+    let mut last_applied: Option<Mesh> = None;
+    let mut failures = 0u32;
+    loop {
+        let started = Instant::now();
+        let mut session = Session {
+            settings: &settings,
+            updates: &updates,
+            status: &status,
+            last_applied: &mut last_applied,
+        };
+        let result = tokio::select! {
+            r = session.run() => r,
+            _ = stop.changed() => return,
+        };
+        with_status(&status, |s| {
+            s.connected = false;
+            s.synced = false;
+        });
+        let message = match result {
+            Ok(()) => "the server closed the stream".to_string(),
+            Err(e) => e,
+        };
+        if started.elapsed() >= HEALTHY_STREAM {
+            failures = 0;
+        }
+        failures += 1;
+        let delay = retry_delay(failures);
+        warn!(
+            server = %settings.url,
+            retry_in = ?delay,
+            "xDS stream ended: {message}; the last applied mesh keeps routing"
+        );
+        with_status(&status, |s| s.last_error = Some(message));
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Exponential with full jitter over its upper half, so agents restarted
+/// together do not reconnect together.
+fn retry_delay(failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(10);
+    let ceiling = (FIRST_RETRY * 2u32.pow(exp)).min(MAX_RETRY);
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let half = ceiling / 2;
+    half + Duration::from_nanos(random % (half.as_nanos() as u64).max(1))
+}
+
+async fn connect(settings: &AdsSettings) -> Result<Channel, String> {
+    let mut endpoint = Endpoint::from_shared(settings.url.clone())
+        .map_err(|e| format!("bad server URL: {e}"))?
+        .connect_timeout(Duration::from_secs(10))
+        .tcp_keepalive(Some(Duration::from_secs(30)))
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10));
+    if let Some(pem) = &settings.ca_pem {
+        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
+        if let Some(name) = &settings.server_name {
+            tls = tls.domain_name(name.clone());
+        }
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| format!("TLS settings: {e}"))?;
+    }
+    endpoint
+        .connect()
+        .await
+        .map_err(|e| format!("cannot connect: {}", error_chain(&e)))
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
+}
+
+struct Session<'s> {
+    settings: &'s AdsSettings,
+    updates: &'s mpsc::Sender<Update>,
+    status: &'s SharedStatus,
+    last_applied: &'s mut Option<Mesh>,
+}
+
+impl Session<'_> {
+    async fn run(&mut self) -> Result<(), String> {
+        let channel = connect(self.settings).await?;
+        let mut client = AggregatedDiscoveryServiceClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let (tx, rx) = mpsc::channel::<DiscoveryRequest>(64);
+        let mut state = StreamState::new();
+        for (i, mut request) in state.initial_requests().into_iter().enumerate() {
+            if i == 0 {
+                // Istio reads the node from a stream's first request only.
+                request.node = Some(self.settings.node.to_node());
+            }
+            let _ = tx.try_send(request);
+        }
+        let mut request = tonic::Request::new(ReceiverStream::new(rx));
+        if let Some(path) = &self.settings.token_file {
+            let token = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read token file {}: {e}", path.display()))?;
+            let value = format!("Bearer {}", token.trim()).parse().map_err(|_| {
+                format!(
+                    "token file {} holds characters a header cannot carry",
+                    path.display()
+                )
+            })?;
+            request.metadata_mut().insert("authorization", value);
+        }
+        let mut responses = client
+            .stream_aggregated_resources(request)
+            .await
+            .map_err(|s| describe_status(&s))?
+            .into_inner();
+        with_status(self.status, |s| {
+            s.connected = true;
+            s.connects += 1;
+        });
+        info!(server = %self.settings.url, node = %self.settings.node.id, "xDS stream open");
+        let mut applied_this_stream = false;
+        while let Some(response) = responses.message().await.map_err(|s| describe_status(&s))? {
+            let handled = state.handle(&response);
+            let kind = handled.kind;
+            let mut requests = handled.requests;
+            if !handled.errors.is_empty() {
+                let what: Vec<String> = handled.errors.iter().map(ToString::to_string).collect();
+                warn!(
+                    type_url = %response.type_url,
+                    version = %response.version_info,
+                    "NACK: {}; the previous version of each refused resource stays in force",
+                    what.join("; ")
+                );
+            }
+            if kind.is_some() && state.synced() && (handled.changed || !applied_this_stream) {
+                if let Err(e) = self.apply(&state).await {
+                    warn!("xDS update not applied: {e}");
+                    // The ACK becomes a NACK: the kernel does not route by it.
+                    if let (Some(kind), Some(first)) = (kind, requests.first_mut()) {
+                        *first = state.refuse_applied(kind, &handled.previous_version, e);
+                    }
+                } else {
+                    applied_this_stream = true;
+                }
+            }
+            let nack = requests.first().is_some_and(|r| r.error_detail.is_some());
+            with_status(self.status, |s| {
+                s.responses += 1;
+                if nack {
+                    s.nacks += 1;
+                    s.last_nack = requests[0].error_detail.as_ref().map(|d| d.message.clone());
+                } else {
+                    s.acks += 1;
+                }
+                s.synced = state.synced();
+                s.versions = state
+                    .accepted_versions()
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect();
+            });
+            for r in requests {
+                tx.send(r)
+                    .await
+                    .map_err(|_| "the request stream closed".to_string())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Translates the stream's resources and waits for the control loop to
+    /// apply them. A service whose clusters or routes are still on their
+    /// way keeps its previous form.
+    async fn apply(&mut self, state: &StreamState) -> Result<(), String> {
+        let (mut mesh, report, translation) = mesh_of(&state.resources, ProbeSettings::default());
+        keep_pending(&mut mesh, &translation.pending, self.last_applied.as_ref());
+        let (applied, outcome) = oneshot::channel();
+        self.updates
+            .send(Update {
+                mesh: mesh.clone(),
+                report,
+                applied,
+            })
+            .await
+            .map_err(|_| "the agent is shutting down".to_string())?;
+        outcome
+            .await
+            .map_err(|_| "the agent is shutting down".to_string())??;
+        *self.last_applied = Some(mesh);
+        with_status(self.status, |s| s.last_applied = Some(SystemTime::now()));
+        Ok(())
+    }
+}
+
+fn keep_pending(mesh: &mut Mesh, pending: &BTreeSet<SocketAddr>, last: Option<&Mesh>) {
+    let Some(last) = last else { return };
+    for vip in pending {
+        if let Some(previous) = last.services.get(vip) {
+            mesh.services.insert(*vip, previous.clone());
+        }
+    }
+}
+
+fn describe_status(s: &tonic::Status) -> String {
+    let hint = match s.code() {
+        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
+            "; check --xds-token-file (istiod wants a token with audience istio-ca) and that the node's namespace is the token's"
+        }
+        tonic::Code::Unimplemented => "; the server has no ADS (is this an xDS port?)",
+        _ => "",
+    };
+    format!("{} ({:?}){hint}", s.message(), s.code())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_grow_to_the_cap_with_jitter() {
+        for failures in 1..20 {
+            let d = retry_delay(failures);
+            let ceiling = (FIRST_RETRY * 2u32.pow((failures - 1).min(10))).min(MAX_RETRY);
+            assert!(d >= ceiling / 2 && d <= ceiling, "{failures}: {d:?}");
+        }
+        let spread: BTreeSet<Duration> = (0..20).map(|_| retry_delay(8)).collect();
+        assert!(spread.len() > 1, "no jitter");
+    }
+}
