@@ -9,7 +9,7 @@ use envoy_types::pb::{
 };
 use kmesh_api::{client::AdminClient, v1};
 use kmesh_tests::{
-    ads::{self, AdsServer},
+    ads::{self, AdsOptions, AdsServer},
     harness::{Agent, Topology, block_on, privileged},
     xds_data::{self, eds_cluster, endpoints, vip_listener},
 };
@@ -350,4 +350,110 @@ fn a_restarted_server_is_reconnected_and_routing_carries_on_meanwhile() {
     let xds = model(&agent).source.xds.unwrap();
     assert_eq!(xds.connects, 2);
     assert!(agent.log().contains("xDS stream ended"), "{}", agent.log());
+}
+
+#[test]
+fn tls_and_a_rotating_token_as_istiod_15012_wants() {
+    if !privileged("tls_and_a_rotating_token_as_istiod_15012_wants") {
+        return;
+    }
+    let topo = Topology::new("xds-tls");
+    let _backends = topo.serve(&[A], false);
+    let (ca_pem, identity) = ads::test_pki("istiod.istio-system.svc").unwrap();
+    let mut server = AdsServer::start_with(
+        "127.0.0.1:0".parse().unwrap(),
+        AdsOptions {
+            require_token: Some("token-one".into()),
+            tls: Some(identity),
+        },
+    )
+    .unwrap();
+    echo_mesh(&server, "1", &[(A, 1)]);
+    let ca = topo.workdir.join("root-cert.pem");
+    let token = topo.workdir.join("istio-token");
+    std::fs::write(&ca, ca_pem).unwrap();
+    std::fs::write(&token, "token-one\n").unwrap();
+    let (ca_arg, token_arg) = (ca.display().to_string(), token.display().to_string());
+    let agent = topo.start_agent_xds(
+        server.addr(),
+        &[
+            "--xds-ca-file",
+            &ca_arg,
+            "--xds-server-name",
+            "istiod.istio-system.svc",
+            "--xds-token-file",
+            &token_arg,
+        ],
+    );
+    server.wait_for_ack(ads::ENDPOINT_TYPE, "1", WAIT).unwrap();
+    assert!(model(&agent).source.location.starts_with("https://"));
+    let report = topo.client(VIP, 20, &["--concurrency", "2"]);
+    assert_eq!(report.backends.get(A), Some(&20), "{:?}", report.backends);
+
+    // The token rotates while istiod restarts (which then takes only the
+    // new one): the agent reads the file again when it reconnects.
+    std::fs::write(&token, "token-two\n").unwrap();
+    let mut rotated = server.options().clone();
+    rotated.require_token = Some("token-two".into());
+    server.stop();
+    let server = AdsServer::start_with(server.addr(), rotated).unwrap();
+    echo_mesh(&server, "2", &[(A, 1)]);
+    server
+        .wait_for_ack(ads::ENDPOINT_TYPE, "2", Duration::from_secs(30))
+        .unwrap();
+    assert_eq!(server.rejected(), 0);
+}
+
+#[test]
+fn an_envoy_resource_file_routes_like_ads() {
+    if !privileged("an_envoy_resource_file_routes_like_ads") {
+        return;
+    }
+    let topo = Topology::new("xds-file");
+    let _backends = topo.serve(&[A, B], false);
+    // The bootstrap form: a static cluster with weights, a VIP listener.
+    let config = format!(
+        r#"
+static_resources:
+  listeners:
+  - name: echo
+    address: {{ socket_address: {{ address: 198.18.0.20, port_value: 80 }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: echo
+          cluster: echo
+  clusters:
+  - name: echo
+    type: STATIC
+    lb_policy: ROUND_ROBIN
+    load_assignment:
+      cluster_name: echo
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.2, port_value: 8080 }} }} }}
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.3, port_value: 8080 }} }} }}
+"#
+    );
+    let agent = topo.start_agent(&config);
+    let report = topo.client(VIP, 100, &["--concurrency", "2"]);
+    assert_eq!(
+        report.backends.get(A),
+        Some(&50),
+        "round robin: {:?}",
+        report.backends
+    );
+    assert_eq!(
+        report.backends.get(B),
+        Some(&50),
+        "round robin: {:?}",
+        report.backends
+    );
+    let m = model(&agent);
+    assert_eq!(m.source.kind, "file");
+    let s = service(&m, VIP);
+    assert_eq!(s.policy, "round_robin");
+    assert_eq!(s.resources[0].kind, "listener");
 }

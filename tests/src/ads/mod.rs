@@ -36,7 +36,7 @@ use envoy_types::pb::{
 };
 pub use log::{Log, RecordedError, RecordedNode, RecordedRequest, RecordedResponse};
 use tokio::sync::oneshot;
-use tonic::transport::{Server, server::TcpIncoming};
+use tonic::transport::{Identity, Server, ServerTlsConfig, server::TcpIncoming};
 
 use self::{service::Ads, state::State};
 
@@ -55,6 +55,33 @@ pub struct AdsOptions {
     /// Reject (Unauthenticated) any stream whose `authorization` metadata is
     /// not `Bearer <token>`, as istiod does with a wrong service-account token.
     pub require_token: Option<String>,
+    /// Serve TLS with this PEM certificate chain and key, as istiod's
+    /// port 15012 does.
+    pub tls: Option<TlsIdentity>,
+}
+
+#[derive(Clone, Debug)]
+pub struct TlsIdentity {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// A CA, and a server certificate it signed for `server_name`, made fresh
+/// for a test: (CA certificate PEM, server identity).
+pub fn test_pki(server_name: &str) -> anyhow::Result<(String, TlsIdentity)> {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
+    let key = KeyPair::generate()?;
+    let cert = CertificateParams::new(vec![server_name.to_string()])?.signed_by(&key, &ca)?;
+    Ok((
+        ca.pem(),
+        TlsIdentity {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        },
+    ))
 }
 
 /// A running (or stopped) ADS server; stopped when dropped.
@@ -105,6 +132,10 @@ impl AdsServer {
         };
         server.spawn()?;
         Ok(server)
+    }
+
+    pub fn options(&self) -> &AdsOptions {
+        &self.options
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -244,12 +275,24 @@ impl AdsServer {
             require_token: self.options.require_token.clone(),
         };
         let state = Arc::clone(&self.state);
+        let tls = self.options.tls.clone();
         let (shutdown, stopped) = oneshot::channel();
         let thread = std::thread::Builder::new()
             .name("ads-server".into())
             .spawn(move || {
                 runtime.spawn(async move {
-                    let served = Server::builder()
+                    let mut builder = Server::builder();
+                    if let Some(tls) = tls {
+                        let identity = Identity::from_pem(tls.cert_pem, tls.key_pem);
+                        match builder.tls_config(ServerTlsConfig::new().identity(identity)) {
+                            Ok(b) => builder = b,
+                            Err(e) => {
+                                lock(&state).server_error = Some(e.to_string());
+                                return;
+                            }
+                        }
+                    }
+                    let served = builder
                         .add_service(AggregatedDiscoveryServiceServer::new(ads))
                         .serve_with_incoming(TcpIncoming::from(listener))
                         .await;

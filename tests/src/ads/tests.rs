@@ -400,6 +400,7 @@ fn restart_keeps_state_and_counts_reconnects() {
 fn a_required_token_is_checked() {
     let options = AdsOptions {
         require_token: Some("s3cret".into()),
+        ..Default::default()
     };
     let ads = AdsServer::start_with(SocketAddr::from(([127, 0, 0, 1], 0)), options).unwrap();
     for wrong in [None, Some("guess")] {

@@ -617,7 +617,9 @@ impl<'a> Translator<'a> {
                 format!("{vip} has {} backends; the {MAX_BACKENDS} heaviest are kept and {dropped} left out", MAX_BACKENDS + dropped),
             );
         }
-        if service.vip.port() == 6380 { panic!("INJECTED fuzz check: service on port 6380"); } // FUZZ-INJECTED, remove
+        if service.vip.port() == 6380 {
+            panic!("INJECTED fuzz check: service on port 6380");
+        } // FUZZ-INJECTED, remove
         self.claim(service, listener);
     }
 
