@@ -412,12 +412,11 @@ fn an_envoy_resource_file_routes_like_ads() {
     let topo = Topology::new("xds-file");
     let _backends = topo.serve(&[A, B], false);
     // The bootstrap form: a static cluster with weights, a VIP listener.
-    let config = format!(
-        r#"
+    let config = r#"
 static_resources:
   listeners:
   - name: echo
-    address: {{ socket_address: {{ address: 198.18.0.20, port_value: 80 }} }}
+    address: { socket_address: { address: 198.18.0.20, port_value: 80 } }
     filter_chains:
     - filters:
       - name: envoy.filters.network.tcp_proxy
@@ -433,11 +432,10 @@ static_resources:
       cluster_name: echo
       endpoints:
       - lb_endpoints:
-        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.2, port_value: 8080 }} }} }}
-        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.3, port_value: 8080 }} }} }}
-"#
-    );
-    let agent = topo.start_agent(&config);
+        - endpoint: { address: { socket_address: { address: 127.0.0.2, port_value: 8080 } } }
+        - endpoint: { address: { socket_address: { address: 127.0.0.3, port_value: 8080 } } }
+"#;
+    let agent = topo.start_agent(config);
     let report = topo.client(VIP, 100, &["--concurrency", "2"]);
     assert_eq!(
         report.backends.get(A),
