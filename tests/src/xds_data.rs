@@ -28,8 +28,11 @@ use crate::ads::{self, AdsServer};
 /// Resources of one type, as [`AdsServer::set`] takes them.
 pub type Resources = Vec<(String, Any)>;
 
+/// Resources of every type, by type URL.
+pub type ResourceMap = BTreeMap<String, Resources>;
+
 /// Every resource of a file (a config dump, a list, ...) by type URL.
-pub fn read_file(path: &Path) -> BTreeMap<String, Resources> {
+pub fn read_file(path: &Path) -> ResourceMap {
     let text = std::fs::read_to_string(path).expect("reading xDS test data");
     let value: serde_json::Value = if path.extension().is_some_and(|e| e == "json") {
         serde_json::from_str(&text).expect("JSON")
@@ -41,7 +44,7 @@ pub fn read_file(path: &Path) -> BTreeMap<String, Resources> {
     by_type(&set)
 }
 
-pub fn by_type(set: &ResourceSet) -> BTreeMap<String, Resources> {
+pub fn by_type(set: &ResourceSet) -> ResourceMap {
     fn pack<M: Name>(
         map: &BTreeMap<String, kmesh_agent::xds::resources::Versioned<M>>,
     ) -> Resources {
@@ -59,7 +62,7 @@ pub fn by_type(set: &ResourceSet) -> BTreeMap<String, Resources> {
 
 /// Serves `resources` at `version` (clusters and endpoints first, as istiod
 /// orders a push).
-pub fn serve_all(server: &AdsServer, version: &str, resources: &BTreeMap<String, Resources>) {
+pub fn serve_all(server: &AdsServer, version: &str, resources: &ResourceMap) {
     for t in [
         ads::CLUSTER_TYPE,
         ads::ENDPOINT_TYPE,

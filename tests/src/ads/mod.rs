@@ -294,7 +294,10 @@ impl AdsServer {
                     }
                     let served = builder
                         .add_service(AggregatedDiscoveryServiceServer::new(ads))
-                        .serve_with_incoming(TcpIncoming::from(listener))
+                        .serve_with_incoming(
+                            // As istiod (Go) does: no Nagle delay on pushes.
+                            TcpIncoming::from(listener).with_nodelay(Some(true)),
+                        )
                         .await;
                     if let Err(e) = served {
                         lock(&state).server_error = Some(e.to_string());
