@@ -286,10 +286,17 @@ fn invalid_resources_are_nacked_and_the_last_good_state_stays() {
     );
 
     // Valid but unroutable: a listener to a cluster that does not exist is
-    // ACKed and reported, and a 300-endpoint assignment keeps the 256 the
-    // kernel can hold.
-    let many: Vec<String> = (0..300)
-        .map(|i| format!("127.1.{}.{}:8080", i / 200, i % 200 + 1))
+    // ACKed and reported, and a 150 000-endpoint assignment (a 4.5 MB
+    // message, above gRPC's 4 MiB default) keeps the 256 the kernel holds.
+    let many: Vec<String> = (0..150_000u32)
+        .map(|i| {
+            format!(
+                "127.{}.{}.{}:8080",
+                1 + i / 62_500,
+                i / 250 % 250,
+                i % 250 + 1
+            )
+        })
         .collect();
     let many: Vec<(&str, u32)> = many.iter().map(|a| (a.as_str(), 1)).collect();
     server.set(
