@@ -305,6 +305,22 @@ fn describe_status(s: &tonic::Status) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::fixtures;
+
+    #[test]
+    fn a_service_waiting_for_its_endpoints_keeps_its_previous_form() {
+        let before = fixtures::echo();
+        let vip = *before.services.keys().next().unwrap();
+        let mut now = before.clone();
+        now.services.get_mut(&vip).unwrap().backends.clear();
+        keep_pending(&mut now, &BTreeSet::from([vip]), Some(&before));
+        assert_eq!(now, before);
+        // Nothing to keep on a first sync: the service goes in as it is.
+        let mut first = before.clone();
+        first.services.get_mut(&vip).unwrap().backends.clear();
+        keep_pending(&mut first, &BTreeSet::from([vip]), None);
+        assert!(first.services[&vip].backends.is_empty());
+    }
 
     #[test]
     fn retry_delays_grow_to_the_cap_with_jitter() {

@@ -352,8 +352,7 @@ impl<'a> Translator<'a> {
             (None, None) => return,
         };
         refs.insert(0, at);
-        self.bound.insert(vip);
-        self.add_service(vip, &name, &target, refs, &l.name);
+        self.add_service(vip, &name, &target, refs, (&l.name, true));
     }
 
     /// The target of an HTTP chain for connections to `vip`, with the
@@ -479,7 +478,7 @@ impl<'a> Translator<'a> {
                             &name,
                             &target,
                             vec![at.clone()],
-                            &l.name,
+                            (&l.name, false),
                         );
                     }
                 }
@@ -517,7 +516,7 @@ impl<'a> Translator<'a> {
             let name = service_name_of_vhost(vh, rc).to_string();
             let refs: Vec<ResourceRef> = std::iter::once(at.clone()).chain(rc_at.clone()).collect();
             for vip in vips {
-                self.add_service(vip, &name, &target, refs.clone(), &l.name);
+                self.add_service(vip, &name, &target, refs.clone(), (&l.name, false));
             }
         }
     }
@@ -560,7 +559,7 @@ impl<'a> Translator<'a> {
         name: &str,
         target: &Target,
         mut resources: Vec<ResourceRef>,
-        listener: &str,
+        (listener, bound): (&str, bool),
     ) {
         if vip.port() == 0 {
             return;
@@ -617,34 +616,41 @@ impl<'a> Translator<'a> {
                 format!("{vip} has {} backends; the {MAX_BACKENDS} heaviest are kept and {dropped} left out", MAX_BACKENDS + dropped),
             );
         }
-        if service.vip.port() == 6380 {
-            panic!("INJECTED fuzz check: service on port 6380");
-        } // FUZZ-INJECTED, remove
-        self.claim(service, listener);
+        self.claim(service, listener, bound);
     }
 
     /// One service per VIP: a listener bound to the VIP beats a domain read
     /// off a wildcard listener; otherwise the first listener by name wins.
-    fn claim(&mut self, service: Service, listener: &str) {
+    fn claim(&mut self, service: Service, listener: &str, bound: bool) {
         let vip = service.vip;
         let Some(existing) = self.out.services.get(&vip) else {
+            if bound {
+                self.bound.insert(vip);
+            }
             self.out.services.insert(vip, service);
             return;
         };
         if existing.backends == service.backends && existing.policy == service.policy {
             return;
         }
-        let first = existing
+        let other = existing
             .origin
             .resources
             .first()
             .map(|r| r.name.clone())
             .unwrap_or_default();
+        let (kept, dropped) = if bound && !self.bound.contains(&vip) {
+            self.bound.insert(vip);
+            self.out.services.insert(vip, service);
+            (listener.to_string(), other)
+        } else {
+            (other, listener.to_string())
+        };
         self.note(
             Severity::Adjusted,
             ResourceType::Listener,
-            listener,
-            format!("{vip} is also a service of listener {first:?} with other backends; that one is kept"),
+            &dropped,
+            format!("{vip} is also a service of listener {kept:?}, with other backends; that one is kept"),
         );
     }
 }
@@ -698,3 +704,6 @@ fn names(t: &Target) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+#[cfg(test)]
+mod tests;
