@@ -244,7 +244,8 @@ struct Control {
     probe_config: Array<MapData, ProbeConfig>,
     aggregator: Arc<Mutex<Aggregator>>,
     model: SharedModel,
-    /// Set once a mesh from the source is in force.
+    /// Set once the source is live: the file watched, or the first xDS
+    /// sync applied.
     ready: Arc<AtomicBool>,
     reset_cookie_offset: u32,
 }
@@ -319,7 +320,6 @@ impl Control {
             Ok(()) => {
                 log_report(&model.report, report);
                 model.applied(mesh, report);
-                self.ready.store(true, Ordering::Release);
             }
             Err(e) => model.refused(format!("{e:#}")),
         }
@@ -351,6 +351,9 @@ impl Control {
         let first = !self.ready.load(Ordering::Acquire);
         let result = self.install(&update.mesh, &update.report);
         if result.is_ok() && first {
+            // The file source is ready once its watcher runs; this one once
+            // its first sync is in the kernel.
+            self.ready.store(true, Ordering::Release);
             info!("first xDS sync applied; kmesh-agent ready");
         }
         let _ = update.applied.send(result.map_err(|e| format!("{e:#}")));
