@@ -7,6 +7,8 @@
 #     toolchain has no rust-src and rustup's server is not reachable).
 #   - bpf-linker built against LLVM 22, the same LLVM major rustc-web uses,
 #     so it can read the eBPF crates' bitcode.
+#   - cargo-fuzz, which builds and runs the libFuzzer targets in fuzz/
+#     (scripts/fuzz.sh).
 #   - bpffs and tracefs mounted (neither is mounted at boot here).
 #   - The real telemetry backends the tests export to: Prometheus (Debian)
 #     and rotel, an OTLP collector (PyPI).
@@ -15,6 +17,7 @@ set -euo pipefail
 log() { printf '[setup] %s\n' "$*" >&2; }
 
 BPF_LINKER_VERSION=0.13.0
+CARGO_FUZZ_VERSION=0.13.2
 ROTEL_VERSION=0.0.1a15
 APT_PACKAGES=(rustc-web rust-web-src cargo-web llvm-22-dev libpolly-22-dev
   zlib1g-dev libzstd-dev iproute2 procps util-linux python3 prometheus tmux)
@@ -47,6 +50,11 @@ if ! "$CARGO_BIN/bpf-linker" --version 2>/dev/null | grep -q "$BPF_LINKER_VERSIO
   PATH=/usr/lib/llvm-22/bin:$PATH LLVM_SYS_221_PREFIX=/usr/lib/llvm-22 \
     cargo install --quiet --locked bpf-linker --version "$BPF_LINKER_VERSION" \
     --no-default-features --features llvm-22
+fi
+
+if ! "$CARGO_BIN/cargo-fuzz" --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
+  log "installing cargo-fuzz $CARGO_FUZZ_VERSION (about 30 s)"
+  cargo install --quiet --locked cargo-fuzz --version "$CARGO_FUZZ_VERSION"
 fi
 
 installed_rotel=$(python3 -m pip show rotel 2>/dev/null | sed -n 's/^Version: //p')
