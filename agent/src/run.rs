@@ -328,21 +328,25 @@ impl Control {
 
     /// Re-reads the file; on any error the previous config stays in force.
     fn reload(&mut self, path: &Path) {
-        let result = config::load(path)
-            .map_err(anyhow::Error::from)
-            .and_then(|loaded| self.install(&loaded.mesh, &loaded.report));
-        let mut agg = self.aggregator.lock().unwrap_or_else(|p| p.into_inner());
-        match result {
-            Ok(()) => agg.agent.config_reloads_ok += 1,
+        let result = match config::load(path) {
+            Ok(loaded) => self.install(&loaded.mesh, &loaded.report),
             Err(e) => {
-                agg.agent.config_reloads_failed += 1;
-                drop(agg);
+                let e = anyhow::Error::from(e);
                 self.model
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .refused(format!("{e:#}"));
-                error!("config reload rejected, the previous config stays in force: {e:#}");
+                Err(e)
             }
+        };
+        // Logged before counted: whoever sees the count sees the reason.
+        if let Err(e) = &result {
+            error!("config reload rejected, the previous config stays in force: {e:#}");
+        }
+        let mut agg = self.aggregator.lock().unwrap_or_else(|p| p.into_inner());
+        match result {
+            Ok(()) => agg.agent.config_reloads_ok += 1,
+            Err(_) => agg.agent.config_reloads_failed += 1,
         }
     }
 
