@@ -15,11 +15,7 @@ use crate::{
 
 pub enum SourceKind {
     File(PathBuf),
-    Xds {
-        url: String,
-        node_id: String,
-        status: SharedStatus,
-    },
+    Xds { url: String, status: SharedStatus },
 }
 
 /// What the admin API needs to answer `/v1/model`.
@@ -64,24 +60,9 @@ impl ModelState {
     pub fn to_v1(&self) -> v1::Model {
         let (kind, location, xds, source_error) = match &self.source {
             SourceKind::File(path) => ("file", path.display().to_string(), None, None),
-            SourceKind::Xds {
-                url,
-                node_id,
-                status,
-            } => {
+            SourceKind::Xds { url, status } => {
                 let s = status.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                let xds = v1::XdsSource {
-                    node_id: node_id.clone(),
-                    connected: s.connected,
-                    synced: s.synced,
-                    versions: s.versions,
-                    connects: s.connects,
-                    responses: s.responses,
-                    acks: s.acks,
-                    nacks: s.nacks,
-                    last_nack: s.last_nack,
-                };
-                ("xds", url.clone(), Some(xds), s.last_error)
+                ("xds", url.clone(), Some(s.stream), s.last_error)
             }
         };
         let report = &self.report;

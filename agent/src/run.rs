@@ -121,7 +121,6 @@ async fn serve(
         MeshSource::File(path) => SourceKind::File(path.clone()),
         MeshSource::Xds(settings) => SourceKind::Xds {
             url: settings.url.clone(),
-            node_id: settings.node.id.clone(),
             status: xds_status.clone(),
         },
     };

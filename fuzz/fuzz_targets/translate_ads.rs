@@ -34,6 +34,6 @@ fuzz_target!(|data: &[u8]| {
             });
         }
     }
-    let (mesh, _report, _translation) = xds::mesh_of(&set, ProbeSettings::default());
+    let (mesh, _report, _pending) = xds::mesh_of(&set, ProbeSettings::default());
     kmesh_fuzz_input::check_mesh(&mesh);
 });

@@ -7,7 +7,7 @@ pub mod json;
 pub mod resources;
 pub mod translate;
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeSet, net::SocketAddr};
 
 use serde::Serialize;
 
@@ -26,21 +26,19 @@ pub struct Report {
     pub unrouted: Vec<Unrouted>,
 }
 
-/// Translates a resource set into a mesh and its report.
-pub fn mesh_of(set: &ResourceSet, probe: ProbeSettings) -> (Mesh, Report, Translation) {
-    let mut t = translate::translate(set);
-    let services = std::mem::take(&mut t.services);
+/// Translates a resource set into a mesh, its report, and the VIPs still
+/// waiting for their endpoints or routes.
+pub fn mesh_of(set: &ResourceSet, probe: ProbeSettings) -> (Mesh, Report, BTreeSet<SocketAddr>) {
+    let Translation {
+        services,
+        pending,
+        unrouted,
+        findings,
+    } = translate::translate(set);
     let report = Report {
         rejected: set.rejected.clone(),
-        findings: std::mem::take(&mut t.findings),
-        unrouted: std::mem::take(&mut t.unrouted),
+        findings,
+        unrouted,
     };
-    (
-        Mesh {
-            services: services.into_iter().collect::<BTreeMap<_, _>>(),
-            probe,
-        },
-        report,
-        t,
-    )
+    (Mesh { services, probe }, report, pending)
 }

@@ -35,7 +35,7 @@ pub struct Source {
     pub xds: Option<XdsSource>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct XdsSource {
     pub node_id: String,
     pub connected: bool,

@@ -10,17 +10,17 @@ pub mod settings;
 pub mod stream;
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeSet,
     hash::{BuildHasher, Hasher},
     net::SocketAddr,
     sync::{Arc, Mutex},
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant},
 };
 
 use envoy_types::pb::envoy::service::discovery::v3::{
     DiscoveryRequest, aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
 };
-use serde::Serialize;
+use kmesh_api::v1;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
@@ -46,23 +46,12 @@ pub struct Update {
     pub applied: oneshot::Sender<Result<(), String>>,
 }
 
-/// The client's state, for the admin API and logs.
-#[derive(Clone, Debug, Default, Serialize)]
+/// The client's state as the admin API shows it, and why the last stream
+/// ended.
+#[derive(Clone, Debug, Default)]
 pub struct XdsStatus {
-    pub server: String,
-    pub connected: bool,
-    /// The current stream has delivered every subscribed type.
-    pub synced: bool,
-    /// Versions ACKed on the current stream, by type.
-    pub versions: BTreeMap<String, String>,
-    pub connects: u64,
-    pub responses: u64,
-    pub acks: u64,
-    pub nacks: u64,
+    pub stream: v1::XdsSource,
     pub last_error: Option<String>,
-    pub last_nack: Option<String>,
-    #[serde(skip)]
-    pub last_applied: Option<SystemTime>,
 }
 
 pub type SharedStatus = Arc<Mutex<XdsStatus>>;
@@ -78,7 +67,7 @@ pub async fn run(
     status: SharedStatus,
     mut stop: watch::Receiver<bool>,
 ) {
-    with_status(&status, |s| s.server = settings.url.clone());
+    with_status(&status, |s| s.stream.node_id = settings.node.id.clone());
     let mut last_applied: Option<Mesh> = None;
     let mut failures = 0u32;
     loop {
@@ -94,8 +83,8 @@ pub async fn run(
             _ = stop.changed() => return,
         };
         with_status(&status, |s| {
-            s.connected = false;
-            s.synced = false;
+            s.stream.connected = false;
+            s.stream.synced = false;
         });
         let message = match result {
             Ok(()) => "the server closed the stream".to_string(),
@@ -204,8 +193,8 @@ impl Session<'_> {
             .map_err(|s| describe_status(&s))?
             .into_inner();
         with_status(self.status, |s| {
-            s.connected = true;
-            s.connects += 1;
+            s.stream.connected = true;
+            s.stream.connects += 1;
         });
         info!(server = %self.settings.url, node = %self.settings.node.id, "xDS stream open");
         let mut applied_this_stream = false;
@@ -235,15 +224,16 @@ impl Session<'_> {
             }
             let nack = requests.first().is_some_and(|r| r.error_detail.is_some());
             with_status(self.status, |s| {
-                s.responses += 1;
+                s.stream.responses += 1;
                 if nack {
-                    s.nacks += 1;
-                    s.last_nack = requests[0].error_detail.as_ref().map(|d| d.message.clone());
+                    s.stream.nacks += 1;
+                    s.stream.last_nack =
+                        requests[0].error_detail.as_ref().map(|d| d.message.clone());
                 } else {
-                    s.acks += 1;
+                    s.stream.acks += 1;
                 }
-                s.synced = state.synced();
-                s.versions = state
+                s.stream.synced = state.synced();
+                s.stream.versions = state
                     .accepted_versions()
                     .into_iter()
                     .map(|(k, v)| (k.to_string(), v))
@@ -262,8 +252,8 @@ impl Session<'_> {
     /// apply them. A service whose clusters or routes are still on their
     /// way keeps its previous form.
     async fn apply(&mut self, state: &StreamState) -> Result<(), String> {
-        let (mut mesh, report, translation) = mesh_of(&state.resources, ProbeSettings::default());
-        keep_pending(&mut mesh, &translation.pending, self.last_applied.as_ref());
+        let (mut mesh, report, pending) = mesh_of(&state.resources, ProbeSettings::default());
+        keep_pending(&mut mesh, &pending, self.last_applied.as_ref());
         let (applied, outcome) = oneshot::channel();
         self.updates
             .send(Update {
@@ -277,7 +267,6 @@ impl Session<'_> {
             .await
             .map_err(|_| "the agent is shutting down".to_string())??;
         *self.last_applied = Some(mesh);
-        with_status(self.status, |s| s.last_applied = Some(SystemTime::now()));
         Ok(())
     }
 }
