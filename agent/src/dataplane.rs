@@ -100,6 +100,8 @@ pub struct DataPlaneOptions {
     pub bpffs_dir: PathBuf,
     /// Ring buffer size in bytes: a power of two, a multiple of the page size.
     pub ringbuf_bytes: u32,
+    /// Attach the probe too; without it connections are routed but not observed.
+    pub observe: bool,
 }
 
 /// The loaded, attached programs. Dropping it detaches them; [`Self::remove_pins`]
@@ -110,6 +112,7 @@ pub struct DataPlane {
     cgroup: File,
     cgroup_path: PathBuf,
     pin_dir: PathBuf,
+    observe: bool,
 }
 
 impl DataPlane {
@@ -165,6 +168,7 @@ impl DataPlane {
             cgroup,
             cgroup_path: opts.cgroup.clone(),
             pin_dir: opts.bpffs_dir.clone(),
+            observe: opts.observe,
         })
     }
 
@@ -176,6 +180,12 @@ impl DataPlane {
             program
                 .attach(&self.cgroup, LINK_MODE)
                 .map_err(prog_err("attaching", name))?;
+        }
+        if !self.observe {
+            // The probe object stays loaded: it owns the maps the reader and
+            // the control loop open, which simply stay empty.
+            info!(cgroup = %self.cgroup_path.display(), bpffs = %self.pin_dir.display(), "routing programs attached; the probe is off (--routing-only)");
+            return Ok(());
         }
         let sockops: &mut SockOps = program_mut(&mut self.probe, SOCKOPS_PROGRAM)?;
         sockops

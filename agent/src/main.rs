@@ -65,6 +65,11 @@ struct RunArgs {
     /// Ring-buffer size in bytes (a power of two, at least one page).
     #[arg(long, env = "KMESH_RINGBUF_BYTES", default_value_t = 256 * 1024, value_parser = parse_ringbuf_bytes)]
     ringbuf_bytes: u32,
+    /// Route only: attach the routing programs but not the probe, so
+    /// connections are not observed (no connection metrics, spans or
+    /// connection feed). For nodes that want the least per-connection cost.
+    #[arg(long, env = "KMESH_ROUTING_ONLY")]
+    routing_only: bool,
     /// Most label sets (service, backend, direction) kept per metric;
     /// connections beyond are counted in an `overflow` series.
     #[arg(long, env = "KMESH_MAX_SERIES", default_value_t = SeriesLimits::default().max_series)]
@@ -97,6 +102,7 @@ impl RunArgs {
             metrics_addr: self.metrics_addr,
             admin_socket: self.admin_socket,
             ringbuf_bytes: self.ringbuf_bytes,
+            observe: !self.routing_only,
             series_limits: SeriesLimits {
                 max_series: self.max_series,
                 expiry: self.series_expiry,

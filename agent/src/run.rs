@@ -56,6 +56,8 @@ pub struct RunOptions {
     /// Unix socket of the admin API (kmesh-top).
     pub admin_socket: PathBuf,
     pub ringbuf_bytes: u32,
+    /// Attach the probe (per-connection telemetry) as well as routing.
+    pub observe: bool,
     pub series_limits: SeriesLimits,
     /// `None`: no OTLP export.
     pub otlp: Option<OtlpSettings>,
@@ -88,6 +90,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         cgroup,
         bpffs_dir: opts.bpffs_dir.clone(),
         ringbuf_bytes: opts.ringbuf_bytes,
+        observe: opts.observe,
     })?;
     let mut exporters = None;
     let result = serve(

@@ -1,6 +1,8 @@
 //! Connect-time routing on the real kernel: policies, getpeername(), and
 //! destinations that are not services.
-use kmesh_tests::harness::{Topology, echo_mesh, privileged};
+use kmesh_tests::harness::{
+    AGENT_ATTACH_TYPES, Topology, attached_programs, echo_mesh, privileged,
+};
 
 const VIP: &str = "198.18.0.10:80";
 const BACKENDS: [&str; 4] = [
@@ -143,5 +145,42 @@ fn other_destinations_pass_untouched() {
         Some(&5),
         "{:?}",
         other_port.failures
+    );
+}
+
+#[test]
+fn routing_only_routes_without_observing() {
+    if !privileged("routing_only_routes_without_observing") {
+        return;
+    }
+    let topo = Topology::new("routeonly");
+    let _backends = topo.serve(&BACKENDS[..2], false);
+    let agent = topo.start_agent_with(
+        &mesh("round_robin", &[(BACKENDS[0], 1), (BACKENDS[1], 1)]),
+        &["--routing-only"],
+    );
+    for (attach_type, name) in AGENT_ATTACH_TYPES {
+        let expected = u32::from(name != "sock_ops");
+        assert_eq!(
+            attached_programs(&topo.cgroup, attach_type),
+            expected,
+            "{name} programs on the cgroup with --routing-only"
+        );
+    }
+    let report = topo.client(VIP, 40, &[]);
+    assert_eq!(report.ok, 40, "failures: {:?}", report.failures);
+    assert_eq!(report.backends.get(BACKENDS[0]), Some(&20));
+    assert_eq!(report.backends.get(BACKENDS[1]), Some(&20));
+    assert_eq!(
+        report.peer_names.get(VIP),
+        Some(&40),
+        "getpeername still shows the VIP"
+    );
+    let metrics = agent.metrics();
+    assert_eq!(
+        metrics.value("kmesh_probe_events_total", &[]),
+        0.0,
+        "no probe records without the probe:\n{}",
+        metrics.0
     );
 }
