@@ -12,6 +12,8 @@
 #   - bpffs and tracefs mounted (neither is mounted at boot here).
 #   - The real telemetry backends the tests export to: Prometheus (Debian)
 #     and rotel, an OTLP collector (PyPI).
+#   - What the benchmark compares against (scripts/bench.sh): HAProxy as the
+#     sidecar proxy and nftables for the sidecar's traffic capture.
 set -euo pipefail
 
 log() { printf '[setup] %s\n' "$*" >&2; }
@@ -20,7 +22,7 @@ BPF_LINKER_VERSION=0.13.0
 CARGO_FUZZ_VERSION=0.13.2
 ROTEL_VERSION=0.0.1a15
 APT_PACKAGES=(rustc-web rust-web-src cargo-web llvm-22-dev libpolly-22-dev
-  zlib1g-dev libzstd-dev iproute2 procps util-linux python3 prometheus tmux)
+  zlib1g-dev libzstd-dev iproute2 procps util-linux python3 prometheus tmux haproxy nftables)
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "setup.sh must run as root: it installs Debian packages and mounts bpffs/tracefs." >&2

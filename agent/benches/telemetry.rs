@@ -2,7 +2,10 @@
 //! series (the default limit): recording a probe record (the baseline),
 //! the same with span assembly, the copy taken under the aggregator lock,
 //! formatting outside it for Prometheus and OTLP, and the admin API's
-//! snapshot (built under the lock).
+//! snapshot (built under the lock). The `pipeline` group is what the
+//! probe reader does per ring-buffer record on its one thread (decode the
+//! raw bytes, aggregate), as records per second: the rate beyond which the
+//! reader falls behind and the ring buffer fills.
 use std::{
     hint::black_box,
     net::SocketAddr,
@@ -10,7 +13,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use kmesh_agent::{
     addr::ip_to_words,
     export::{
@@ -102,6 +105,61 @@ fn filled() -> (Aggregator, Vec<ConnEvent>) {
     (agg, events)
 }
 
+/// The raw bytes of the records `connections` new connections leave in the
+/// ring buffer: established then closed, for both ends.
+fn ring_records(backends: &[SocketAddr], first_cookie: u64, connections: u64) -> Vec<Vec<u8>> {
+    let mut records = Vec::new();
+    for n in 0..connections {
+        let backend = backends[(n as usize) % backends.len()];
+        for dir in [direction::OUTBOUND, direction::INBOUND] {
+            let close = closed((first_cookie + n) * 2 + u64::from(dir), backend, dir);
+            let established = ConnEvent {
+                kind: event_kind::ESTABLISHED,
+                close_reason: close_reason::NONE,
+                ts_ns: close.start_ns + close.connect_latency_ns,
+                bytes_sent: 0,
+                bytes_received: 0,
+                ..close
+            };
+            for ev in [established, close] {
+                // SAFETY: ConnEvent is plain old data.
+                let bytes = unsafe {
+                    std::slice::from_raw_parts((&raw const ev).cast::<u8>(), size_of::<ConnEvent>())
+                };
+                records.push(bytes.to_vec());
+            }
+        }
+    }
+    records
+}
+
+fn pipeline(c: &mut Criterion) {
+    let (mesh, backends) = mesh();
+    const CONNECTIONS: u64 = 1024;
+    let mut g = c.benchmark_group("pipeline");
+    g.throughput(Throughput::Elements(CONNECTIONS * 4));
+    let mut agg = Aggregator::new(SeriesLimits::default());
+    agg.update_labels(&mesh, std::iter::empty());
+    let mut next = 0u64;
+    // Fresh cookies each round, so every record opens or closes a
+    // connection the aggregator tracks, as in the ring buffer.
+    g.bench_function("decode + aggregate (4 records per connection)", |b| {
+        b.iter_batched(
+            || {
+                next += CONNECTIONS;
+                ring_records(&backends, next, CONNECTIONS)
+            },
+            |records| {
+                for r in &records {
+                    agg.record_bytes(black_box(r));
+                }
+            },
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
 fn bench(c: &mut Criterion) {
     let (agg, events) = filled();
     assert_eq!(agg.series().count(), 1024);
@@ -175,5 +233,5 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+criterion_group!(benches, bench, pipeline);
 criterion_main!(benches);

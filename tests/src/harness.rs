@@ -38,11 +38,17 @@ pub fn privileged(test: &str) -> bool {
     }
 }
 
-/// Path of a binary built in the same profile as the running test.
+/// Path of a binary built in the same profile as the running test (which
+/// lives in `deps/` below it) or binary (beside it).
 pub fn target_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let bin = dir.join(name);
+    let here = exe.parent().expect("the executable's directory");
+    let beside = here.join(name);
+    let bin = if beside.exists() {
+        beside
+    } else {
+        here.parent().expect("target dir").join(name)
+    };
     assert!(
         bin.exists(),
         "{} not found; build it first (cargo build --release --bins)",
@@ -51,7 +57,8 @@ pub fn target_bin(name: &str) -> PathBuf {
     bin
 }
 
-fn run(cmd: &mut Command) {
+/// Runs a set-up command; panics with its stderr if it fails.
+pub fn run(cmd: &mut Command) {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
@@ -345,6 +352,11 @@ impl Agent {
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("kmesh-agent not ready after 30 s:\n{}", self.log());
+    }
+
+    /// The agent's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     pub fn log(&self) -> String {

@@ -3,6 +3,7 @@
 //! runs a real agent on the real kernel, and an ADS server standing in for
 //! istiod.
 pub mod ads;
+pub mod bench;
 pub mod harness;
 pub mod prometheus;
 pub mod protocol;
@@ -20,6 +21,32 @@ use std::{
 
 use anyhow::Context;
 pub use report::ClientReport;
+
+/// Where a testbed or bench process places itself before it makes any
+/// socket: the flags the harness passes to the processes it starts.
+#[derive(clap::Args)]
+pub struct Place {
+    /// Network namespace (a name under /run/netns) to run in.
+    #[arg(long, global = true)]
+    pub netns: Option<String>,
+    /// cgroup v2 directory to move this process into before any socket is made.
+    #[arg(long, global = true)]
+    pub cgroup: Option<std::path::PathBuf>,
+}
+
+impl Place {
+    /// The cgroup first (a socket's cgroup is fixed when the socket is
+    /// made), then the network namespace. Call it before starting threads.
+    pub fn enter(&self) -> anyhow::Result<()> {
+        if let Some(cg) = &self.cgroup {
+            join_cgroup(cg)?;
+        }
+        if let Some(ns) = &self.netns {
+            join_netns(ns)?;
+        }
+        Ok(())
+    }
+}
 
 /// Moves this whole process into the cgroup v2 directory `cgroup`.
 pub fn join_cgroup(cgroup: &Path) -> anyhow::Result<()> {

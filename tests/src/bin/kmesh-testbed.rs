@@ -4,14 +4,13 @@
 use std::{
     io::Write,
     net::{SocketAddr, TcpListener},
-    path::PathBuf,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
-use kmesh_tests::{ClientReport, join_cgroup, join_netns, protocol};
+use clap::{Parser, Subcommand};
+use kmesh_tests::{ClientReport, Place, protocol};
 
 #[derive(Parser)]
 #[command(about = "Backends and clients for kmesh-rs tests and demos")]
@@ -20,16 +19,6 @@ struct Cli {
     place: Place,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Args)]
-struct Place {
-    /// Network namespace (a name under /run/netns) to run in.
-    #[arg(long, global = true)]
-    netns: Option<String>,
-    /// cgroup v2 directory to move this process into before any socket is made.
-    #[arg(long, global = true)]
-    cgroup: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -72,13 +61,7 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    // cgroup first: the socket's cgroup is fixed when the socket is made.
-    if let Some(cg) = &cli.place.cgroup {
-        join_cgroup(cg)?;
-    }
-    if let Some(ns) = &cli.place.netns {
-        join_netns(ns)?;
-    }
+    cli.place.enter()?;
     match cli.command {
         Command::Serve { listen, reset } => serve(&listen, reset),
         Command::Client {
