@@ -38,6 +38,17 @@ const DROPS_POLL: Duration = Duration::from_secs(1);
 /// How often connections the agent holds open are checked against the
 /// kernel's table, to close those whose close record was lost.
 const LOST_CLOSE_SWEEP: Duration = Duration::from_secs(60);
+/// The probe wakes the reader only once a quarter of the ring buffer is
+/// filled; records below that are read at this interval, so none waits
+/// longer. One wake-up per record cost more CPU than the probe's own work
+/// (docs/benchmarks.md).
+pub const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Bytes waiting in a ring buffer of `ringbuf_bytes` that make the probe
+/// wake the reader.
+pub fn wakeup_bytes(ringbuf_bytes: u32) -> u32 {
+    ringbuf_bytes / 4
+}
 
 /// The probe maps the reader owns.
 pub struct ProbeMaps {
@@ -96,6 +107,8 @@ async fn read_loop(
         .map_err(|e| e.into_parts().1)?;
     let mut tick = tokio::time::interval(DROPS_POLL);
     let mut sweep = tokio::time::interval(LOST_CLOSE_SWEEP);
+    let mut timed_drain = tokio::time::interval(DRAIN_INTERVAL);
+    timed_drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut suspects = HashSet::new();
     loop {
         tokio::select! {
@@ -104,6 +117,7 @@ async fn read_loop(
                 drain(guard.get_inner_mut(), &aggregator, &mut spans);
                 guard.clear_ready();
             }
+            _ = timed_drain.tick() => drain(fd.get_mut(), &aggregator, &mut spans),
             _ = tick.tick() => {
                 publish_drops(&drops, &aggregator);
                 aggregator

@@ -139,6 +139,7 @@ async fn serve(
         model: Arc::new(Mutex::new(ModelState::new(source))),
         ready: ready.clone(),
         reset_cookie_offset: reset_cookie_offset(),
+        wakeup_bytes: probe::wakeup_bytes(opts.ringbuf_bytes),
     };
     // An xDS agent keeps what an earlier agent left in the maps routing
     // until its first sync.
@@ -250,6 +251,7 @@ struct Control {
     /// sync applied.
     ready: Arc<AtomicBool>,
     reset_cookie_offset: u32,
+    wakeup_bytes: u32,
 }
 
 struct Signals {
@@ -294,7 +296,7 @@ impl Control {
                 ProbeConfig {
                     report_interval_ns: interval,
                     reset_cookie_offset: self.reset_cookie_offset,
-                    _pad0: 0,
+                    wakeup_bytes: self.wakeup_bytes,
                 },
                 0,
             )

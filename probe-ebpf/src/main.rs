@@ -7,6 +7,7 @@
 
 use aya_ebpf::{
     bindings::{
+        BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP,
         BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB,
         BPF_SOCK_OPS_RTT_CB, BPF_SOCK_OPS_RTT_CB_FLAG, BPF_SOCK_OPS_STATE_CB,
         BPF_SOCK_OPS_STATE_CB_FLAG, BPF_SOCK_OPS_TCP_CONNECT_CB,
@@ -307,7 +308,22 @@ fn emit(ctx: &SockOpsContext, cookie: u64, state: &ConnState, kind: u8, reason: 
         (*ev).segs_out = (*ops).segs_out;
         core::ptr::copy_nonoverlapping(&raw const state.route, &raw mut (*ev).route, 1);
     }
-    entry.submit(0);
+    entry.submit(wakeup_flag());
+}
+
+/// Batched wake-ups: see `ProbeConfig::wakeup_bytes`.
+#[inline(always)]
+fn wakeup_flag() -> u64 {
+    let threshold = CONFIG.get(0).map_or(0, |c| c.wakeup_bytes);
+    if threshold == 0 {
+        return 0;
+    }
+    // The record being submitted is counted as well: it is already reserved.
+    if EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= u64::from(threshold) {
+        u64::from(BPF_RB_FORCE_WAKEUP)
+    } else {
+        u64::from(BPF_RB_NO_WAKEUP)
+    }
 }
 
 /// sock_ops keeps the remote port in network order; on little-endian

@@ -55,7 +55,11 @@ fn load_of(measure: Measure, workers: usize) -> (Load, u16) {
 pub fn run(bench: &Bench, results: &mut Results) -> anyhow::Result<()> {
     let s = &bench.settings;
     for repetition in 0..s.repetitions {
-        for &scenario in &s.scenarios {
+        // Each repetition starts at another scenario, so none always runs
+        // first (after a pause) or right after the proxies.
+        let n = s.scenarios.len();
+        let order = (0..n).map(|i| s.scenarios[(i + repetition) % n]);
+        for scenario in order {
             let in_path = enter(bench, scenario)?;
             // The floor dials the backend; everything else the service.
             let ip = if scenario == Scenario::Direct {

@@ -71,6 +71,9 @@ impl BenchTopology {
             run(Command::new("ip").args(["-n", ns, "route", "add", "default", "dev", "eth0"]));
             // Connection-rate loads open tens of thousands of connections a
             // run; the closing side keeps each port in TIME_WAIT for 60 s.
+            // The servers' and proxies' ports are kept out of the ephemeral
+            // range: a client's TIME_WAIT socket on one would stop a proxy
+            // from binding it.
             run(Command::new("ip").args([
                 "netns",
                 "exec",
@@ -79,6 +82,7 @@ impl BenchTopology {
                 "-q",
                 "-w",
                 "net.ipv4.ip_local_port_range=1024 65000",
+                "net.ipv4.ip_local_reserved_ports=7000-7099,15000-15099",
                 "net.ipv4.tcp_tw_reuse=1",
                 "net.core.somaxconn=4096",
             ]));
