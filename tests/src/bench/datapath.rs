@@ -1,8 +1,11 @@
 //! The side-by-side run: every scenario, every load, repeated, with the
 //! scenarios interleaved so that a noisy moment hits all of them alike.
+use std::time::Instant;
+
 use super::{
     Bench,
     load::Load,
+    proc_stats,
     report::{Measure, Results, Sample, Scenario},
     sidecar::Sidecars,
     topology::{ECHO_PORT, SERVER_IP, SINK_PORT, VIP, addr},
@@ -12,8 +15,21 @@ use crate::harness::Agent;
 /// What a scenario keeps running while its loads run; dropping it stops them.
 #[derive(Default)]
 struct InPath {
-    _agent: Option<Agent>,
-    _sidecars: Option<Sidecars>,
+    agent: Option<Agent>,
+    sidecars: Option<Sidecars>,
+}
+
+impl InPath {
+    /// The user-space processes of the mesh: the agent or the proxies.
+    fn pids(&self) -> Vec<u32> {
+        let mut pids: Vec<u32> = self.agent.iter().filter_map(Agent::pid).collect();
+        pids.extend(self.sidecars.iter().flat_map(Sidecars::pids));
+        pids
+    }
+
+    fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        self.pids().into_iter().map(proc_stats::cpu_seconds).sum()
+    }
 }
 
 fn enter(bench: &Bench, scenario: Scenario) -> anyhow::Result<InPath> {
@@ -21,12 +37,12 @@ fn enter(bench: &Bench, scenario: Scenario) -> anyhow::Result<InPath> {
     Ok(match scenario {
         Scenario::Direct => InPath::default(),
         Scenario::KmeshProbe | Scenario::KmeshRoutingOnly => InPath {
-            _agent: Some(bench.start_agent(&mesh, scenario == Scenario::KmeshProbe, &[])),
-            _sidecars: None,
+            agent: Some(bench.start_agent(&mesh, scenario == Scenario::KmeshProbe, &[])),
+            sidecars: None,
         },
         Scenario::Sidecars => InPath {
-            _agent: None,
-            _sidecars: Some(Sidecars::start(&bench.topo)?),
+            agent: None,
+            sidecars: Some(Sidecars::start(&bench.topo)?),
         },
     })
 }
@@ -69,9 +85,13 @@ pub fn run(bench: &Bench, results: &mut Results) -> anyhow::Result<()> {
             };
             for measure in Measure::ALL {
                 let (load, port) = load_of(measure, s.connection_workers);
+                let cpu0 = in_path.cpu_seconds()?;
+                let started = Instant::now();
                 let report = bench
                     .load(addr(ip, port), load, s.warmup, s.duration)
                     .map_err(|e| anyhow::anyhow!("{} {measure:?}: {e:#}", scenario.label()))?;
+                let wall_seconds = started.elapsed().as_secs_f64();
+                let mesh_cpu_seconds = in_path.cpu_seconds()? - cpu0;
                 let figures = if measure == Measure::Bulk {
                     format!("{:.2} Gbit/s", report.rate * 8.0 / 1e9)
                 } else {
@@ -91,6 +111,8 @@ pub fn run(bench: &Bench, results: &mut Results) -> anyhow::Result<()> {
                     measure,
                     repetition,
                     report,
+                    mesh_cpu_seconds,
+                    wall_seconds,
                 });
             }
             drop(in_path);

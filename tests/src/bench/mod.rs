@@ -50,7 +50,7 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Self {
-            repetitions: 3,
+            repetitions: 5,
             duration: Duration::from_secs(2),
             warmup: Duration::from_millis(300),
             scenarios: Scenario::ALL.to_vec(),

@@ -66,6 +66,23 @@ pub struct Sample {
     pub measure: Measure,
     pub repetition: usize,
     pub report: LoadReport,
+    /// CPU the mesh's user-space processes (the agent, or both proxies)
+    /// used during the load, warm-up included, and the load's wall time.
+    pub mesh_cpu_seconds: f64,
+    pub wall_seconds: f64,
+}
+
+impl Sample {
+    /// Milliseconds of the mesh's user-space CPU per 1000 operations
+    /// (requests or connections), from the load's rate over its whole run.
+    pub fn mesh_cpu_ms_per_1000(&self) -> f64 {
+        let ops = self.report.rate * self.wall_seconds;
+        if ops > 0.0 {
+            self.mesh_cpu_seconds * 1e6 / ops
+        } else {
+            f64::NAN
+        }
+    }
 }
 
 /// CPU spent in the agent's programs, per connection or request.
@@ -184,75 +201,64 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 impl Results {
     /// The median over repetitions of one figure of one scenario's measure.
-    pub fn median(&self, scenario: Scenario, measure: Measure, f: fn(&LoadReport) -> f64) -> f64 {
+    pub fn median(&self, scenario: Scenario, measure: Measure, f: fn(&Sample) -> f64) -> f64 {
         median(
             self.samples
                 .iter()
                 .filter(|s| s.scenario == scenario && s.measure == measure)
-                .map(|s| f(&s.report))
+                .map(f)
                 .collect(),
         )
     }
 
     /// The headline table: each figure per scenario with its ratio to (a).
     pub fn table(&self) -> String {
-        type Row = (&'static str, Measure, fn(&LoadReport) -> f64);
-        let rows: [Row; 14] = [
-            ("rr 1 B p50 µs", Measure::RequestResponse1B, |r| {
-                r.latency.p50
+        type Row = (&'static str, Measure, fn(&Sample) -> f64);
+        let rr1 = Measure::RequestResponse1B;
+        let rr1k = Measure::RequestResponse1KiB;
+        let conn = Measure::NewConnections;
+        let rows: [Row; 17] = [
+            ("rr 1 B p50 µs", rr1, |s| s.report.latency.p50),
+            ("rr 1 B p90 µs", rr1, |s| s.report.latency.p90),
+            ("rr 1 B p99 µs", rr1, |s| s.report.latency.p99),
+            ("rr 1 B p99.9 µs", rr1, |s| s.report.latency.p999),
+            ("rr 1 B mesh CPU ms/1k", rr1, Sample::mesh_cpu_ms_per_1000),
+            ("rr 1 KiB p50 µs", rr1k, |s| s.report.latency.p50),
+            ("rr 1 KiB p90 µs", rr1k, |s| s.report.latency.p90),
+            ("rr 1 KiB p99 µs", rr1k, |s| s.report.latency.p99),
+            ("rr 1 KiB p99.9 µs", rr1k, |s| s.report.latency.p999),
+            ("new conn/s", conn, |s| s.report.rate),
+            ("new conn p50 µs", conn, |s| s.report.latency.p50),
+            ("new conn p90 µs", conn, |s| s.report.latency.p90),
+            ("new conn p99 µs", conn, |s| s.report.latency.p99),
+            ("new conn p99.9 µs", conn, |s| s.report.latency.p999),
+            (
+                "new conn mesh CPU ms/1k",
+                conn,
+                Sample::mesh_cpu_ms_per_1000,
+            ),
+            ("bulk Gbit/s", Measure::Bulk, |s| s.report.rate * 8.0 / 1e9),
+            ("bulk mesh CPU % core", Measure::Bulk, |s| {
+                100.0 * s.mesh_cpu_seconds / s.wall_seconds
             }),
-            ("rr 1 B p90 µs", Measure::RequestResponse1B, |r| {
-                r.latency.p90
-            }),
-            ("rr 1 B p99 µs", Measure::RequestResponse1B, |r| {
-                r.latency.p99
-            }),
-            ("rr 1 B p99.9 µs", Measure::RequestResponse1B, |r| {
-                r.latency.p999
-            }),
-            ("rr 1 KiB p50 µs", Measure::RequestResponse1KiB, |r| {
-                r.latency.p50
-            }),
-            ("rr 1 KiB p90 µs", Measure::RequestResponse1KiB, |r| {
-                r.latency.p90
-            }),
-            ("rr 1 KiB p99 µs", Measure::RequestResponse1KiB, |r| {
-                r.latency.p99
-            }),
-            ("rr 1 KiB p99.9 µs", Measure::RequestResponse1KiB, |r| {
-                r.latency.p999
-            }),
-            ("new conn/s", Measure::NewConnections, |r| r.rate),
-            ("new conn p50 µs", Measure::NewConnections, |r| {
-                r.latency.p50
-            }),
-            ("new conn p90 µs", Measure::NewConnections, |r| {
-                r.latency.p90
-            }),
-            ("new conn p99 µs", Measure::NewConnections, |r| {
-                r.latency.p99
-            }),
-            ("new conn p99.9 µs", Measure::NewConnections, |r| {
-                r.latency.p999
-            }),
-            ("bulk Gbit/s", Measure::Bulk, |r| r.rate * 8.0 / 1e9),
         ];
         let ran: Vec<Scenario> = Scenario::ALL
             .into_iter()
             .filter(|s| self.samples.iter().any(|x| x.scenario == *s))
             .collect();
         let mut out = String::new();
-        let _ = write!(out, "{:<20}", "median of runs");
+        let _ = write!(out, "{:<24}", "median of runs");
         for &s in &ran {
             let _ = write!(out, "{:>22}", s.label());
         }
         out.push('\n');
         for (label, measure, f) in rows {
             let floor = self.median(Scenario::Direct, measure, f);
-            let _ = write!(out, "{label:<20}");
+            let _ = write!(out, "{label:<24}");
             for &s in &ran {
                 let v = self.median(s, measure, f);
-                let cell = if s == Scenario::Direct || !floor.is_finite() {
+                // (a) has no mesh: its CPU row is 0, a ratio to it means nothing.
+                let cell = if s == Scenario::Direct || !floor.is_finite() || floor == 0.0 {
                     figure(v)
                 } else {
                     format!("{} ({:.2}x)", figure(v), v / floor)

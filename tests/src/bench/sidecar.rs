@@ -135,6 +135,17 @@ impl Sidecars {
     }
 }
 
+impl Sidecars {
+    /// The two proxies' process ids.
+    pub fn pids(&self) -> Vec<u32> {
+        [&self.client_proxy, &self.server_proxy]
+            .into_iter()
+            .flatten()
+            .map(|p| p.0.id())
+            .collect()
+    }
+}
+
 impl Drop for Sidecars {
     fn drop(&mut self) {
         self.client_proxy.take();

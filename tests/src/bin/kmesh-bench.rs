@@ -70,7 +70,7 @@ enum Command {
 #[derive(Args)]
 struct RunArgs {
     /// Repetitions of every scenario; figures are medians over them.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     repetitions: usize,
     /// Recorded time of each load.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
