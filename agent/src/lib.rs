@@ -5,6 +5,7 @@
 //! exporters.
 pub mod addr;
 pub mod admin;
+pub mod capabilities;
 pub mod config;
 pub mod dataplane;
 pub mod export;

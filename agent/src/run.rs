@@ -67,6 +67,7 @@ pub struct RunOptions {
 const RELOAD_SETTLE: Duration = Duration::from_millis(150);
 
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
+    crate::capabilities::check()?;
     let initial = match &opts.source {
         MeshSource::File(path) => {
             Some(config::load(path).context("the agent needs a valid mesh config to start")?)

@@ -182,12 +182,24 @@ impl Topology {
     }
 
     pub fn start_agent(&self, config: &str) -> Agent {
-        Agent::start(self, Some(config), &[])
+        Agent::start(self, Some(config), &[], &[])
     }
 
     /// Starts the agent with extra `kmesh-agent run` flags.
     pub fn start_agent_with(&self, config: &str, flags: &[&str]) -> Agent {
-        Agent::start(self, Some(config), flags)
+        Agent::start(self, Some(config), flags, &[])
+    }
+
+    /// Starts the agent through `wrapper` (a command that ends by running
+    /// its arguments, like `setpriv ... --`).
+    pub fn start_agent_wrapped(&self, config: &str, wrapper: &[&str]) -> Agent {
+        Agent::start(self, Some(config), &[], wrapper)
+    }
+
+    /// The `kmesh-agent run` command line the harness would start for
+    /// `config`, for a test that runs it itself; writes the config.
+    pub fn agent_command(&self, config: &str, wrapper: &[&str]) -> Command {
+        Agent::command(self, Some(config), &[], wrapper, free_port())
     }
 
     /// Starts the agent on an xDS control plane instead of a file; returns
@@ -196,7 +208,7 @@ impl Topology {
         let address = server.to_string();
         let mut all = vec!["--xds-address", &address];
         all.extend_from_slice(flags);
-        Agent::start(self, None, &all)
+        Agent::start(self, None, &all, &[])
     }
 }
 
@@ -290,15 +302,25 @@ pub struct Agent {
 }
 
 impl Agent {
-    fn start(topo: &Topology, config: Option<&str>, flags: &[&str]) -> Self {
+    fn command(
+        topo: &Topology,
+        config: Option<&str>,
+        flags: &[&str],
+        wrapper: &[&str],
+        port: u16,
+    ) -> Command {
         let config_path = topo.workdir.join("mesh.yaml");
         if let Some(config) = config {
             std::fs::write(&config_path, config).expect("writing config");
         }
-        let log_path = topo.workdir.join("agent.log");
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let admin_socket = topo.workdir.join("admin.sock");
-        let mut cmd = Command::new(target_bin("kmesh-agent"));
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(target_bin("kmesh-agent"));
+                cmd
+            }
+            None => Command::new(target_bin("kmesh-agent")),
+        };
         // The test decides what the agent exports, not the environment.
         for (name, _) in std::env::vars().filter(|(n, _)| n.starts_with("OTEL_")) {
             cmd.env_remove(name);
@@ -307,18 +329,27 @@ impl Agent {
         if config.is_some() {
             cmd.arg("--config").arg(&config_path);
         }
-        let child = cmd
-            .arg("--cgroup")
+        cmd.arg("--cgroup")
             .arg(&topo.cgroup)
             .arg("--bpffs-dir")
             .arg(&topo.bpffs)
             .arg("--metrics-addr")
-            .arg(addr.to_string())
+            .arg(format!("127.0.0.1:{port}"))
             .arg("--admin-socket")
-            .arg(&admin_socket)
+            .arg(topo.workdir.join("admin.sock"))
             .args(flags)
             .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
+            .env("NO_COLOR", "1");
+        cmd
+    }
+
+    fn start(topo: &Topology, config: Option<&str>, flags: &[&str], wrapper: &[&str]) -> Self {
+        let config_path = topo.workdir.join("mesh.yaml");
+        let log_path = topo.workdir.join("agent.log");
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let admin_socket = topo.workdir.join("admin.sock");
+        let child = Self::command(topo, config, flags, wrapper, port)
             .stderr(std::fs::File::create(&log_path).expect("log file"))
             .spawn()
             .expect("spawning kmesh-agent");
