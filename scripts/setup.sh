@@ -21,6 +21,7 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 BPF_LINKER_VERSION=0.13.0
 CARGO_FUZZ_VERSION=0.13.2
 ROTEL_VERSION=0.0.1a15
+KUBERNETES_VALIDATE_VERSION=1.37.0
 APT_PACKAGES=(rustc-web rust-web-src cargo-web llvm-22-dev libpolly-22-dev
   zlib1g-dev libzstd-dev iproute2 procps util-linux python3 prometheus tmux haproxy nftables)
 
@@ -63,6 +64,15 @@ installed_rotel=$(python3 -m pip show rotel 2>/dev/null | sed -n 's/^Version: //
 if [ "$installed_rotel" != "$ROTEL_VERSION" ]; then
   log "installing rotel $ROTEL_VERSION (OTLP collector for the tests) from PyPI"
   PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check "rotel==$ROTEL_VERSION"
+fi
+
+# The deployment test renders deploy/ with `kubectl kustomize` (kustomize
+# v4 or later: kubectl 1.21+; machines of this kind carry one) and checks
+# the objects against the Kubernetes API schema, offline.
+installed_kv=$(python3 -m pip show kubernetes-validate 2>/dev/null | sed -n 's/^Version: //p')
+if [ "$installed_kv" != "$KUBERNETES_VALIDATE_VERSION" ]; then
+  log "installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION (Kubernetes API schemas, offline) from PyPI"
+  PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
 fi
 
 mountpoint -q /sys/fs/bpf || { log "mounting bpffs at /sys/fs/bpf"; mount -t bpf bpf /sys/fs/bpf; }

@@ -120,7 +120,26 @@ fn parse_ringbuf_bytes(s: &str) -> Result<u32, String> {
     Ok(v)
 }
 
+/// OpenTelemetry's rule for its variables, applied to all of the agent's:
+/// an empty variable is unset. A ConfigMap key left empty (say
+/// `OTEL_EXPORTER_OTLP_ENDPOINT: ""`) then turns its setting off instead of
+/// failing as an empty address.
+fn forget_empty_settings() {
+    let empty: Vec<std::ffi::OsString> = std::env::vars_os()
+        .filter(|(k, v)| {
+            let k = k.to_string_lossy();
+            v.is_empty() && (k.starts_with("KMESH_") || k.starts_with("OTEL_"))
+        })
+        .map(|(k, _)| k)
+        .collect();
+    for k in empty {
+        // SAFETY: called first thing in main, before any thread exists.
+        unsafe { std::env::remove_var(k) };
+    }
+}
+
 fn main() -> ExitCode {
+    forget_empty_settings();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
