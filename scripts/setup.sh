@@ -14,6 +14,8 @@
 #     and rotel, an OTLP collector (PyPI).
 #   - What the benchmark compares against (scripts/bench.sh): HAProxy as the
 #     sidecar proxy and nftables for the sidecar's traffic capture.
+#   - buildah to build the container image (scripts/image.sh), podman and
+#     runc to run it in the tests.
 set -euo pipefail
 
 log() { printf '[setup] %s\n' "$*" >&2; }
@@ -23,7 +25,8 @@ CARGO_FUZZ_VERSION=0.13.2
 ROTEL_VERSION=0.0.1a15
 KUBERNETES_VALIDATE_VERSION=1.37.0
 APT_PACKAGES=(rustc-web rust-web-src cargo-web llvm-22-dev libpolly-22-dev
-  zlib1g-dev libzstd-dev iproute2 procps util-linux python3 prometheus tmux haproxy nftables)
+  zlib1g-dev libzstd-dev iproute2 procps util-linux python3 prometheus tmux haproxy nftables
+  buildah podman runc)
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "setup.sh must run as root: it installs Debian packages and mounts bpffs/tracefs." >&2
