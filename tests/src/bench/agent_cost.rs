@@ -4,7 +4,7 @@
 use std::{
     io::{BufRead, BufReader},
     net::SocketAddr,
-    process::{Command, Stdio},
+    process::Stdio,
     time::{Duration, Instant},
 };
 
@@ -13,12 +13,12 @@ use anyhow::Context;
 use super::{
     Bench, bpf_stats,
     load::{HeldReport, Load},
-    proc_stats, programs_before_agent,
+    proc_stats,
     report::{AgentCost, FlatOut, Memory, ProgramCost, RingBuffer},
     settled_records,
     topology::{ECHO_PORT, SERVER_IP, VIP, addr},
 };
-use crate::harness::{Agent, Proc, target_bin};
+use crate::harness::{Agent, Proc};
 
 const DROPS: &str = "kmesh_probe_ringbuf_dropped_events_total";
 const DEFAULT_RINGBUF_BYTES: u32 = 256 * 1024;
@@ -32,7 +32,8 @@ fn pid(agent: &Agent) -> u32 {
 /// accounting each program's run time; then requests on one connection.
 pub fn agent_cost(bench: &Bench) -> anyhow::Result<AgentCost> {
     let s = &bench.settings;
-    let before = programs_before_agent();
+    // Programs loaded from here on are the agent's.
+    let before = bpf_stats::loaded_ids();
     let agent = bench.start_agent(&Bench::mesh(), true, &[]);
     let _accounting = bpf_stats::Accounting::enable()?;
     let target = addr(VIP, ECHO_PORT);
@@ -115,10 +116,8 @@ pub fn memory(bench: &Bench) -> anyhow::Result<Memory> {
     let targets: Vec<String> = (0..s.services)
         .map(|i| service_vip(i).to_string())
         .collect();
-    let mut cmd = Command::new(target_bin("kmesh-bench"));
-    cmd.args(["--netns", &bench.topo.client.netns, "--cgroup"])
-        .arg(&bench.topo.client.cgroup)
-        .args(["hold", "--count", &s.connections.to_string()]);
+    let mut cmd = bench.in_client_pod("hold");
+    cmd.args(["--count", &s.connections.to_string()]);
     for t in &targets {
         cmd.args(["--target", t]);
     }

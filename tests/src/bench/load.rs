@@ -323,41 +323,24 @@ pub struct HeldReport {
     pub first_error: Option<String>,
 }
 
-/// Connections opened by [`open_many`]; they close when this is dropped.
-pub struct Held {
-    pub streams: Vec<TcpStream>,
-    pub failures: u64,
-    pub first_error: Option<String>,
-}
-
-impl Held {
-    pub fn report(&self) -> HeldReport {
-        HeldReport {
-            opened: self.streams.len(),
-            failures: self.failures,
-            first_error: self.first_error.clone(),
-        }
-    }
-}
-
-/// Opens `count` idle connections, round robin over `targets`.
-pub fn open_many(targets: &[SocketAddr], count: usize) -> Held {
-    let mut held = Held {
-        streams: Vec::with_capacity(count),
-        failures: 0,
-        first_error: None,
-    };
+/// Opens `count` idle connections, round robin over `targets`; they close
+/// when the returned streams are dropped.
+pub fn open_many(targets: &[SocketAddr], count: usize) -> (Vec<TcpStream>, HeldReport) {
+    let mut streams = Vec::with_capacity(count);
+    let mut report = HeldReport::default();
     for target in targets.iter().cycle().take(count) {
         match TcpStream::connect_timeout(target, IO_TIMEOUT) {
-            Ok(s) => held.streams.push(s),
+            Ok(s) => streams.push(s),
             Err(e) => {
-                held.failures += 1;
-                held.first_error
+                report.failures += 1;
+                report
+                    .first_error
                     .get_or_insert(format!("connecting to {target}: {e}"));
             }
         }
     }
-    held
+    report.opened = streams.len();
+    (streams, report)
 }
 
 /// Serves the echo protocol on `echo` (every byte read is written back)

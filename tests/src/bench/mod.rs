@@ -12,7 +12,6 @@ pub mod sidecar;
 pub mod topology;
 
 use std::{
-    collections::BTreeSet,
     net::SocketAddr,
     process::{Command, Stdio},
     time::Duration,
@@ -108,6 +107,16 @@ impl Bench {
         self.topo.client.start_agent_with(mesh, &flags)
     }
 
+    /// `kmesh-bench <subcommand>` placed in the client pod: its network
+    /// namespace and the cgroup.
+    pub fn in_client_pod(&self, subcommand: &str) -> Command {
+        let mut cmd = Command::new(target_bin("kmesh-bench"));
+        cmd.args(["--netns", &self.topo.client.netns, "--cgroup"])
+            .arg(&self.topo.client.cgroup)
+            .arg(subcommand);
+        cmd
+    }
+
     /// Runs `load` from the client pod (its namespace and the cgroup);
     /// fails if any operation failed, since the path is then broken.
     pub fn load(
@@ -117,10 +126,9 @@ impl Bench {
         warmup: Duration,
         duration: Duration,
     ) -> anyhow::Result<LoadReport> {
-        let out = Command::new(target_bin("kmesh-bench"))
-            .args(["--netns", &self.topo.client.netns, "--cgroup"])
-            .arg(&self.topo.client.cgroup)
-            .args(["load", "--target", &target.to_string(), "--spec"])
+        let out = self
+            .in_client_pod("load")
+            .args(["--target", &target.to_string(), "--spec"])
             .arg(serde_json::to_string(&load)?)
             .args(["--warmup-ms", &warmup.as_millis().to_string()])
             .args(["--duration-ms", &duration.as_millis().to_string()])
@@ -144,11 +152,6 @@ impl Bench {
         }
         Ok(report)
     }
-}
-
-/// Program IDs loaded before an agent starts: the rest are its own.
-pub fn programs_before_agent() -> BTreeSet<u32> {
-    bpf_stats::loaded_ids()
 }
 
 /// Polls the agent's probe-record counter until it stops moving for half a

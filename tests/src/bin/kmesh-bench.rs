@@ -158,8 +158,8 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Hold { targets, count } => {
-            let held = load::open_many(&targets, count);
-            println!("{}", serde_json::to_string(&held.report())?);
+            let (held, report) = load::open_many(&targets, count);
+            println!("{}", serde_json::to_string(&report)?);
             std::io::stdout().flush()?;
             let _ = std::io::stdin().read_to_end(&mut Vec::new());
             drop(held);
