@@ -63,7 +63,7 @@ if ! "$CARGO_BIN/cargo-fuzz" --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSIO
   cargo install --quiet --locked cargo-fuzz --version "$CARGO_FUZZ_VERSION"
 fi
 
-installed_rotel=$(python3 -m pip show rotel 2>/dev/null | sed -n 's/^Version: //p')
+installed_rotel=$(python3 -m pip show rotel 2>/dev/null | sed -n 's/^Version: //p' || true)
 if [ "$installed_rotel" != "$ROTEL_VERSION" ]; then
   log "installing rotel $ROTEL_VERSION (OTLP collector for the tests) from PyPI"
   PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check "rotel==$ROTEL_VERSION"
@@ -72,7 +72,7 @@ fi
 # The deployment test renders deploy/ with `kubectl kustomize` (kustomize
 # v4 or later: kubectl 1.21+; machines of this kind carry one) and checks
 # the objects against the Kubernetes API schema, offline.
-installed_kv=$(python3 -m pip show kubernetes-validate 2>/dev/null | sed -n 's/^Version: //p')
+installed_kv=$(python3 -m pip show kubernetes-validate 2>/dev/null | sed -n 's/^Version: //p' || true)
 if [ "$installed_kv" != "$KUBERNETES_VALIDATE_VERSION" ]; then
   log "installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION (Kubernetes API schemas, offline) from PyPI"
   PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
