@@ -4,6 +4,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use kmesh_agent::{
     config,
+    dataplane::{self, OnExit},
     export::otlp::settings::OtlpArgs,
     metrics::SeriesLimits,
     run::{self, MeshSource},
@@ -38,7 +39,17 @@ enum Command {
         #[arg(long, env = "KMESH_ADMIN_SOCKET", default_value = kmesh_api::v1::DEFAULT_SOCKET)]
         admin_socket: PathBuf,
     },
+    /// Remove what agents run with `--on-exit keep-routing` leave in bpffs:
+    /// the pinned routing links (their programs stop routing at once) and
+    /// the pinned maps. For uninstalling; stop the agent first.
+    Cleanup {
+        /// The agents' bpffs directory.
+        #[arg(long, env = "KMESH_BPFFS_DIR", default_value = DEFAULT_BPFFS_DIR)]
+        bpffs_dir: PathBuf,
+    },
 }
+
+const DEFAULT_BPFFS_DIR: &str = "/sys/fs/bpf/kmesh-rs";
 
 #[derive(Args)]
 #[command(group = clap::ArgGroup::new("source").required(true).args(["config", "xds_address"]))]
@@ -54,8 +65,14 @@ struct RunArgs {
     #[arg(long, env = "KMESH_CGROUP")]
     cgroup: Option<PathBuf>,
     /// bpffs directory for the maps the programs share.
-    #[arg(long, env = "KMESH_BPFFS_DIR", default_value = "/sys/fs/bpf/kmesh-rs")]
+    #[arg(long, env = "KMESH_BPFFS_DIR", default_value = DEFAULT_BPFFS_DIR)]
     bpffs_dir: PathBuf,
+    /// What becomes of routing when the agent ends: `detach` leaves
+    /// nothing behind; `keep-routing` leaves the routing programs attached
+    /// and the maps pinned (even after a crash or SIGKILL) until the next
+    /// agent takes over, as a DaemonSet's rolling update wants.
+    #[arg(long, env = "KMESH_ON_EXIT", value_enum, default_value_t = OnExit::Detach)]
+    on_exit: OnExit,
     /// Address of the HTTP endpoint (/metrics, /healthz, /readyz, /v1/snapshot).
     #[arg(long, env = "KMESH_METRICS_ADDR", default_value = "127.0.0.1:9464")]
     metrics_addr: SocketAddr,
@@ -103,6 +120,7 @@ impl RunArgs {
             admin_socket: self.admin_socket,
             ringbuf_bytes: self.ringbuf_bytes,
             observe: !self.routing_only,
+            on_exit: self.on_exit,
             series_limits: SeriesLimits {
                 max_series: self.max_series,
                 expiry: self.series_expiry,
@@ -151,6 +169,7 @@ fn main() -> ExitCode {
         Command::Run(args) => args.run(),
         Command::Check { config } => check(&config),
         Command::Model { admin_socket } => model(admin_socket),
+        Command::Cleanup { bpffs_dir } => cleanup(&bpffs_dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -205,6 +224,23 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
             "{:?} {} {:?}: {}",
             f.severity, f.kind, f.name, f.message
         )?;
+    }
+    Ok(())
+}
+
+fn cleanup(dir: &std::path::Path) -> anyhow::Result<()> {
+    let removed = dataplane::remove_left_state(dir)
+        .with_context(|| format!("cleaning up {}", dir.display()))?;
+    let mut out = std::io::stdout().lock();
+    if removed.detached_programs.is_empty() && removed.maps.is_empty() {
+        writeln!(out, "{}: nothing left by an agent", dir.display())?;
+        return Ok(());
+    }
+    for id in &removed.detached_programs {
+        writeln!(out, "detached program {id} (its link pin removed)")?;
+    }
+    for map in &removed.maps {
+        writeln!(out, "removed pinned map {}", map.display())?;
     }
     Ok(())
 }

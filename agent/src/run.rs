@@ -21,7 +21,7 @@ use tracing::{error, info, warn};
 
 use crate::{
     admin, config,
-    dataplane::{DataPlane, DataPlaneOptions},
+    dataplane::{DataPlane, DataPlaneOptions, OnExit},
     export::{
         self,
         health::ExportHealth,
@@ -58,6 +58,7 @@ pub struct RunOptions {
     pub ringbuf_bytes: u32,
     /// Attach the probe (per-connection telemetry) as well as routing.
     pub observe: bool,
+    pub on_exit: OnExit,
     pub series_limits: SeriesLimits,
     /// `None`: no OTLP export.
     pub otlp: Option<OtlpSettings>,
@@ -92,6 +93,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         bpffs_dir: opts.bpffs_dir.clone(),
         ringbuf_bytes: opts.ringbuf_bytes,
         observe: opts.observe,
+        on_exit: opts.on_exit,
     })?;
     let mut exporters = None;
     let result = serve(

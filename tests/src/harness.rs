@@ -270,16 +270,9 @@ impl Drop for Topology {
         let _ = Command::new("ip")
             .args(["netns", "del", &self.netns])
             .output();
-        if self.bpffs.exists() {
-            for e in std::fs::read_dir(&self.bpffs)
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
-                let _ = std::fs::remove_file(e.path());
-            }
-            let _ = std::fs::remove_dir(&self.bpffs);
-        }
+        // Pinned maps, and the routing links of agents run with
+        // --on-exit keep-routing: removing a link's pin detaches it.
+        let _ = std::fs::remove_dir_all(&self.bpffs);
         let _ = std::fs::remove_dir_all(&self.workdir);
     }
 }
@@ -477,6 +470,12 @@ impl Metrics {
 
 /// Programs attached to `cgroup` for a cgroup attach type, by BPF_PROG_QUERY.
 pub fn attached_programs(cgroup: &Path, attach_type: u32) -> u32 {
+    attached_program_ids(cgroup, attach_type).len() as u32
+}
+
+/// Ids of the programs attached to `cgroup` for a cgroup attach type, in
+/// the order they run.
+pub fn attached_program_ids(cgroup: &Path, attach_type: u32) -> Vec<u32> {
     #[repr(C)]
     #[derive(Default)]
     struct QueryAttr {
@@ -489,13 +488,18 @@ pub fn attached_programs(cgroup: &Path, attach_type: u32) -> u32 {
         _pad: [[u32; 5]; 5],
     }
     const BPF_PROG_QUERY: libc::c_long = 16;
+    const MAX_PROGRAMS: usize = 64;
     let dir = std::fs::File::open(cgroup).expect("opening the cgroup");
+    let mut ids = [0u32; MAX_PROGRAMS];
     let mut attr = QueryAttr {
         target_fd: std::os::fd::AsRawFd::as_raw_fd(&dir) as u32,
         attach_type,
+        prog_ids: ids.as_mut_ptr() as u64,
+        prog_cnt: MAX_PROGRAMS as u32,
         ..Default::default()
     };
-    // SAFETY: attr is a zeroed bpf_attr prefix large enough for PROG_QUERY.
+    // SAFETY: attr is a zeroed bpf_attr prefix large enough for PROG_QUERY;
+    // prog_ids points at MAX_PROGRAMS u32s that outlive the call.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_bpf,
@@ -505,7 +509,7 @@ pub fn attached_programs(cgroup: &Path, attach_type: u32) -> u32 {
         )
     };
     assert_eq!(rc, 0, "BPF_PROG_QUERY: {}", std::io::Error::last_os_error());
-    attr.prog_cnt
+    ids[..attr.prog_cnt as usize].to_vec()
 }
 
 /// Kernel attach types of the programs the agent attaches to its cgroup

@@ -139,6 +139,9 @@ fn run_args(topo: &Topology, mesh_dir: &Path, seccomp: &Path, caps: &[&str]) -> 
         format!("{}:/etc/kmesh-rs:ro", mesh_dir.display()),
         "-e".into(),
         "KMESH_CONFIG=/etc/kmesh-rs".into(),
+        // As deploy/base/settings.yaml: routing outlives the pod.
+        "-e".into(),
+        "KMESH_ON_EXIT=keep-routing".into(),
     ]);
     args
 }
@@ -314,6 +317,32 @@ fn the_image_runs_under_podman_with_the_daemonsets_privileges() {
         "SIGTERM ends the agent cleanly:\n{}",
         logs()
     );
+    // The pins went to the host's bpffs through the mount: routing goes
+    // on without the container, until `kmesh-agent cleanup` (run from the
+    // image, as docs/deploy.md's uninstall does) removes it.
+    let report = topo.client(VIP, 10, &[]);
+    assert_eq!(report.ok, 10, "routing after the pod ended: {report:?}");
+    let mut args = run_args(&topo, &mesh_dir, &seccomp, &CAPS);
+    args.insert(1, "--rm".into());
+    args.push(image.into());
+    args.extend([
+        "cleanup".into(),
+        format!("--bpffs-dir={}", topo.bpffs.display()),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let cleanup = podman.podman(&args).output().expect("podman run cleanup");
+    assert!(cleanup.status.success(), "cleanup: {}", text(&cleanup));
+    assert_eq!(
+        String::from_utf8_lossy(&cleanup.stdout)
+            .matches("detached program")
+            .count(),
+        4,
+        "{}",
+        text(&cleanup)
+    );
+    assert!(!topo.bpffs.exists(), "cleanup leaves no pin");
+    let report = topo.client(VIP, 2, &[]);
+    assert_eq!(report.failures.get("unreachable"), Some(&2), "{report:?}");
 
     for missing in CAPS {
         let caps: Vec<&str> = CAPS.into_iter().filter(|c| *c != missing).collect();

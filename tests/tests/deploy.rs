@@ -128,6 +128,11 @@ fn every_overlay_renders_validates_and_grants_what_the_agent_needs() {
             );
         }
 
+        assert_eq!(
+            settings["data"]["KMESH_ON_EXIT"], "keep-routing",
+            "{overlay}: a rolling update must not stop routing"
+        );
+
         let ds = object(&objects, "DaemonSet", "kmesh-agent");
         let pod = &ds["spec"]["template"]["spec"];
         assert_ne!(pod["hostNetwork"], true, "{overlay}: no hostNetwork");

@@ -1,5 +1,8 @@
 //! Loads the two eBPF objects, shares their maps through bpffs pins, attaches
-//! them to a cgroup, and takes it all down again.
+//! them to a cgroup, and takes it all down again, or leaves routing in
+//! place for the next agent ([`OnExit::KeepRouting`]).
+mod pinned_links;
+
 use std::{
     fs::File,
     path::{Path, PathBuf},
@@ -8,12 +11,13 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader, include_bytes_aligned,
     maps::{Map, MapInfo},
-    programs::{CgroupAttachMode, CgroupSockAddr, SockOps, TracePoint},
+    programs::{CgroupAttachMode, CgroupSockAddr, SockOps, TracePoint, links::FdLink},
 };
 use kmesh_common::{BackendKey, BackendValue, RouteDecision, ServiceKey, ServiceValue, map_names};
 use tracing::{info, warn};
 
 use crate::sysfs;
+use pinned_links::{LINKS_DIR, LeftLinks};
 
 static ORCHESTRATION_OBJ: &[u8] =
     include_bytes_aligned!(concat!(env!("OUT_DIR"), "/orchestration"));
@@ -81,6 +85,13 @@ pub enum DataPlaneError {
         source: aya::programs::ProgramError,
     },
     #[error(
+        "pinning program {program}: its link is not an fd link ({source}); kernels before 5.7 cannot keep routing across restarts, run with --on-exit detach"
+    )]
+    Link {
+        program: &'static str,
+        source: aya::programs::links::LinkError,
+    },
+    #[error(
         "the embedded eBPF objects have no program {0}; the agent and its programs disagree (rebuild)"
     )]
     MissingProgram(&'static str),
@@ -102,10 +113,24 @@ pub struct DataPlaneOptions {
     pub ringbuf_bytes: u32,
     /// Attach the probe too; without it connections are routed but not observed.
     pub observe: bool,
+    pub on_exit: OnExit,
 }
 
-/// The loaded, attached programs. Dropping it detaches them; [`Self::remove_pins`]
-/// removes the shared maps too.
+/// What becomes of routing when the agent process ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnExit {
+    /// Detach every program and remove the pins: nothing is left behind.
+    Detach,
+    /// Keep the routing programs attached (their links pinned in bpffs)
+    /// and the maps pinned, however the process ends, so connections are
+    /// still routed until the next agent takes over. The probe detaches:
+    /// nobody would read what it records.
+    KeepRouting,
+}
+
+/// The loaded, attached programs. Dropping it detaches all but the pinned
+/// routing links; [`Self::shut_down`] also removes the pins unless routing
+/// is to outlive the agent.
 pub struct DataPlane {
     orchestration: Ebpf,
     probe: Ebpf,
@@ -113,6 +138,7 @@ pub struct DataPlane {
     cgroup_path: PathBuf,
     pin_dir: PathBuf,
     observe: bool,
+    on_exit: OnExit,
 }
 
 impl DataPlane {
@@ -169,33 +195,71 @@ impl DataPlane {
             cgroup_path: opts.cgroup.clone(),
             pin_dir: opts.bpffs_dir.clone(),
             observe: opts.observe,
+            on_exit: opts.on_exit,
         })
     }
 
     /// Attaches routing and the probe to the cgroup: from here on, every
     /// connect() in it is routed and every TCP connection observed.
+    ///
+    /// Routing links an earlier agent left pinned keep routing until this
+    /// agent's programs are attached, then they are detached. Both running
+    /// for that moment is harmless: the first rewrites a VIP to a backend,
+    /// and the second finds no service at a backend's address.
     pub fn attach(&mut self) -> Result<(), DataPlaneError> {
+        let links_dir = self.pin_dir.join(LINKS_DIR);
+        let left = LeftLinks::open(&links_dir)?;
+        let mut routing = Vec::with_capacity(SOCK_ADDR_PROGRAMS.len());
         for name in SOCK_ADDR_PROGRAMS {
             let program: &mut CgroupSockAddr = program_mut(&mut self.orchestration, name)?;
-            program
+            let id = program
                 .attach(&self.cgroup, LINK_MODE)
                 .map_err(prog_err("attaching", name))?;
+            routing.push((name, id));
         }
-        if !self.observe {
-            // The probe object stays loaded: it owns the maps the reader and
-            // the control loop open, which simply stay empty.
-            info!(cgroup = %self.cgroup_path.display(), bpffs = %self.pin_dir.display(), "routing programs attached; the probe is off (--routing-only)");
-            return Ok(());
+        if self.observe {
+            let sockops: &mut SockOps = program_mut(&mut self.probe, SOCKOPS_PROGRAM)?;
+            sockops
+                .attach(&self.cgroup, LINK_MODE)
+                .map_err(prog_err("attaching", SOCKOPS_PROGRAM))?;
+            let reset: &mut TracePoint = program_mut(&mut self.probe, RESET_PROGRAM)?;
+            reset
+                .attach("tcp", "tcp_receive_reset")
+                .map_err(prog_err("attaching", RESET_PROGRAM))?;
         }
-        let sockops: &mut SockOps = program_mut(&mut self.probe, SOCKOPS_PROGRAM)?;
-        sockops
-            .attach(&self.cgroup, LINK_MODE)
-            .map_err(prog_err("attaching", SOCKOPS_PROGRAM))?;
-        let reset: &mut TracePoint = program_mut(&mut self.probe, RESET_PROGRAM)?;
-        reset
-            .attach("tcp", "tcp_receive_reset")
-            .map_err(prog_err("attaching", RESET_PROGRAM))?;
-        info!(cgroup = %self.cgroup_path.display(), bpffs = %self.pin_dir.display(), "eBPF programs attached");
+        // Only now, with everything attached, is routing handed over: a
+        // failure above leaves the earlier agent's links routing.
+        let mut pinned = Vec::new();
+        if self.on_exit == OnExit::KeepRouting {
+            for (name, id) in routing {
+                let program: &mut CgroupSockAddr = program_mut(&mut self.orchestration, name)?;
+                let link = program
+                    .take_link(id)
+                    .map_err(prog_err("taking the link of", name))?;
+                let link = FdLink::try_from(link).map_err(|source| DataPlaneError::Link {
+                    program: name,
+                    source,
+                })?;
+                pinned.push(pinned_links::pin(link, &links_dir, name)?);
+            }
+        }
+        let replaced = left.len();
+        let released = left.release(&pinned);
+        if replaced > 0 {
+            info!(programs = ?released, "took over routing: the links an earlier agent left pinned are detached");
+        }
+        if pinned.is_empty() {
+            let _ = std::fs::remove_dir(&links_dir);
+        }
+        // Without the probe, its object stays loaded: it owns the maps the
+        // reader and the control loop open, which simply stay empty.
+        info!(
+            cgroup = %self.cgroup_path.display(),
+            bpffs = %self.pin_dir.display(),
+            probe = self.observe,
+            on_exit = ?self.on_exit,
+            "eBPF programs attached"
+        );
         Ok(())
     }
 
@@ -215,14 +279,75 @@ impl DataPlane {
         })
     }
 
-    /// Detaches every program and removes the pinned maps and their
-    /// directory, leaving nothing behind in the kernel.
+    /// Detaches the programs this agent holds. With [`OnExit::Detach`] it
+    /// also removes the pinned maps and their directory, leaving nothing
+    /// behind, unless pinned routing links remain (another agent's, which
+    /// route with those maps).
     pub fn shut_down(self) {
         let pin_dir = self.pin_dir.clone();
+        let on_exit = self.on_exit;
         drop(self);
+        let links_dir = pin_dir.join(LINKS_DIR);
+        let pinned_links = std::fs::read_dir(&links_dir)
+            .map(|d| d.count())
+            .unwrap_or(0);
+        if pinned_links > 0 {
+            let why = match on_exit {
+                OnExit::KeepRouting => "--on-exit keep-routing",
+                OnExit::Detach => "another agent pinned them",
+            };
+            info!(
+                links = %links_dir.display(),
+                maps = %pin_dir.display(),
+                "the probe is detached; routing stays attached ({why}) until the next agent takes over; `kmesh-agent cleanup` removes it"
+            );
+            return;
+        }
         remove_pins(&pin_dir);
         info!(bpffs = %pin_dir.display(), "eBPF programs detached and pinned maps removed");
     }
+}
+
+/// What [`remove_left_state`] removed.
+#[derive(Debug, Default)]
+pub struct Removed {
+    /// Program ids that stopped routing as their link pins went.
+    pub detached_programs: Vec<u32>,
+    pub maps: Vec<PathBuf>,
+}
+
+/// Removes what an agent left in the bpffs directory `dir`: the routing
+/// links (detaching their programs), then the maps and `dir` itself. For
+/// uninstalling after agents that ran with [`OnExit::KeepRouting`].
+pub fn remove_left_state(dir: &Path) -> Result<Removed, DataPlaneError> {
+    if !dir.exists() {
+        return Ok(Removed::default());
+    }
+    let detached_programs = pinned_links::remove_all(&dir.join(LINKS_DIR))?;
+    let maps = PINNED_MAPS
+        .iter()
+        .map(|(name, _, _)| dir.join(name))
+        .filter(|p| p.exists())
+        .collect();
+    remove_pins(dir);
+    if dir.exists() {
+        let others: Vec<String> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        return Err(DataPlaneError::Bpffs {
+            path: dir.to_path_buf(),
+            reason: format!(
+                "still holds {others:?}, which no kmesh-agent pins; remove them if nothing else uses them"
+            ),
+        });
+    }
+    Ok(Removed {
+        detached_programs,
+        maps,
+    })
 }
 
 fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, DataPlaneError>
