@@ -256,6 +256,8 @@ fn the_image_runs_under_podman_with_the_daemonsets_privileges() {
     args.push(image.into());
     args.extend(agent_args(&topo, port));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // What the run looked like, printed at the end (`-- --nocapture`).
+    let mut transcript = format!("$ podman {}\n", args.join(" "));
     let started = podman.podman(&args).output().expect("podman run");
     assert!(started.status.success(), "podman run: {}", text(&started));
     let logs = || text(&podman.podman(&["logs", &name]).output().expect("logs"));
@@ -270,8 +272,16 @@ fn the_image_runs_under_podman_with_the_daemonsets_privileges() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    transcript += &format!(
+        "GET /readyz: {}\n",
+        http_get(endpoint, "/readyz").unwrap_or_else(|e| e.to_string())
+    );
     let report = topo.client(VIP, 40, &[]);
     assert_eq!(report.ok, 40, "failures: {:?}\n{}", report.failures, logs());
+    transcript += &format!(
+        "40 connections to {VIP} from outside the container: {:?}\n",
+        report.backends
+    );
     for b in BACKENDS {
         assert_eq!(report.backends.get(b), Some(&20), "{:?}", report.backends);
     }
@@ -317,6 +327,7 @@ fn the_image_runs_under_podman_with_the_daemonsets_privileges() {
         "SIGTERM ends the agent cleanly:\n{}",
         logs()
     );
+    transcript += &format!("podman logs (exit status 0 after podman stop):\n{}", logs());
     // The pins went to the host's bpffs through the mount: routing goes
     // on without the container, until `kmesh-agent cleanup` (run from the
     // image, as docs/deploy.md's uninstall does) removes it.
@@ -343,6 +354,10 @@ fn the_image_runs_under_podman_with_the_daemonsets_privileges() {
     assert!(!topo.bpffs.exists(), "cleanup leaves no pin");
     let report = topo.client(VIP, 2, &[]);
     assert_eq!(report.failures.get("unreachable"), Some(&2), "{report:?}");
+    transcript += &format!(
+        "after the container stopped: 10 of 10 routed; kmesh-agent cleanup:\n{}",
+        text(&cleanup)
+    );
 
     for missing in CAPS {
         let caps: Vec<&str> = CAPS.into_iter().filter(|c| *c != missing).collect();
@@ -358,5 +373,7 @@ fn the_image_runs_under_podman_with_the_daemonsets_privileges() {
             "the error names CAP_{missing}:\n{}",
             text(&out)
         );
+        transcript += &format!("without CAP_{missing}:\n{}", text(&out));
     }
+    println!("{transcript}");
 }

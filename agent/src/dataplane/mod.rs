@@ -128,6 +128,16 @@ pub enum OnExit {
     KeepRouting,
 }
 
+impl OnExit {
+    /// The name `--on-exit` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Detach => "detach",
+            Self::KeepRouting => "keep-routing",
+        }
+    }
+}
+
 /// The loaded, attached programs. Dropping it detaches all but the pinned
 /// routing links; [`Self::shut_down`] also removes the pins unless routing
 /// is to outlive the agent.
@@ -257,7 +267,7 @@ impl DataPlane {
             cgroup = %self.cgroup_path.display(),
             bpffs = %self.pin_dir.display(),
             probe = self.observe,
-            on_exit = ?self.on_exit,
+            on_exit = self.on_exit.as_str(),
             "eBPF programs attached"
         );
         Ok(())
@@ -435,5 +445,20 @@ fn remove_pins(dir: &Path) {
         && e.kind() != std::io::ErrorKind::NotFound
     {
         warn!(dir = %dir.display(), error = %e, "could not remove the bpffs directory (not empty?)");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::ValueEnum;
+
+    use super::OnExit;
+
+    #[test]
+    fn on_exit_logs_the_names_the_flag_takes() {
+        for v in OnExit::value_variants() {
+            let flag = v.to_possible_value().expect("every variant is a value");
+            assert_eq!(flag.get_name(), v.as_str());
+        }
     }
 }
