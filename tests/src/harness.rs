@@ -216,6 +216,13 @@ impl Topology {
 pub struct BackgroundClient(Option<Child>);
 
 impl BackgroundClient {
+    /// Whether the client is still making connections.
+    pub fn is_running(&mut self) -> bool {
+        self.0
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
     /// Waits for the client to finish and returns its report.
     pub fn report(mut self) -> ClientReport {
         let child = self.0.take().expect("a running client");

@@ -4,6 +4,7 @@
 use std::{
     path::Path,
     process::{Command, Output},
+    time::Duration,
 };
 
 use kmesh_tests::harness::{
@@ -17,7 +18,6 @@ const SECOND: &str = "127.0.0.3:8080";
 const KEEP: [&str; 2] = ["--on-exit", "keep-routing"];
 /// enum bpf_attach_type values.
 const SOCK_OPS: u32 = 3;
-const CONNECT4: u32 = 10;
 
 const ROUTING_PROGRAMS: [&str; 4] = [
     "route_connect4",
@@ -58,6 +58,15 @@ fn assert_only_routing_attached(cgroup: &Path, when: &str) {
     }
 }
 
+/// The program ids on each routing hook (connect4/6, getpeername4/6).
+fn routing_ids(cgroup: &Path) -> Vec<Vec<u32>> {
+    AGENT_ATTACH_TYPES
+        .iter()
+        .filter(|(t, _)| *t != SOCK_OPS)
+        .map(|(t, _)| attached_program_ids(cgroup, *t))
+        .collect()
+}
+
 fn kill(agent: &mut Agent) {
     let pid = agent.pid().expect("agent running") as i32;
     // SAFETY: signalling our own child.
@@ -79,8 +88,12 @@ fn routing_outlives_the_agent_until_the_next_one_takes_over() {
 
     let mut first = topo.start_agent_with(&mesh(FIRST), &KEEP);
     assert_routed_to(&topo, FIRST, 3, "first agent running");
-    let first_connect4 = attached_program_ids(&topo.cgroup, CONNECT4);
-    assert_eq!(first_connect4.len(), 1, "{}", first.log());
+    let first_ids = routing_ids(&topo.cgroup);
+    assert!(
+        first_ids.iter().all(|ids| ids.len() == 1),
+        "one program per routing hook: {first_ids:?}\n{}",
+        first.log()
+    );
     for program in ROUTING_PROGRAMS {
         assert!(
             topo.bpffs.join("links").join(program).exists(),
@@ -88,7 +101,10 @@ fn routing_outlives_the_agent_until_the_next_one_takes_over() {
         );
     }
 
-    // SIGTERM, as a rolling update sends: routing stays, the probe goes.
+    // Connections all through the rolling update: 200/s for 6 s, while the
+    // first agent gets SIGTERM and the second one starts and takes over.
+    let mut during = topo.client_in_background(VIP, 1200, &["--rate", "200"]);
+    std::thread::sleep(Duration::from_millis(300));
     let status = first.stop();
     assert!(status.success(), "exit {status}:\n{}", first.log());
     assert!(
@@ -96,26 +112,45 @@ fn routing_outlives_the_agent_until_the_next_one_takes_over() {
         "{}",
         first.log()
     );
+    // Routing stays, the probe goes.
     assert_only_routing_attached(&topo.cgroup, "after the first agent's SIGTERM");
     assert_eq!(
-        attached_program_ids(&topo.cgroup, CONNECT4),
-        first_connect4,
-        "the first agent's own connect4 keeps routing"
+        routing_ids(&topo.cgroup),
+        first_ids,
+        "the first agent's own programs keep routing"
     );
-    assert_routed_to(&topo, FIRST, 5, "between the agents");
+    std::thread::sleep(Duration::from_millis(300));
 
-    // The next agent (a new mesh, to tell them apart) takes over: its
-    // programs replace the first one's, it observes, and the old links go.
+    // The next agent (another mesh) takes over: its programs replace the
+    // first one's on every hook, it observes, and the old links go.
     let mut second = topo.start_agent_with(&mesh(SECOND), &KEEP);
-    let second_connect4 = attached_program_ids(&topo.cgroup, CONNECT4);
-    assert_eq!(second_connect4.len(), 1, "{}", second.log());
-    assert_ne!(second_connect4, first_connect4, "{}", second.log());
+    assert!(
+        during.is_running(),
+        "the connections must span the takeover; the agent took too long to start"
+    );
+    let second_ids = routing_ids(&topo.cgroup);
+    for (hook, (old, new)) in first_ids.iter().zip(&second_ids).enumerate() {
+        assert_eq!(
+            new.len(),
+            1,
+            "hook {hook}: {second_ids:?}\n{}",
+            second.log()
+        );
+        assert_ne!(new, old, "hook {hook} still runs the first agent's program");
+    }
     assert_eq!(attached_programs(&topo.cgroup, SOCK_OPS), 1);
     assert!(
         second.log().contains("took over routing"),
         "{}",
         second.log()
     );
+    let during = during.report();
+    assert_eq!(
+        (during.ok, during.peer_names.get(VIP)),
+        (1200, Some(&1200)),
+        "every connection made across the update is routed and sees the VIP: {during:?}"
+    );
+
     assert_routed_to(&topo, SECOND, 5, "second agent running");
     let m = second.metrics_when(|m| {
         m.value(
@@ -123,23 +158,20 @@ fn routing_outlives_the_agent_until_the_next_one_takes_over() {
             &[("destination_service", "echo")],
         ) >= 5.0
     });
-    assert_eq!(
-        m.value(
-            "kmesh_tcp_connections_opened_total",
-            &[("destination_service", "echo")]
-        ),
-        5.0,
-        "the second agent observes only its own connections:\n{}",
+    let opened = m.value(
+        "kmesh_tcp_connections_opened_total",
+        &[("destination_service", "echo")],
+    );
+    assert!(
+        (5.0..1205.0).contains(&opened),
+        "the second agent observes its own connections, not those before it: {opened}\n{}",
         m.0
     );
 
     // A crash (SIGKILL: no shutdown code runs) leaves routing too.
     kill(&mut second);
     assert_only_routing_attached(&topo.cgroup, "after SIGKILL");
-    assert_eq!(
-        attached_program_ids(&topo.cgroup, CONNECT4),
-        second_connect4
-    );
+    assert_eq!(routing_ids(&topo.cgroup), second_ids);
     assert_routed_to(&topo, SECOND, 5, "after the second agent was killed");
 
     // An agent that detaches on exit takes over as well, and its exit
@@ -242,4 +274,153 @@ fn cleanup_names_what_it_does_not_own() {
         topo.bpffs.join("someone-else").exists(),
         "not ours to remove"
     );
+}
+
+/// Runs an agent on the topology's cgroup and bpffs directory that must
+/// fail to start (own admin socket `socket`, any free port); its output.
+fn refused_start(topo: &Topology, config: &Path, socket: &str) -> Output {
+    let out = Command::new(target_bin("kmesh-agent"))
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .arg("--cgroup")
+        .arg(&topo.cgroup)
+        .arg("--bpffs-dir")
+        .arg(&topo.bpffs)
+        .arg("--metrics-addr=127.0.0.1:0")
+        .arg("--admin-socket")
+        .arg(topo.workdir.join(socket))
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("running kmesh-agent");
+    assert!(
+        !out.status.success(),
+        "the agent started: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+#[test]
+fn a_running_agents_pins_are_its_own() {
+    if !privileged("a_running_agents_pins_are_its_own") {
+        return;
+    }
+    let topo = Topology::new("pinlock");
+    let _servers = topo.serve(&[FIRST], false);
+    let agent = topo.start_agent_with(&mesh(FIRST), &KEEP);
+    let ids = routing_ids(&topo.cgroup);
+
+    // A second agent on the same bpffs directory (its own socket and port,
+    // so only the pins are shared) would take the routing from under the
+    // first; it is refused, as is cleanup.
+    let second = refused_start(&topo, &agent.config_path, "second.sock");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains("another kmesh-agent")
+            && stderr.contains(&topo.bpffs.display().to_string()),
+        "the refusal names the directory: {stderr}"
+    );
+    let cleanup = run_cleanup(&topo.bpffs);
+    assert!(!cleanup.status.success());
+    assert!(
+        String::from_utf8_lossy(&cleanup.stderr).contains("another kmesh-agent"),
+        "{}",
+        String::from_utf8_lossy(&cleanup.stderr)
+    );
+
+    assert_eq!(routing_ids(&topo.cgroup), ids, "{}", agent.log());
+    assert_routed_to(&topo, FIRST, 3, "after both were refused");
+}
+
+/// bpf(2) commands (enum bpf_cmd).
+const BPF_MAP_CREATE: libc::c_long = 0;
+const BPF_OBJ_PIN: libc::c_long = 6;
+const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+
+/// (key size, value size) of the map pinned at `path`, by BPF_OBJ_GET and
+/// BPF_OBJ_GET_INFO_BY_FD.
+fn pinned_map_sizes(path: &Path) -> (u32, u32) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let mut attr = [0u64; 3];
+    attr[0] = c.as_ptr() as u64;
+    // SAFETY: BPF_OBJ_GET reads a path pointer from a zeroed attr.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET, attr.as_mut_ptr(), 24) };
+    assert!(fd >= 0, "BPF_OBJ_GET {}", path.display());
+    let mut info = [0u32; 20];
+    let mut attr = [0u32; 4];
+    attr[0] = fd as u32;
+    attr[1] = size_of_val(&info) as u32;
+    let ptr = info.as_mut_ptr() as u64;
+    attr[2] = ptr as u32;
+    attr[3] = (ptr >> 32) as u32;
+    // SAFETY: the info buffer outlives the call, its length is given.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET_INFO_BY_FD, attr.as_mut_ptr(), 16) };
+    assert_eq!(rc, 0, "BPF_OBJ_GET_INFO_BY_FD");
+    // SAFETY: closing the fd BPF_OBJ_GET returned.
+    unsafe { libc::close(fd as i32) };
+    (info[2], info[3])
+}
+
+/// Pins a new hash map at `path` (replacing the pin there).
+fn pin_hash_map(path: &Path, key_size: u32, value_size: u32, max_entries: u32) {
+    let mut attr = [1u32, key_size, value_size, max_entries, 0, 0];
+    // SAFETY: BPF_MAP_CREATE with a zeroed tail.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_MAP_CREATE, attr.as_mut_ptr(), 24) };
+    assert!(
+        fd >= 0,
+        "BPF_MAP_CREATE: {}",
+        std::io::Error::last_os_error()
+    );
+    std::fs::remove_file(path).unwrap();
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let mut attr = [0u64; 3];
+    attr[0] = c.as_ptr() as u64;
+    attr[1] = fd as u64;
+    // SAFETY: BPF_OBJ_PIN of the fd just created.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_PIN, attr.as_mut_ptr(), 24) };
+    assert_eq!(rc, 0, "BPF_OBJ_PIN: {}", std::io::Error::last_os_error());
+    // SAFETY: the pin holds the map now.
+    unsafe { libc::close(fd as i32) };
+}
+
+#[test]
+fn a_pin_of_another_layout_is_refused_and_routing_goes_on() {
+    if !privileged("a_pin_of_another_layout_is_refused_and_routing_goes_on") {
+        return;
+    }
+    let topo = Topology::new("layout");
+    let _servers = topo.serve(&[FIRST, SECOND], false);
+    let mut first = topo.start_agent_with(&mesh(FIRST), &KEEP);
+    assert!(first.stop().success(), "{}", first.log());
+
+    // As a build with another capacity would have left it: same key and
+    // value, 16 entries.
+    let services = topo.bpffs.join("KM_SERVICES");
+    let (key, value) = pinned_map_sizes(&services);
+    pin_hash_map(&services, key, value, 16);
+    let refused = refused_start(&topo, &first.config_path, "admin.sock");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains(&services.display().to_string())
+            && stderr.contains("incompatible")
+            && stderr.contains("16"),
+        "the refusal names the pin and what differs: {stderr}"
+    );
+    // The first agent's programs route on with the map they were loaded with.
+    assert_routed_to(&topo, FIRST, 3, "after the refusal");
+
+    // What the message says to do: remove the map pins, start again.
+    for name in ["KM_SERVICES", "KM_BACKENDS", "KM_SOCK_ROUTES"] {
+        std::fs::remove_file(topo.bpffs.join(name)).unwrap();
+    }
+    assert_routed_to(&topo, FIRST, 3, "with the map pins removed");
+    let second = topo.start_agent_with(&mesh(SECOND), &KEEP);
+    assert!(
+        second.log().contains("took over routing"),
+        "{}",
+        second.log()
+    );
+    assert_routed_to(&topo, SECOND, 3, "after the takeover");
 }

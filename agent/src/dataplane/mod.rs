@@ -1,6 +1,7 @@
 //! Loads the two eBPF objects, shares their maps through bpffs pins, attaches
 //! them to a cgroup, and takes it all down again, or leaves routing in
 //! place for the next agent ([`OnExit::KeepRouting`]).
+mod pin_dir;
 mod pinned_links;
 
 use std::{
@@ -10,13 +11,18 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader, include_bytes_aligned,
-    maps::{Map, MapInfo},
-    programs::{CgroupAttachMode, CgroupSockAddr, SockOps, TracePoint, links::FdLink},
+    maps::Map,
+    programs::{
+        CgroupAttachMode, CgroupSockAddr, SockOps, TracePoint,
+        cgroup_sock_addr::CgroupSockAddrLinkId, links::FdLink,
+    },
 };
-use kmesh_common::{BackendKey, BackendValue, RouteDecision, ServiceKey, ServiceValue, map_names};
-use tracing::{info, warn};
+use kmesh_common::map_names;
+use tracing::info;
 
 use crate::sysfs;
+use pin_dir::{PINNED_MAPS, check_existing_pins, lock_pin_dir, prepare_pin_dir, remove_pins};
+pub use pin_dir::{Removed, remove_left_state};
 use pinned_links::{LINKS_DIR, LeftLinks};
 
 static ORCHESTRATION_OBJ: &[u8] =
@@ -38,26 +44,6 @@ const LINK_MODE: CgroupAttachMode = CgroupAttachMode::Single;
 const SOCKOPS_PROGRAM: &str = "observe_sockops";
 const RESET_PROGRAM: &str = "observe_receive_reset";
 
-/// The maps pinned under the bpffs directory, with the key and value sizes
-/// this build expects of them.
-const PINNED_MAPS: [(&str, usize, usize); 3] = [
-    (
-        map_names::SERVICES,
-        size_of::<ServiceKey>(),
-        size_of::<ServiceValue>(),
-    ),
-    (
-        map_names::BACKENDS,
-        size_of::<BackendKey>(),
-        size_of::<BackendValue>(),
-    ),
-    (
-        map_names::SOCK_ROUTES,
-        size_of::<u64>(),
-        size_of::<RouteDecision>(),
-    ),
-];
-
 #[derive(Debug, thiserror::Error)]
 pub enum DataPlaneError {
     #[error("cgroup {path}: {reason}")]
@@ -65,14 +51,19 @@ pub enum DataPlaneError {
     #[error("bpffs directory {path}: {reason}")]
     Bpffs { path: PathBuf, reason: String },
     #[error(
-        "pinned map {path} was left by an incompatible build (key/value size {found:?}, this agent needs {expected:?}); \
-         stop the agent that owns it, or remove the pin (rm {path}) to start afresh"
+        "pinned map {path} was left by an incompatible build (type, key size, value size, capacity: {found}; this agent needs {expected}); \
+         remove the map pins (rm {dir}/KM_*) and start again: programs an earlier agent left keep routing with their own copies until this agent takes over"
     )]
     IncompatiblePin {
         path: PathBuf,
-        found: (u32, u32),
-        expected: (u32, u32),
+        dir: PathBuf,
+        found: String,
+        expected: String,
     },
+    #[error(
+        "another kmesh-agent, or kmesh-agent cleanup, is using {path}; stop it first, or give this agent another --bpffs-dir"
+    )]
+    PinDirBusy { path: PathBuf },
     #[error("loading the {object} eBPF object: {source}")]
     Load {
         object: &'static str,
@@ -147,6 +138,10 @@ pub struct DataPlane {
     cgroup: File,
     cgroup_path: PathBuf,
     pin_dir: PathBuf,
+    /// Held for the agent's life: no second agent or cleanup touches the
+    /// pins meanwhile (the agent holds no fd of its pinned links, so
+    /// removing a pin would detach its routing).
+    pin_dir_lock: File,
     observe: bool,
     on_exit: OnExit,
 }
@@ -158,12 +153,13 @@ impl DataPlane {
         sysfs::raise_memlock_limit();
         let cgroup = open_cgroup(&opts.cgroup)?;
         prepare_pin_dir(&opts.bpffs_dir)?;
+        let pin_dir_lock = lock_pin_dir(&opts.bpffs_dir)?;
         check_existing_pins(&opts.bpffs_dir)?;
         sysfs::ensure_tracefs()?;
         let had_pins = PINNED_MAPS
             .iter()
-            .any(|(name, _, _)| opts.bpffs_dir.join(name).exists());
-        let loaded = Self::load_objects(opts, cgroup);
+            .any(|spec| opts.bpffs_dir.join(spec.name).exists());
+        let loaded = Self::load_objects(opts, cgroup, pin_dir_lock);
         if loaded.is_err() && !had_pins {
             // Loading pins the shared maps before the verifier runs; a
             // failed start must not leave them behind.
@@ -172,7 +168,11 @@ impl DataPlane {
         loaded
     }
 
-    fn load_objects(opts: &DataPlaneOptions, cgroup: File) -> Result<Self, DataPlaneError> {
+    fn load_objects(
+        opts: &DataPlaneOptions,
+        cgroup: File,
+        pin_dir_lock: File,
+    ) -> Result<Self, DataPlaneError> {
         let mut orchestration = EbpfLoader::new()
             .default_map_pin_directory(&opts.bpffs_dir)
             .load(ORCHESTRATION_OBJ)
@@ -204,6 +204,7 @@ impl DataPlane {
             cgroup,
             cgroup_path: opts.cgroup.clone(),
             pin_dir: opts.bpffs_dir.clone(),
+            pin_dir_lock,
             observe: opts.observe,
             on_exit: opts.on_exit,
         })
@@ -239,23 +240,13 @@ impl DataPlane {
         }
         // Only now, with everything attached, is routing handed over: a
         // failure above leaves the earlier agent's links routing.
-        let mut pinned = Vec::new();
-        if self.on_exit == OnExit::KeepRouting {
-            for (name, id) in routing {
-                let program: &mut CgroupSockAddr = program_mut(&mut self.orchestration, name)?;
-                let link = program
-                    .take_link(id)
-                    .map_err(prog_err("taking the link of", name))?;
-                let link = FdLink::try_from(link).map_err(|source| DataPlaneError::Link {
-                    program: name,
-                    source,
-                })?;
-                pinned.push(pinned_links::pin(link, &links_dir, name)?);
-            }
-        }
-        let replaced = left.len();
+        let pinned = match self.on_exit {
+            OnExit::KeepRouting => pinned_links::commit(self.stage_routing(routing, &links_dir)?)?,
+            OnExit::Detach => Vec::new(),
+        };
+        let earlier = left.len();
         let released = left.release(&pinned);
-        if replaced > 0 {
+        if earlier > 0 {
             info!(programs = ?released, "took over routing: the links an earlier agent left pinned are detached");
         }
         if pinned.is_empty() {
@@ -271,6 +262,38 @@ impl DataPlane {
             "eBPF programs attached"
         );
         Ok(())
+    }
+
+    /// Pins every routing link under its staging name; on any failure the
+    /// staged pins are removed, so no partial set is ever put in place.
+    fn stage_routing(
+        &mut self,
+        routing: Vec<(&'static str, CgroupSockAddrLinkId)>,
+        links_dir: &Path,
+    ) -> Result<Vec<pinned_links::Staged>, DataPlaneError> {
+        let mut staged = Vec::with_capacity(routing.len());
+        for (name, id) in routing {
+            let link = program_mut::<CgroupSockAddr>(&mut self.orchestration, name)
+                .and_then(|p| {
+                    p.take_link(id)
+                        .map_err(prog_err("taking the link of", name))
+                })
+                .and_then(|link| {
+                    FdLink::try_from(link).map_err(|source| DataPlaneError::Link {
+                        program: name,
+                        source,
+                    })
+                })
+                .and_then(|link| pinned_links::stage(link, links_dir, name));
+            match link {
+                Ok(s) => staged.push(s),
+                Err(e) => {
+                    pinned_links::discard(&staged);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(staged)
     }
 
     pub fn take_orchestration_map(&mut self, name: &'static str) -> Result<Map, DataPlaneError> {
@@ -294,70 +317,37 @@ impl DataPlane {
     /// behind, unless pinned routing links remain (another agent's, which
     /// route with those maps).
     pub fn shut_down(self) {
-        let pin_dir = self.pin_dir.clone();
-        let on_exit = self.on_exit;
-        drop(self);
+        let Self {
+            orchestration,
+            probe,
+            pin_dir,
+            pin_dir_lock,
+            on_exit,
+            ..
+        } = self;
+        // What this agent holds detaches here; the directory stays locked
+        // until its pins are dealt with.
+        drop((orchestration, probe));
         let links_dir = pin_dir.join(LINKS_DIR);
-        let pinned_links = std::fs::read_dir(&links_dir)
+        let left_links = std::fs::read_dir(&links_dir)
             .map(|d| d.count())
             .unwrap_or(0);
-        if pinned_links > 0 {
-            let why = match on_exit {
-                OnExit::KeepRouting => "--on-exit keep-routing",
-                OnExit::Detach => "another agent pinned them",
+        if left_links > 0 {
+            let whose = match on_exit {
+                OnExit::KeepRouting => "this agent's, --on-exit keep-routing",
+                OnExit::Detach => "an earlier agent's, not taken over",
             };
             info!(
                 links = %links_dir.display(),
                 maps = %pin_dir.display(),
-                "the probe is detached; routing stays attached ({why}) until the next agent takes over; `kmesh-agent cleanup` removes it"
+                "routing stays attached ({whose}) until the next agent takes over; `kmesh-agent cleanup` removes it"
             );
-            return;
+        } else {
+            remove_pins(&pin_dir);
+            info!(bpffs = %pin_dir.display(), "eBPF programs detached and pinned maps removed");
         }
-        remove_pins(&pin_dir);
-        info!(bpffs = %pin_dir.display(), "eBPF programs detached and pinned maps removed");
+        drop(pin_dir_lock);
     }
-}
-
-/// What [`remove_left_state`] removed.
-#[derive(Debug, Default)]
-pub struct Removed {
-    /// Program ids that stopped routing as their link pins went.
-    pub detached_programs: Vec<u32>,
-    pub maps: Vec<PathBuf>,
-}
-
-/// Removes what an agent left in the bpffs directory `dir`: the routing
-/// links (detaching their programs), then the maps and `dir` itself. For
-/// uninstalling after agents that ran with [`OnExit::KeepRouting`].
-pub fn remove_left_state(dir: &Path) -> Result<Removed, DataPlaneError> {
-    if !dir.exists() {
-        return Ok(Removed::default());
-    }
-    let detached_programs = pinned_links::remove_all(&dir.join(LINKS_DIR))?;
-    let maps = PINNED_MAPS
-        .iter()
-        .map(|(name, _, _)| dir.join(name))
-        .filter(|p| p.exists())
-        .collect();
-    remove_pins(dir);
-    if dir.exists() {
-        let others: Vec<String> = std::fs::read_dir(dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        return Err(DataPlaneError::Bpffs {
-            path: dir.to_path_buf(),
-            reason: format!(
-                "still holds {others:?}, which no kmesh-agent pins; remove them if nothing else uses them"
-            ),
-        });
-    }
-    Ok(Removed {
-        detached_programs,
-        maps,
-    })
 }
 
 fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, DataPlaneError>
@@ -392,60 +382,6 @@ fn open_cgroup(path: &Path) -> Result<File, DataPlaneError> {
         ));
     }
     File::open(path).map_err(|e| err(format!("cannot open: {e}")))
-}
-
-fn prepare_pin_dir(dir: &Path) -> Result<(), DataPlaneError> {
-    let parent = dir.parent().unwrap_or(Path::new("/"));
-    sysfs::ensure_bpffs(parent)?;
-    std::fs::create_dir_all(dir).map_err(|e| DataPlaneError::Bpffs {
-        path: dir.to_path_buf(),
-        reason: format!("cannot create: {e}"),
-    })
-}
-
-fn check_existing_pins(dir: &Path) -> Result<(), DataPlaneError> {
-    for (name, key, value) in PINNED_MAPS {
-        let path = dir.join(name);
-        if !path.exists() {
-            continue;
-        }
-        let expected = (key as u32, value as u32);
-        match MapInfo::from_pin(&path) {
-            Ok(found) if (found.key_size(), found.value_size()) == expected => {
-                info!(map = %path.display(), "reusing pinned map");
-            }
-            Ok(found) => {
-                return Err(DataPlaneError::IncompatiblePin {
-                    path,
-                    found: (found.key_size(), found.value_size()),
-                    expected,
-                });
-            }
-            Err(e) => {
-                return Err(DataPlaneError::Bpffs {
-                    path,
-                    reason: format!("cannot open pinned map: {e}"),
-                });
-            }
-        }
-    }
-    Ok(())
-}
-
-fn remove_pins(dir: &Path) {
-    for (name, _, _) in PINNED_MAPS {
-        let path = dir.join(name);
-        if let Err(e) = std::fs::remove_file(&path)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            warn!(map = %path.display(), error = %e, "could not remove pinned map");
-        }
-    }
-    if let Err(e) = std::fs::remove_dir(dir)
-        && e.kind() != std::io::ErrorKind::NotFound
-    {
-        warn!(dir = %dir.display(), error = %e, "could not remove the bpffs directory (not empty?)");
-    }
 }
 
 #[cfg(test)]

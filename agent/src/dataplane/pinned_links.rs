@@ -111,9 +111,15 @@ impl LeftLinks {
     }
 }
 
-/// Pins `link` as `dir/<program>`, replacing in one step (a rename) any pin
-/// already there: the path never stops naming a link that routes.
-pub fn pin(link: FdLink, dir: &Path, program: &str) -> Result<PathBuf, DataPlaneError> {
+/// A link pinned under a staging name, not yet in place.
+pub struct Staged {
+    staged: PathBuf,
+    final_path: PathBuf,
+}
+
+/// Pins `link` as `dir/<program>_staged`. The pinned link is dropped right
+/// away: only the pin holds it, so removing the pin detaches the program.
+pub fn stage(link: FdLink, dir: &Path, program: &str) -> Result<Staged, DataPlaneError> {
     let err = |path: &Path, reason: String| DataPlaneError::Bpffs {
         path: path.to_path_buf(),
         reason,
@@ -122,25 +128,45 @@ pub fn pin(link: FdLink, dir: &Path, program: &str) -> Result<PathBuf, DataPlane
     // bpffs refuses names with a dot (EPERM: reserved for the kernel's
     // own files), so the staging name has none.
     let staged = dir.join(format!("{program}_staged"));
-    let final_path = dir.join(program);
     let _ = std::fs::remove_file(&staged);
-    // The pinned link is dropped right away: only the pin holds it, so
-    // removing the pin is enough to detach the program.
     link.pin(&staged).map_err(|e| {
         // aya's message names the syscall; its source says why it failed.
         let why = std::error::Error::source(&e).map_or_else(String::new, |s| format!(": {s}"));
         err(&staged, format!("cannot pin the {program} link: {e}{why}"))
     })?;
-    if let Err(e) = std::fs::rename(&staged, &final_path) {
-        let _ = std::fs::remove_file(&staged);
-        return Err(err(&final_path, format!("cannot replace the pin: {e}")));
+    Ok(Staged {
+        staged,
+        final_path: dir.join(program),
+    })
+}
+
+/// Removes staged pins, detaching their links.
+pub fn discard(staged: &[Staged]) {
+    for s in staged {
+        let _ = std::fs::remove_file(&s.staged);
     }
-    Ok(final_path)
+}
+
+/// Moves every staged pin to its place, each replacing in one step (a
+/// rename) the pin already there: the path never stops naming a link that
+/// routes. Returns the paths now pinned.
+pub fn commit(staged: Vec<Staged>) -> Result<Vec<PathBuf>, DataPlaneError> {
+    let mut pinned = Vec::with_capacity(staged.len());
+    for (i, s) in staged.iter().enumerate() {
+        if let Err(e) = std::fs::rename(&s.staged, &s.final_path) {
+            discard(&staged[i..]);
+            return Err(DataPlaneError::Bpffs {
+                path: s.final_path.clone(),
+                reason: format!("cannot replace the pin: {e}"),
+            });
+        }
+        pinned.push(s.final_path.clone());
+    }
+    Ok(pinned)
 }
 
 /// Removes every link pin in `dir`, and `dir` itself: each program stops
-/// routing as its pin goes (unless a running agent still holds it open).
-/// Returns the program ids detached.
+/// routing as its pin goes. Returns the program ids detached.
 pub fn remove_all(dir: &Path) -> Result<Vec<u32>, DataPlaneError> {
     let left = LeftLinks::open(dir)?;
     if !left.is_empty() {
