@@ -9,7 +9,7 @@
 #     so it can read the eBPF crates' bitcode.
 #   - cargo-fuzz, which builds and runs the libFuzzer targets in fuzz/
 #     (scripts/fuzz.sh).
-#   - bpffs and tracefs mounted (neither is mounted at boot here).
+#   - bpffs mounted (it is not mounted at boot here).
 #   - The real telemetry backends the tests export to: Prometheus (Debian)
 #     and rotel, an OTLP collector (PyPI).
 #   - What the benchmark compares against (scripts/bench.sh): HAProxy as the
@@ -29,7 +29,7 @@ APT_PACKAGES=(rustc-web rust-web-src cargo-web llvm-22-dev libpolly-22-dev
   buildah podman runc)
 
 if [ "$(id -u)" -ne 0 ]; then
-  echo "setup.sh must run as root: it installs Debian packages and mounts bpffs/tracefs." >&2
+  echo "setup.sh must run as root: it installs Debian packages and mounts bpffs." >&2
   exit 1
 fi
 
@@ -79,8 +79,4 @@ if [ "$installed_kv" != "$KUBERNETES_VALIDATE_VERSION" ]; then
 fi
 
 mountpoint -q /sys/fs/bpf || { log "mounting bpffs at /sys/fs/bpf"; mount -t bpf bpf /sys/fs/bpf; }
-if [ ! -d /sys/kernel/tracing/events ]; then
-  log "mounting tracefs at /sys/kernel/tracing"
-  mount -t tracefs tracefs /sys/kernel/tracing
-fi
 log "ready"

@@ -33,7 +33,7 @@ const REQUIRED: [Required; 3] = [
     Required {
         bit: CAP_PERFMON,
         name: "CAP_PERFMON",
-        why: "loading the probe, which reads socket fields and the kernel clock, and attaching its tracepoint",
+        why: "loading the probe, which reads socket fields and the kernel clock, and its tracepoint",
     },
 ];
 
@@ -54,7 +54,7 @@ impl fmt::Display for MissingCapabilities {
         write!(
             f,
             ". Add {} to the container's securityContext.capabilities.add \
-             (kernels before 5.8 have neither CAP_BPF nor CAP_PERFMON: use CAP_SYS_ADMIN there)",
+             (or CAP_SYS_ADMIN, which covers all three, as the privileged overlay gives)",
             self.0
                 .iter()
                 .map(|r| r.name.trim_start_matches("CAP_"))
@@ -89,7 +89,7 @@ fn check_status(status: &str) -> Result<(), MissingCapabilities> {
         return Ok(());
     };
     let has = |bit: u32| effective & (1 << bit) != 0;
-    // CAP_SYS_ADMIN covers all three (and is what kernels before 5.8 need).
+    // CAP_SYS_ADMIN covers all three.
     if has(CAP_SYS_ADMIN) {
         return Ok(());
     }

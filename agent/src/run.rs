@@ -141,7 +141,6 @@ async fn serve(
         aggregator: Arc::new(Mutex::new(Aggregator::new(opts.series_limits))),
         model: Arc::new(Mutex::new(ModelState::new(source))),
         ready: ready.clone(),
-        reset_cookie_offset: reset_cookie_offset(),
         wakeup_bytes: probe::wakeup_bytes(opts.ringbuf_bytes),
     };
     // An xDS agent keeps what an earlier agent left in the maps routing
@@ -253,7 +252,6 @@ struct Control {
     /// Set once the source is live: the file watched, or the first xDS
     /// sync applied.
     ready: Arc<AtomicBool>,
-    reset_cookie_offset: u32,
     wakeup_bytes: u32,
 }
 
@@ -273,18 +271,6 @@ impl Signals {
     }
 }
 
-fn reset_cookie_offset() -> u32 {
-    match sysfs::tracepoint_field_offset("tcp", "tcp_receive_reset", "sock_cookie") {
-        Some(offset) => offset,
-        None => {
-            warn!(
-                "tcp:tcp_receive_reset has no sock_cookie field on this kernel; resets from peers will be reported as rst_sent or fin"
-            );
-            0
-        }
-    }
-}
-
 impl Control {
     fn apply(&mut self, mesh: &Mesh) -> anyhow::Result<()> {
         let report = self.writer.apply(mesh)?;
@@ -298,8 +284,8 @@ impl Control {
                 0,
                 ProbeConfig {
                     report_interval_ns: interval,
-                    reset_cookie_offset: self.reset_cookie_offset,
                     wakeup_bytes: self.wakeup_bytes,
+                    ..ProbeConfig::default()
                 },
                 0,
             )

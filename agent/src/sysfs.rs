@@ -1,7 +1,6 @@
-//! The kernel filesystems the agent needs: cgroup v2 (where programs attach),
-//! bpffs (where shared maps are pinned) and tracefs (tracepoint ids). Neither
-//! bpffs nor tracefs is mounted at boot on every machine; the agent mounts
-//! them when they are missing.
+//! The kernel filesystems the agent needs: cgroup v2 (where programs attach)
+//! and bpffs (where shared maps are pinned). bpffs is not mounted at boot on
+//! every machine; the agent mounts it when it is missing.
 use std::{
     ffi::CString,
     os::unix::ffi::OsStrExt,
@@ -12,7 +11,6 @@ use tracing::info;
 
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-const TRACEFS_MAGIC: i64 = 0x7472_6163;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SysError {
@@ -20,10 +18,6 @@ pub enum SysError {
         "{path} is not a bpf filesystem and mounting one there failed: {reason}; mount it (mount -t bpf bpf {path}) or pass --bpffs-dir under a bpffs mount"
     )]
     Bpffs { path: PathBuf, reason: String },
-    #[error(
-        "tracefs is not mounted and mounting it at /sys/kernel/tracing failed: {0}; mount it (mount -t tracefs tracefs /sys/kernel/tracing)"
-    )]
-    Tracefs(String),
     #[error(
         "no cgroup v2 mount found in /proc/self/mountinfo; mount one (mount -t cgroup2 none /sys/fs/cgroup) or pass --cgroup"
     )]
@@ -77,55 +71,6 @@ pub fn ensure_bpffs(dir: &Path) -> Result<(), SysError> {
     Ok(())
 }
 
-pub fn ensure_tracefs() -> Result<(), SysError> {
-    for p in ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"] {
-        if Path::new(p).join("events").is_dir() {
-            return Ok(());
-        }
-    }
-    let target = Path::new("/sys/kernel/tracing");
-    if fs_magic(target) == Some(TRACEFS_MAGIC) {
-        return Ok(());
-    }
-    mount("tracefs", target).map_err(SysError::Tracefs)?;
-    info!("mounted tracefs at /sys/kernel/tracing");
-    Ok(())
-}
-
-/// Offset of a u64 field in a tracepoint's record, from its tracefs format
-/// (`field:__u64 sock_cookie; offset:64; size:8; ...`, tab-separated).
-pub fn tracepoint_field_offset(category: &str, name: &str, field: &str) -> Option<u32> {
-    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
-        .iter()
-        .find_map(|root| {
-            std::fs::read_to_string(
-                Path::new(root)
-                    .join("events")
-                    .join(category)
-                    .join(name)
-                    .join("format"),
-            )
-            .ok()
-        })
-        .and_then(|format| parse_field_offset(&format, field))
-}
-
-fn parse_field_offset(format: &str, field: &str) -> Option<u32> {
-    format.lines().find_map(|line| {
-        let mut parts = line.trim().split(';').map(str::trim);
-        let decl = parts.next()?.strip_prefix("field:")?;
-        if decl.rsplit(' ').next()? != field {
-            return None;
-        }
-        let offset = parts
-            .find_map(|p| p.strip_prefix("offset:"))?
-            .parse()
-            .ok()?;
-        let size: u32 = parts.find_map(|p| p.strip_prefix("size:"))?.parse().ok()?;
-        (size == 8).then_some(offset)
-    })
-}
-
 /// The cgroup v2 mount point: `/sys/fs/cgroup` on most Kubernetes nodes,
 /// `/sys/fs/cgroup/unified` on hybrid hosts.
 pub fn detect_cgroup2_mount() -> Result<PathBuf, SysError> {
@@ -160,21 +105,6 @@ pub fn raise_memlock_limit() {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reads_field_offsets_from_tracepoint_formats() {
-        let format = "name: tcp_receive_reset\nformat:\n\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\
-                      \tfield:const void * skaddr;\toffset:8;\tsize:8;\tsigned:0;\n\
-                      \tfield:__u64 sock_cookie;\toffset:64;\tsize:8;\tsigned:0;\n";
-        assert_eq!(parse_field_offset(format, "sock_cookie"), Some(64));
-        assert_eq!(parse_field_offset(format, "skaddr"), Some(8));
-        assert_eq!(
-            parse_field_offset(format, "common_type"),
-            None,
-            "not 8 bytes"
-        );
-        assert_eq!(parse_field_offset(format, "missing"), None);
-    }
 
     #[test]
     fn finds_cgroup2_in_hybrid_and_unified_layouts() {

@@ -222,16 +222,13 @@ pub mod conn_flags {
 pub struct ProbeConfig {
     /// Report a long-lived connection's totals at most this often; 0 = never.
     pub report_interval_ns: u64,
-    /// Offset of `sock_cookie` in the tcp:tcp_receive_reset record, read by
-    /// the agent from tracefs because it differs between kernels; 0 when the
-    /// kernel's record has no cookie (resets then read as RST sent or FIN).
-    pub reset_cookie_offset: u32,
     /// Wake the agent's reader only once this many bytes wait in the ring
     /// buffer; below it records wait for the reader's next timed drain.
     /// Each wake-up is an interrupt (an exit on a virtual machine), so
     /// waking per record costs more than the probe's own work. 0: wake on
     /// every record (the kernel's default), as before the agent configures it.
     pub wakeup_bytes: u32,
+    pub _pad0: u32,
 }
 
 /// TCP states as the kernel numbers them (include/net/tcp_states.h).

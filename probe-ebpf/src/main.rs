@@ -5,6 +5,8 @@
 #![no_std]
 #![no_main]
 
+use core::ffi::c_void;
+
 use aya_ebpf::{
     bindings::{
         BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP,
@@ -13,9 +15,9 @@ use aya_ebpf::{
         BPF_SOCK_OPS_STATE_CB_FLAG, BPF_SOCK_OPS_TCP_CONNECT_CB,
     },
     helpers::{bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_ktime_get_ns},
-    macros::{map, sock_ops, tracepoint},
+    macros::{btf_tracepoint, map, sock_ops},
     maps::{Array, LruHashMap, PerCpuArray, RingBuf},
-    programs::{SockOpsContext, TracePointContext},
+    programs::{BtfTracePointContext, SockOpsContext},
 };
 use kmesh_common::{
     AF_INET, ConnEvent, ConnState, ProbeConfig, RouteDecision, close_reason, conn_flags, direction,
@@ -56,21 +58,21 @@ pub fn observe_sockops(ctx: SockOpsContext) -> u32 {
 
 /// A reset arrives before the state change to CLOSE; remember it so the
 /// close record can say who ended the connection.
-#[tracepoint(category = "tcp", name = "tcp_receive_reset")]
-pub fn observe_receive_reset(ctx: TracePointContext) -> u32 {
-    let offset = CONFIG.get(0).map_or(0, |c| c.reset_cookie_offset) as usize;
-    if offset == 0 {
-        return 0;
-    }
-    // SAFETY: the agent read the offset from this tracepoint's format; the
-    // read goes through bpf_probe_read and cannot fault.
-    if let Ok(cookie) = unsafe { ctx.read_at::<u64>(offset) }
-        && let Some(state) = CONNS.get_ptr_mut(cookie)
-    {
+///
+/// A BTF tracepoint rather than a classic one: it is attached with bpf()
+/// alone, so the agent needs neither tracefs nor perf_event_open(), which
+/// container runtimes' seccomp profiles allow later than bpf(), and it takes
+/// the socket itself, so no record layout differs between kernels.
+#[btf_tracepoint(function = "tcp_receive_reset")]
+pub fn observe_receive_reset(ctx: BtfTracePointContext) {
+    let sk: *mut c_void = ctx.arg(0);
+    // SAFETY: the verifier types the argument as the tracepoint's socket; the
+    // helper takes it as such.
+    let cookie = unsafe { bpf_get_socket_cookie(sk) };
+    if let Some(state) = CONNS.get_ptr_mut(cookie) {
         // SAFETY: a live map value; only this flag bit is written.
         unsafe { (*state).flags |= conn_flags::RST_RECEIVED };
     }
-    0
 }
 
 fn cookie_of(ctx: &SockOpsContext) -> u64 {

@@ -156,12 +156,8 @@ fn every_overlay_renders_validates_and_grants_what_the_agent_needs() {
             .collect();
         assert_eq!(
             host_paths,
-            [
-                ("cgroup", "/sys/fs/cgroup"),
-                ("bpffs", "/sys/fs/bpf"),
-                ("tracefs", "/sys/kernel/tracing")
-            ],
-            "{overlay}: exactly the three host mounts"
+            [("cgroup", "/sys/fs/cgroup"), ("bpffs", "/sys/fs/bpf")],
+            "{overlay}: exactly the two host mounts"
         );
         let mounts = agent["volumeMounts"].as_array().expect("mounts");
         let read_only = |name: &str| {
@@ -175,7 +171,6 @@ fn every_overlay_renders_validates_and_grants_what_the_agent_needs() {
             Some(true),
             "attaching only opens the cgroup"
         );
-        assert_eq!(read_only("tracefs"), Some(true));
         assert_eq!(read_only("bpffs"), Some(false), "the pins are written");
 
         let security = &agent["securityContext"];

@@ -10,15 +10,15 @@ use std::{
 };
 
 use aya::{
-    Ebpf, EbpfLoader, include_bytes_aligned,
+    Btf, Ebpf, EbpfLoader, include_bytes_aligned,
     maps::Map,
     programs::{
-        CgroupAttachMode, CgroupSockAddr, SockOps, TracePoint,
+        BtfTracePoint, CgroupAttachMode, CgroupSockAddr, SockOps,
         cgroup_sock_addr::CgroupSockAddrLinkId, links::FdLink,
     },
 };
 use kmesh_common::map_names;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::sysfs;
 use pin_dir::{PINNED_MAPS, check_existing_pins, lock_pin_dir, prepare_pin_dir, remove_pins};
@@ -43,6 +43,7 @@ const LINK_MODE: CgroupAttachMode = CgroupAttachMode::Single;
 
 const SOCKOPS_PROGRAM: &str = "observe_sockops";
 const RESET_PROGRAM: &str = "observe_receive_reset";
+const RESET_TRACEPOINT: &str = "tcp_receive_reset";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataPlaneError {
@@ -143,6 +144,8 @@ pub struct DataPlane {
     /// removing a pin would detach its routing).
     pin_dir_lock: File,
     observe: bool,
+    /// The kernel accepted the reset observer (see [`load_reset_observer`]).
+    reset_observer: bool,
     on_exit: OnExit,
 }
 
@@ -155,7 +158,6 @@ impl DataPlane {
         prepare_pin_dir(&opts.bpffs_dir)?;
         let pin_dir_lock = lock_pin_dir(&opts.bpffs_dir)?;
         check_existing_pins(&opts.bpffs_dir)?;
-        sysfs::ensure_tracefs()?;
         let had_pins = PINNED_MAPS
             .iter()
             .any(|spec| opts.bpffs_dir.join(spec.name).exists());
@@ -196,8 +198,7 @@ impl DataPlane {
         sockops
             .load()
             .map_err(prog_err("loading", SOCKOPS_PROGRAM))?;
-        let reset: &mut TracePoint = program_mut(&mut probe, RESET_PROGRAM)?;
-        reset.load().map_err(prog_err("loading", RESET_PROGRAM))?;
+        let reset_observer = load_reset_observer(&mut probe)?;
         Ok(Self {
             orchestration,
             probe,
@@ -206,6 +207,7 @@ impl DataPlane {
             pin_dir: opts.bpffs_dir.clone(),
             pin_dir_lock,
             observe: opts.observe,
+            reset_observer,
             on_exit: opts.on_exit,
         })
     }
@@ -233,10 +235,12 @@ impl DataPlane {
             sockops
                 .attach(&self.cgroup, LINK_MODE)
                 .map_err(prog_err("attaching", SOCKOPS_PROGRAM))?;
-            let reset: &mut TracePoint = program_mut(&mut self.probe, RESET_PROGRAM)?;
-            reset
-                .attach("tcp", "tcp_receive_reset")
-                .map_err(prog_err("attaching", RESET_PROGRAM))?;
+            if self.reset_observer {
+                let reset: &mut BtfTracePoint = program_mut(&mut self.probe, RESET_PROGRAM)?;
+                reset
+                    .attach()
+                    .map_err(prog_err("attaching", RESET_PROGRAM))?;
+            }
         }
         // Only now, with everything attached, is routing handed over: a
         // failure above leaves the earlier agent's links routing.
@@ -347,6 +351,31 @@ impl DataPlane {
             info!(bpffs = %pin_dir.display(), "eBPF programs detached and pinned maps removed");
         }
         drop(pin_dir_lock);
+    }
+}
+
+/// Loads the program that tells a reset received from a FIN. The probe works
+/// without it, only reporting such closes as `fin` or `rst_sent`, so a kernel
+/// that cannot load it (one built without BTF, which a BTF tracepoint is
+/// typed by) costs a warning, not the start.
+fn load_reset_observer(probe: &mut Ebpf) -> Result<bool, DataPlaneError> {
+    let program: &mut BtfTracePoint = program_mut(probe, RESET_PROGRAM)?;
+    let loaded = Btf::from_sys_fs()
+        .map_err(|e| format!("reading the kernel's BTF (/sys/kernel/btf/vmlinux): {e}"))
+        .and_then(|btf| {
+            program
+                .load(RESET_TRACEPOINT, &btf)
+                .map_err(|e| format!("loading {RESET_PROGRAM}: {e}"))
+        });
+    match loaded {
+        Ok(()) => Ok(true),
+        Err(reason) => {
+            warn!(
+                %reason,
+                "resets from peers will be reported as close_reason fin or rst_sent: this kernel refused the program that observes them (it needs the kernel's BTF)"
+            );
+            Ok(false)
+        }
     }
 }
 
