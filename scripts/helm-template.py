@@ -45,11 +45,21 @@ def main() -> int:
     args = parser.parse_args()
 
     values: dict = {}
-    for path in args.values:
-        with open(path, encoding="utf-8") as f:
-            values = merge(values, helm_chart.values_from_yaml(f.read()))
-    for text in args.set_json:
-        values = merge(values, json.loads(text))
+    try:
+        for path in args.values:
+            with open(path, encoding="utf-8") as f:
+                values = merge(values, helm_chart.values_from_yaml(f.read()))
+        for text in args.set_json:
+            values = merge(values, json.loads(text))
+    except OSError as e:
+        print(f"helm-template.py: values file {e.filename}: {e.strerror}", file=sys.stderr)
+        return 1
+    except json.JSONDecodeError as e:
+        print(f"helm-template.py: --set-json {text!r} is not JSON: {e}", file=sys.stderr)
+        return 1
+    except HelmError as e:
+        print(f"helm-template.py: values file {path}: {e}", file=sys.stderr)
+        return 1
 
     try:
         report = helm_chart.lint(
@@ -60,11 +70,14 @@ def main() -> int:
             kube_version=args.kube_version,
         )
         problems = [m for m in report["messages"] if m["severity"] >= LINT_WARNING]
-        if problems or report["errors"]:
-            for m in problems:
-                print(f"helm lint: {m['path']}: {m['error']}", file=sys.stderr)
+        # The SDK repeats each finding under "errors"; print those only when
+        # no message carries them.
+        for m in problems:
+            print(f"helm lint: {m['path']}: {m['error']}", file=sys.stderr)
+        if not problems:
             for e in report["errors"]:
                 print(f"helm lint: {e}", file=sys.stderr)
+        if problems or report["errors"]:
             return 1
         loaded = helm_chart.Chart.load(args.chart)
         rendered = loaded.render(

@@ -5,9 +5,12 @@
 use std::{
     path::{Path, PathBuf},
     process::Command,
+    sync::atomic::{AtomicUsize, Ordering},
 };
 
 use serde_json::Value;
+
+use crate::harness::target_bin;
 
 pub fn deploy_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy")
@@ -74,10 +77,12 @@ pub fn helm_template(values: &str) -> Result<Vec<Value>, String> {
 
 /// Checks every object of a YAML stream against the API schema.
 pub fn validated(label: &str, yaml: &str) -> Vec<Value> {
+    // Tests render in parallel threads of one process.
+    static RENDERED: AtomicUsize = AtomicUsize::new(0);
     let file = std::env::temp_dir().join(format!(
         "kmesh-manifests-{}-{}.yaml",
         std::process::id(),
-        label.bytes().map(u32::from).sum::<u32>()
+        RENDERED.fetch_add(1, Ordering::Relaxed)
     ));
     std::fs::write(&file, yaml).expect("writing the rendered manifests");
     let check = validate_file(&file);
@@ -120,5 +125,19 @@ pub fn strings(v: &Value) -> Vec<&str> {
         .into_iter()
         .flatten()
         .filter_map(Value::as_str)
+        .collect()
+}
+
+/// Every environment variable the agent reads, from its own `run --help`.
+pub fn agent_settings() -> Vec<String> {
+    let out = Command::new(target_bin("kmesh-agent"))
+        .args(["run", "--help"])
+        .output()
+        .expect("kmesh-agent run --help");
+    let help = String::from_utf8_lossy(&out.stdout);
+    help.split("[env: ")
+        .skip(1)
+        .filter_map(|rest| rest.split(['=', ']']).next())
+        .map(str::to_string)
         .collect()
 }

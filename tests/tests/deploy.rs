@@ -6,24 +6,10 @@ use std::process::Command;
 
 use kmesh_tests::{
     harness::target_bin,
-    manifests::{kustomize, object, strings, tools_present},
+    manifests::{agent_settings, kustomize, object, strings, tools_present},
 };
 
 const OVERLAYS: [&str; 3] = ["standalone", "istio", "privileged"];
-
-/// Every environment variable the agent reads, from its own --help.
-fn agent_settings() -> Vec<String> {
-    let out = Command::new(target_bin("kmesh-agent"))
-        .args(["run", "--help"])
-        .output()
-        .expect("kmesh-agent run --help");
-    let help = String::from_utf8_lossy(&out.stdout);
-    help.split("[env: ")
-        .skip(1)
-        .filter_map(|rest| rest.split(['=', ']']).next())
-        .map(str::to_string)
-        .collect()
-}
 
 #[test]
 fn every_overlay_renders_validates_and_grants_what_the_agent_needs() {

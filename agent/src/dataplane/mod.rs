@@ -198,7 +198,9 @@ impl DataPlane {
         sockops
             .load()
             .map_err(prog_err("loading", SOCKOPS_PROGRAM))?;
-        let reset_observer = load_reset_observer(&mut probe)?;
+        // The reset observer runs kernel-wide, not per cgroup: without the
+        // probe it would only cost time.
+        let reset_observer = opts.observe && load_reset_observer(&mut probe)?;
         Ok(Self {
             orchestration,
             probe,
@@ -237,9 +239,10 @@ impl DataPlane {
                 .map_err(prog_err("attaching", SOCKOPS_PROGRAM))?;
             if self.reset_observer {
                 let reset: &mut BtfTracePoint = program_mut(&mut self.probe, RESET_PROGRAM)?;
-                reset
-                    .attach()
-                    .map_err(prog_err("attaching", RESET_PROGRAM))?;
+                if let Err(e) = reset.attach() {
+                    warn_without_reset_observer(&format!("attaching {RESET_PROGRAM}: {e}"));
+                    self.reset_observer = false;
+                }
             }
         }
         // Only now, with everything attached, is routing handed over: a
@@ -262,6 +265,7 @@ impl DataPlane {
             cgroup = %self.cgroup_path.display(),
             bpffs = %self.pin_dir.display(),
             probe = self.observe,
+            reset_observer = self.reset_observer,
             on_exit = self.on_exit.as_str(),
             "eBPF programs attached"
         );
@@ -367,16 +371,17 @@ fn load_reset_observer(probe: &mut Ebpf) -> Result<bool, DataPlaneError> {
                 .load(RESET_TRACEPOINT, &btf)
                 .map_err(|e| format!("loading {RESET_PROGRAM}: {e}"))
         });
-    match loaded {
-        Ok(()) => Ok(true),
-        Err(reason) => {
-            warn!(
-                %reason,
-                "resets from peers will be reported as close_reason fin or rst_sent: this kernel refused the program that observes them (it needs the kernel's BTF)"
-            );
-            Ok(false)
-        }
+    if let Err(reason) = &loaded {
+        warn_without_reset_observer(reason);
     }
+    Ok(loaded.is_ok())
+}
+
+fn warn_without_reset_observer(reason: &str) {
+    warn!(
+        %reason,
+        "resets from peers will be reported as close_reason fin or rst_sent: the reset observer is not running"
+    );
 }
 
 fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, DataPlaneError>
