@@ -336,32 +336,6 @@ fn a_running_agents_pins_are_its_own() {
 /// bpf(2) commands (enum bpf_cmd).
 const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_OBJ_PIN: libc::c_long = 6;
-const BPF_OBJ_GET: libc::c_long = 7;
-const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
-
-/// (key size, value size) of the map pinned at `path`, by BPF_OBJ_GET and
-/// BPF_OBJ_GET_INFO_BY_FD.
-fn pinned_map_sizes(path: &Path) -> (u32, u32) {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-    let mut attr = [0u64; 3];
-    attr[0] = c.as_ptr() as u64;
-    // SAFETY: BPF_OBJ_GET reads a path pointer from a zeroed attr.
-    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET, attr.as_mut_ptr(), 24) };
-    assert!(fd >= 0, "BPF_OBJ_GET {}", path.display());
-    let mut info = [0u32; 20];
-    let mut attr = [0u32; 4];
-    attr[0] = fd as u32;
-    attr[1] = size_of_val(&info) as u32;
-    let ptr = info.as_mut_ptr() as u64;
-    attr[2] = ptr as u32;
-    attr[3] = (ptr >> 32) as u32;
-    // SAFETY: the info buffer outlives the call, its length is given.
-    let rc = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET_INFO_BY_FD, attr.as_mut_ptr(), 16) };
-    assert_eq!(rc, 0, "BPF_OBJ_GET_INFO_BY_FD");
-    // SAFETY: closing the fd BPF_OBJ_GET returned.
-    unsafe { libc::close(fd as i32) };
-    (info[2], info[3])
-}
 
 /// Pins a new hash map at `path` (replacing the pin there).
 fn pin_hash_map(path: &Path, key_size: u32, value_size: u32, max_entries: u32) {
@@ -398,8 +372,8 @@ fn a_pin_of_another_layout_is_refused_and_routing_goes_on() {
     // As a build with another capacity would have left it: same key and
     // value, 16 entries.
     let services = topo.bpffs.join("KM_SERVICES");
-    let (key, value) = pinned_map_sizes(&services);
-    pin_hash_map(&services, key, value, 16);
+    let pinned = aya::maps::MapInfo::from_pin(&services).expect("the pinned KM_SERVICES");
+    pin_hash_map(&services, pinned.key_size(), pinned.value_size(), 16);
     let refused = refused_start(&topo, &first.config_path, "admin.sock");
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(

@@ -21,45 +21,49 @@ use crate::sysfs;
 pub(super) struct PinnedMap {
     pub(super) name: &'static str,
     map_type: MapType,
-    key_size: usize,
-    value_size: usize,
+    key_size: u32,
+    value_size: u32,
     max_entries: u32,
 }
 
 impl PinnedMap {
+    const fn of<K, V>(name: &'static str, map_type: MapType, max_entries: u32) -> Self {
+        Self {
+            name,
+            map_type,
+            key_size: size_of::<K>() as u32,
+            value_size: size_of::<V>() as u32,
+            max_entries,
+        }
+    }
+
     /// The definition as (type, key size, value size, capacity).
     fn layout(&self) -> (MapType, u32, u32, u32) {
         (
             self.map_type,
-            self.key_size as u32,
-            self.value_size as u32,
+            self.key_size,
+            self.value_size,
             self.max_entries,
         )
     }
 }
 
 pub(super) const PINNED_MAPS: [PinnedMap; 3] = [
-    PinnedMap {
-        name: map_names::SERVICES,
-        map_type: MapType::Hash,
-        key_size: size_of::<ServiceKey>(),
-        value_size: size_of::<ServiceValue>(),
-        max_entries: map_capacity::SERVICES,
-    },
-    PinnedMap {
-        name: map_names::BACKENDS,
-        map_type: MapType::Hash,
-        key_size: size_of::<BackendKey>(),
-        value_size: size_of::<BackendValue>(),
-        max_entries: map_capacity::BACKENDS,
-    },
-    PinnedMap {
-        name: map_names::SOCK_ROUTES,
-        map_type: MapType::LruHash,
-        key_size: size_of::<u64>(),
-        value_size: size_of::<RouteDecision>(),
-        max_entries: map_capacity::SOCK_ROUTES,
-    },
+    PinnedMap::of::<ServiceKey, ServiceValue>(
+        map_names::SERVICES,
+        MapType::Hash,
+        map_capacity::SERVICES,
+    ),
+    PinnedMap::of::<BackendKey, BackendValue>(
+        map_names::BACKENDS,
+        MapType::Hash,
+        map_capacity::BACKENDS,
+    ),
+    PinnedMap::of::<u64, RouteDecision>(
+        map_names::SOCK_ROUTES,
+        MapType::LruHash,
+        map_capacity::SOCK_ROUTES,
+    ),
 ];
 
 /// What [`remove_left_state`] removed.
