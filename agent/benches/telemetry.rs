@@ -16,12 +16,12 @@ use std::{
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use kmesh_agent::{
     addr::ip_to_words,
+    aggregator::{Aggregator, SeriesLimits},
     export::{
         health::ExportHealth,
         otlp::{metrics::requests, settings::HistogramAggregation},
         prometheus,
     },
-    metrics::{Aggregator, SeriesLimits},
     model::{Backend, Mesh, Policy, Service},
     spans::{SamplingSettings, SpanAssembler},
 };

@@ -27,7 +27,7 @@ use serde::Deserialize;
 use tokio::{net::UnixListener, sync::watch};
 use tracing::warn;
 
-use crate::{introspect::SharedModel, metrics::Aggregator, process};
+use crate::{aggregator::Aggregator, introspect::SharedModel, process};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {

@@ -5,6 +5,7 @@
 //! exporters.
 pub mod addr;
 pub mod admin;
+pub mod aggregator;
 pub mod capabilities;
 pub mod config;
 pub mod dataplane;
@@ -12,7 +13,6 @@ pub mod export;
 pub mod http;
 pub mod introspect;
 pub mod maps;
-pub mod metrics;
 pub mod model;
 pub mod probe;
 pub mod process;

@@ -9,10 +9,10 @@ use std::{
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use kmesh_agent::{
+    aggregator::SeriesLimits,
     config,
     dataplane::{self, OnExit},
     export::otlp::settings::OtlpArgs,
-    metrics::SeriesLimits,
     run::{self, MeshSource},
     xds::ads::settings::XdsArgs,
 };

@@ -125,7 +125,7 @@ pub(crate) mod fixtures {
     use super::*;
     use crate::{
         addr::ip_to_words,
-        metrics::{Aggregator, SeriesLimits},
+        aggregator::{Aggregator, SeriesLimits},
     };
 
     /// The service id [`echo_aggregator`] gives `echo`.

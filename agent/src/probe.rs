@@ -16,7 +16,7 @@ use tokio::{
 };
 use tracing::{error, warn};
 
-use crate::{export::otlp::SpanQueue, metrics::Aggregator, spans::SpanAssembler};
+use crate::{aggregator::Aggregator, export::otlp::SpanQueue, spans::SpanAssembler};
 
 /// Span assembly on the reader thread, when traces are exported.
 pub type SpanSink = Option<(SpanAssembler, SpanQueue)>;

@@ -20,7 +20,9 @@ use tokio::{
 use tracing::{error, info, warn};
 
 use crate::{
-    admin, config,
+    admin,
+    aggregator::{Aggregator, SeriesLimits},
+    config,
     dataplane::{DataPlane, DataPlaneOptions, OnExit},
     export::{
         self,
@@ -30,7 +32,6 @@ use crate::{
     http,
     introspect::{ModelState, SharedModel, SourceKind},
     maps::MapWriter,
-    metrics::{Aggregator, SeriesLimits},
     model::Mesh,
     probe, reload, sysfs,
     xds::{

@@ -88,7 +88,7 @@ impl TryFrom<RawService> for ValidService {
         if name.is_empty() {
             return Err(format!("service at {}: name must not be empty", raw.vip));
         }
-        if [crate::metrics::UNKNOWN, crate::metrics::OVERFLOW].contains(&name) {
+        if [crate::aggregator::UNKNOWN, crate::aggregator::OVERFLOW].contains(&name) {
             return Err(format!(
                 "{what}: the name {name:?} is reserved for series of unconfigured destinations; rename the service"
             ));

@@ -14,7 +14,7 @@ use kmesh_common::map_capacity;
 
 use super::health::ExportHealth;
 use crate::{
-    metrics::{
+    aggregator::{
         Aggregator, CLOSE_REASONS, SeriesKey,
         families::{
             self, ACTIVE_HELP, ACTIVE_NAME, CLOSE_COUNTERS, COUNTERS, HISTOGRAMS, HistogramFamily,

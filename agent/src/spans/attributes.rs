@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use kmesh_common::{ConnEvent, close_reason, direction};
 use opentelemetry::KeyValue;
 
-use crate::{addr::socket_addr, metrics::close_reason_name};
+use crate::{addr::socket_addr, aggregator::close_reason_name};
 
 pub struct HopFacts<'a> {
     pub ev: &'a ConnEvent,

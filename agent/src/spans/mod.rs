@@ -24,7 +24,7 @@ use opentelemetry::{
 };
 use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, SpanData, SpanEvents, SpanLinks};
 
-use crate::{addr::socket_addr, metrics::SeriesKey};
+use crate::{addr::socket_addr, aggregator::SeriesKey};
 pub use sampling::{Decision, SamplingSettings};
 
 /// Connections followed at once; beyond, new connections are not traced

@@ -4,7 +4,7 @@ use kmesh_common::{ConnEvent, close_reason, direction, event_flags, event_kind};
 use opentelemetry::{Value, trace::Status};
 
 use super::*;
-use crate::{addr::ip_to_words, metrics::Direction};
+use crate::{addr::ip_to_words, aggregator::Direction};
 
 const CLIENT: &str = "127.0.0.9:40000";
 const BACKEND: &str = "127.0.0.2:8080";

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use envoy_types::pb::google::protobuf::Any;
 use kmesh_agent::{
     config::MAX_BACKENDS,
-    metrics::{OVERFLOW, UNKNOWN},
+    aggregator::{OVERFLOW, UNKNOWN},
     model::{Mesh, Policy},
     xds::resources::ResourceType,
 };

@@ -8,7 +8,7 @@ use opentelemetry_proto::tonic::{
     metrics::v1::{ExponentialHistogramDataPoint, exponential_histogram_data_point::Buckets},
 };
 
-use crate::metrics::view::HistogramView;
+use crate::aggregator::view::HistogramView;
 
 pub const MAX_BUCKETS: i64 = 160;
 const MAX_SCALE: i32 = 20;
@@ -80,7 +80,7 @@ pub fn data_point(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::{Distribution, families::BYTES_LIMITS};
+    use crate::aggregator::{Distribution, families::BYTES_LIMITS};
 
     fn view(values: &[u64]) -> HistogramView {
         let mut d = Distribution::new(&BYTES_LIMITS);

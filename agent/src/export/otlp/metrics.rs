@@ -19,7 +19,7 @@ use opentelemetry_proto::tonic::{
 };
 
 use super::{exponential, settings::HistogramAggregation};
-use crate::metrics::{
+use crate::aggregator::{
     CLOSE_REASONS, Direction, SeriesKey,
     families::{self, ACTIVE_HELP, ACTIVE_OTLP_NAME, CLOSE_COUNTERS, COUNTERS, HISTOGRAMS},
     view::{AggregateView, HistogramView, SeriesView},

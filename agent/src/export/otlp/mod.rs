@@ -29,7 +29,7 @@ use self::{
 pub use self::{traces::SpanQueue, transport::TransportError};
 use super::health::{ExportHealth, add};
 use crate::{
-    metrics::Aggregator,
+    aggregator::Aggregator,
     spans::{SamplingSettings, SpanAssembler},
 };
 

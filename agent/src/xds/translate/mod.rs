@@ -660,7 +660,7 @@ fn checked_name(name: &str, vip: SocketAddr) -> String {
     if name.is_empty() {
         return vip.to_string();
     }
-    if [crate::metrics::UNKNOWN, crate::metrics::OVERFLOW].contains(&name) {
+    if [crate::aggregator::UNKNOWN, crate::aggregator::OVERFLOW].contains(&name) {
         // Those names label series of unconfigured destinations.
         return format!("{name}@{vip}");
     }

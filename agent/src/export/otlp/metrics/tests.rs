@@ -4,7 +4,7 @@ use opentelemetry_proto::tonic::metrics::v1::Metric;
 use super::*;
 use crate::{
     addr::ip_to_words,
-    metrics::{Aggregator, SeriesLimits, families::LATENCY_BOUNDS_S},
+    aggregator::{Aggregator, SeriesLimits, families::LATENCY_BOUNDS_S},
 };
 
 fn aggregator() -> Aggregator {

@@ -1,5 +1,5 @@
 //! The aggregator: the one place probe records become figures. Prometheus,
-//! the JSON snapshot and (later) OTLP all read from here.
+//! OTLP and the admin API all read copies of them ([`view`]).
 pub mod families;
 mod labels;
 mod recent;

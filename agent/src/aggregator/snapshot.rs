@@ -236,7 +236,7 @@ mod tests {
             origin: Default::default(),
         };
         mesh.services.insert(vip, empty);
-        let mut agg = Aggregator::new(crate::metrics::SeriesLimits::default());
+        let mut agg = Aggregator::new(crate::aggregator::SeriesLimits::default());
         agg.update_labels(&mesh, std::iter::empty());
         let snap = agg.snapshot(None);
         let names: Vec<&str> = snap.services.iter().map(|s| s.name.as_str()).collect();
