@@ -1,6 +1,6 @@
 //! What the per-series figures are called and how they are bucketed: one
 //! table both exporters read, so `/metrics` and OTLP cannot drift apart.
-use super::{Distribution, SeriesStats, view::SeriesView};
+use super::{Distribution, SeriesCounts, SeriesStats};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Unit {
@@ -28,7 +28,7 @@ pub struct CounterFamily {
     pub otlp_name: &'static str,
     pub help: &'static str,
     pub unit: Unit,
-    pub get: fn(&SeriesView) -> u64,
+    pub get: fn(&SeriesCounts) -> u64,
 }
 
 pub const COUNTERS: [CounterFamily; 4] = [
@@ -37,28 +37,28 @@ pub const COUNTERS: [CounterFamily; 4] = [
         otlp_name: "kmesh.tcp.connections.opened",
         help: "TCP connections established.",
         unit: Unit::Connections,
-        get: |s| s.counts.opened,
+        get: |c| c.opened,
     },
     CounterFamily {
         name: "kmesh_tcp_sent_bytes",
         otlp_name: "kmesh.tcp.sent",
         help: "Payload bytes sent and acknowledged by the peer.",
         unit: Unit::Bytes,
-        get: |s| s.counts.bytes_sent,
+        get: |c| c.bytes_sent,
     },
     CounterFamily {
         name: "kmesh_tcp_received_bytes",
         otlp_name: "kmesh.tcp.received",
         help: "Payload bytes received.",
         unit: Unit::Bytes,
-        get: |s| s.counts.bytes_received,
+        get: |c| c.bytes_received,
     },
     CounterFamily {
         name: "kmesh_tcp_retransmits",
         otlp_name: "kmesh.tcp.retransmits",
         help: "TCP segments retransmitted.",
         unit: Unit::Segments,
-        get: |s| s.counts.retransmits,
+        get: |c| c.retransmits,
     },
 ];
 
@@ -68,7 +68,7 @@ pub struct CloseFamily {
     pub otlp_name: &'static str,
     pub help: &'static str,
     /// By close reason index in [`super::CLOSE_REASONS`].
-    pub get: fn(&SeriesView) -> &[u64],
+    pub get: fn(&SeriesCounts) -> &[u64],
 }
 
 pub const CLOSE_COUNTERS: [CloseFamily; 2] = [
@@ -76,13 +76,13 @@ pub const CLOSE_COUNTERS: [CloseFamily; 2] = [
         name: "kmesh_tcp_connections_closed",
         otlp_name: "kmesh.tcp.connections.closed",
         help: "TCP connections closed after being established, by close reason.",
-        get: |s| &s.counts.closed,
+        get: |c| &c.closed,
     },
     CloseFamily {
         name: "kmesh_tcp_connections_failed",
         otlp_name: "kmesh.tcp.connections.failed",
         help: "TCP connections that never got established, by reason.",
-        get: |s| &s.counts.failed,
+        get: |c| &c.failed,
     },
 ];
 

@@ -140,7 +140,7 @@ impl Collector for AggregatorCollector {
             for s in series {
                 encode_counter(
                     metric.encode_family(&series_labels(&s.key))?,
-                    (family.get)(s),
+                    (family.get)(&s.counts),
                 )?;
             }
         }
@@ -149,7 +149,7 @@ impl Collector for AggregatorCollector {
                 encoder.encode_descriptor(family.name, family.help, None, MetricType::Counter)?;
             for s in series {
                 for (i, (_, reason)) in CLOSE_REASONS.iter().enumerate() {
-                    let v = (family.get)(s)[i];
+                    let v = (family.get)(&s.counts)[i];
                     if v == 0 {
                         continue;
                     }

@@ -201,7 +201,7 @@ fn series_metrics(
     for family in &COUNTERS {
         let points = series
             .iter()
-            .map(|x| number(x.attrs.clone(), x.start, now, (family.get)(x.view)))
+            .map(|x| number(x.attrs.clone(), x.start, now, (family.get)(&x.view.counts)))
             .collect();
         metrics.push(sum(
             family.otlp_name,
@@ -215,7 +215,7 @@ fn series_metrics(
         let mut points = Vec::new();
         for x in series {
             for (i, (_, reason)) in CLOSE_REASONS.iter().enumerate() {
-                let v = (family.get)(x.view)[i];
+                let v = (family.get)(&x.view.counts)[i];
                 if v == 0 {
                     continue;
                 }
