@@ -4,6 +4,18 @@ use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
+/// Largest backend set one service may have (the kernel's search is bounded).
+pub const MAX_BACKENDS: usize = kmesh_common::MAX_BACKENDS as usize;
+
+/// What telemetry calls a destination that is not a configured service or
+/// backend.
+pub const UNKNOWN: &str = "unknown";
+/// Service and backend of the series that takes connections once the series
+/// limit is reached.
+pub const OVERFLOW: &str = "overflow";
+/// Names no service may take, as telemetry already gives them a meaning.
+pub const RESERVED_NAMES: [&str; 2] = [UNKNOWN, OVERFLOW];
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Policy {

@@ -13,14 +13,8 @@ use kmesh_common::{ConnEvent, ServiceKey, direction, event_flags};
 use crate::{
     addr::socket_addr,
     maps::service_key,
-    model::{Mesh, Policy},
+    model::{Mesh, OVERFLOW, Policy, UNKNOWN},
 };
-
-/// What a series is about when it is not a configured service or backend.
-pub const UNKNOWN: &str = "unknown";
-/// Service and backend of the series that takes connections once the series
-/// limit is reached.
-pub const OVERFLOW: &str = "overflow";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Direction {

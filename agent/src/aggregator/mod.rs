@@ -14,13 +14,16 @@ use std::{
 use hdrhistogram::Histogram;
 use kmesh_common::{ConnEvent, ServiceKey, close_reason, event_kind};
 
-pub use labels::{ConfiguredBackend, Direction, LabelTable, OVERFLOW, SeriesKey, UNKNOWN};
+pub use labels::{ConfiguredBackend, Direction, LabelTable, SeriesKey};
 
 use self::{
     families::{BYTES_LIMITS, DURATION_LIMITS_US, LATENCY_LIMITS_US},
     recent::RecentConnections,
 };
-use crate::{maps::MapEntries, model::Mesh};
+use crate::{
+    maps::MapEntries,
+    model::{Mesh, UNKNOWN},
+};
 
 /// Two significant digits: 1% resolution at ~20 KiB per histogram.
 const SIGFIGS: u8 = 2;

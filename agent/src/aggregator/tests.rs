@@ -1,7 +1,7 @@
 use kmesh_common::{ConnEvent, close_reason, direction, event_flags, event_kind};
 
 use super::*;
-use crate::model::{Backend, Mesh};
+use crate::model::{Backend, Mesh, UNKNOWN};
 
 fn mesh() -> Mesh {
     crate::model::fixtures::echo()

@@ -7,8 +7,9 @@ use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
 use serde::Deserialize;
 
-use super::MAX_BACKENDS;
-use crate::model::{Backend, Mesh, Origin, Policy, ProbeSettings, Service};
+use crate::model::{
+    Backend, MAX_BACKENDS, Mesh, Origin, Policy, ProbeSettings, RESERVED_NAMES, Service,
+};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -88,7 +89,7 @@ impl TryFrom<RawService> for ValidService {
         if name.is_empty() {
             return Err(format!("service at {}: name must not be empty", raw.vip));
         }
-        if [crate::aggregator::UNKNOWN, crate::aggregator::OVERFLOW].contains(&name) {
+        if RESERVED_NAMES.contains(&name) {
             return Err(format!(
                 "{what}: the name {name:?} is reserved for series of unconfigured destinations; rename the service"
             ));

@@ -17,9 +17,6 @@ use crate::{
     xds::{self, Report, resources::ResourceSet},
 };
 
-/// Largest backend set one service may have (the kernel's search is bounded).
-pub const MAX_BACKENDS: usize = kmesh_common::MAX_BACKENDS as usize;
-
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read mesh config {path}: {source}")]

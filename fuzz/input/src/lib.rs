@@ -4,9 +4,7 @@ use std::collections::HashSet;
 
 use envoy_types::pb::google::protobuf::Any;
 use kmesh_agent::{
-    config::MAX_BACKENDS,
-    aggregator::{OVERFLOW, UNKNOWN},
-    model::{Mesh, Policy},
+    model::{MAX_BACKENDS, Mesh, Policy, RESERVED_NAMES},
     xds::resources::ResourceType,
 };
 
@@ -71,7 +69,7 @@ pub fn check_mesh(mesh: &Mesh) {
         let name = s.name.trim();
         assert!(!name.is_empty(), "{what}: empty name");
         assert!(
-            ![UNKNOWN, OVERFLOW].contains(&name),
+            !RESERVED_NAMES.contains(&name),
             "{what}: a reserved name"
         );
         assert_ne!(s.vip.port(), 0, "{what}: port 0");

@@ -36,10 +36,7 @@ use serde::Serialize;
 
 use self::backends::{Outcome, Target};
 use super::resources::{ResourceSet, ResourceType, Versioned};
-use crate::{
-    config::MAX_BACKENDS,
-    model::{Backend, Origin, Policy, ResourceRef, Service},
-};
+use crate::model::{Backend, MAX_BACKENDS, Origin, Policy, RESERVED_NAMES, ResourceRef, Service};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -660,7 +657,7 @@ fn checked_name(name: &str, vip: SocketAddr) -> String {
     if name.is_empty() {
         return vip.to_string();
     }
-    if [crate::aggregator::UNKNOWN, crate::aggregator::OVERFLOW].contains(&name) {
+    if RESERVED_NAMES.contains(&name) {
         // Those names label series of unconfigured destinations.
         return format!("{name}@{vip}");
     }
