@@ -16,9 +16,9 @@ use std::{
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use kmesh_agent::{
     addr::ip_to_words,
+    agent_stats::{ControlFigures, ControlStats, ExportHealth},
     aggregator::{Aggregator, SeriesLimits},
     export::{
-        health::ExportHealth,
         otlp::{metrics::requests, settings::HistogramAggregation},
         prometheus,
     },
@@ -196,7 +196,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| black_box(agg.view(true)))
     });
     g.bench_function("admin API snapshot (under the lock)", |b| {
-        b.iter(|| black_box(agg.snapshot(None)))
+        b.iter(|| black_box(agg.snapshot(None, ControlFigures::default())))
     });
     let view = agg.view(true);
     g.bench_function("OTLP requests (explicit)", |b| {
@@ -221,6 +221,7 @@ fn bench(c: &mut Criterion) {
     });
     let registry = prometheus::registry(
         Arc::new(Mutex::new(filled().0)),
+        Arc::new(ControlStats::default()),
         Arc::new(ExportHealth::default()),
     );
     g.bench_function("Prometheus scrape (copy + format)", |b| {

@@ -27,7 +27,7 @@ use serde::Deserialize;
 use tokio::{net::UnixListener, sync::watch};
 use tracing::warn;
 
-use crate::{aggregator::Aggregator, introspect::SharedModel, process};
+use crate::{agent_stats::ControlStats, aggregator::Aggregator, introspect::SharedModel, process};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -186,6 +186,7 @@ async fn only_root_or_self(
 #[derive(Clone)]
 struct AdminState {
     aggregator: Arc<Mutex<Aggregator>>,
+    control: Arc<ControlStats>,
     model: SharedModel,
 }
 
@@ -197,8 +198,9 @@ async fn model(State(state): State<AdminState>) -> Json<v1::Model> {
 async fn snapshot(State(state): State<AdminState>) -> Json<v1::Snapshot> {
     // Read /proc before taking the lock the probe reader needs.
     let process = process::read_self().ok();
+    let control = state.control.get();
     let agg = state.aggregator.lock().unwrap_or_else(|p| p.into_inner());
-    Json(agg.snapshot(process))
+    Json(agg.snapshot(process, control))
 }
 
 #[derive(Deserialize)]
@@ -221,6 +223,7 @@ async fn connections(
 pub async fn serve(
     socket: AdminSocket,
     aggregator: Arc<Mutex<Aggregator>>,
+    control: Arc<ControlStats>,
     model_state: SharedModel,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
@@ -244,6 +247,7 @@ pub async fn serve(
         .layer(middleware::from_fn(only_root_or_self))
         .with_state(AdminState {
             aggregator,
+            control,
             model: model_state,
         });
     let result = axum::serve(

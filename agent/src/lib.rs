@@ -5,6 +5,7 @@
 //! exporters.
 pub mod addr;
 pub mod admin;
+pub mod agent_stats;
 pub mod aggregator;
 pub mod capabilities;
 pub mod config;

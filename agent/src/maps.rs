@@ -5,14 +5,17 @@
 //! only then is the service entry pointed at that generation, and the old
 //! generation deleted. A connect() racing the update sees the old backend
 //! set or the new one, never a mix.
-use std::collections::{BTreeMap, HashMap};
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::SocketAddr,
+};
 
 use aya::maps::{HashMap as BpfHashMap, Map, MapData, MapError};
 use kmesh_common::{BackendKey, BackendValue, ServiceKey, ServiceValue, policy};
 use tracing::{debug, info};
 
 use crate::{
-    addr::ip_to_words,
+    addr::{ip_to_words, socket_addr},
     model::{Mesh, Policy, Service},
 };
 
@@ -178,9 +181,11 @@ impl MapWriter {
         }
     }
 
-    /// The service id the kernel reports for each service address.
-    pub fn service_ids(&self) -> impl Iterator<Item = (&ServiceKey, u32)> {
-        self.installed.iter().map(|(k, v)| (k, v.service_id))
+    /// The service id the kernel reports for each VIP.
+    pub fn service_ids(&self) -> impl Iterator<Item = (SocketAddr, u32)> {
+        self.installed
+            .iter()
+            .map(|(k, v)| (socket_addr(k.addr, k.family, k.port), v.service_id))
     }
 
     pub fn apply(&mut self, mesh: &Mesh) -> Result<ApplyReport, MapWriteError> {

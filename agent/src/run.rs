@@ -21,12 +21,12 @@ use tracing::{error, info, warn};
 
 use crate::{
     admin,
+    agent_stats::{ControlStats, ExportHealth},
     aggregator::{Aggregator, SeriesLimits},
     config,
     dataplane::{DataPlane, DataPlaneOptions, OnExit},
     export::{
         self,
-        health::ExportHealth,
         otlp::{Otlp, settings::OtlpSettings},
     },
     http,
@@ -140,6 +140,7 @@ async fn serve(
         probe_config: Array::try_from(dataplane.take_probe_map(map_names::PROBE_CONFIG)?)
             .context("opening the probe config map")?,
         aggregator: Arc::new(Mutex::new(Aggregator::new(opts.series_limits))),
+        stats: Arc::new(ControlStats::default()),
         model: Arc::new(Mutex::new(ModelState::new(source))),
         ready: ready.clone(),
         wakeup_bytes: probe::wakeup_bytes(opts.ringbuf_bytes),
@@ -176,13 +177,18 @@ async fn serve(
     )?;
     let server = tokio::spawn(http::serve(
         listener,
-        export::prometheus::registry(control.aggregator.clone(), export_health.clone()),
+        export::prometheus::registry(
+            control.aggregator.clone(),
+            control.stats.clone(),
+            export_health.clone(),
+        ),
         ready.clone(),
         stop_rx.clone(),
     ));
     let admin_server = tokio::spawn(admin::serve(
         admin_socket,
         control.aggregator.clone(),
+        control.stats.clone(),
         control.model.clone(),
         stop_rx.clone(),
     ));
@@ -249,6 +255,7 @@ struct Control {
     writer: MapWriter,
     probe_config: Array<MapData, ProbeConfig>,
     aggregator: Arc<Mutex<Aggregator>>,
+    stats: Arc<ControlStats>,
     model: SharedModel,
     /// Set once the source is live: the file watched, or the first xDS
     /// sync applied.
@@ -291,10 +298,16 @@ impl Control {
                 0,
             )
             .context("writing the probe config map")?;
-        let mut agg = self.aggregator.lock().unwrap_or_else(|p| p.into_inner());
-        agg.update_labels(mesh, self.writer.service_ids());
-        agg.agent.map_entries = self.writer.entries();
-        drop(agg);
+        self.aggregator
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .update_labels(mesh, self.writer.service_ids());
+        let entries = self.writer.entries();
+        self.stats.update(|s| {
+            s.services = mesh.services.len() as u64;
+            s.map_services = entries.services;
+            s.map_backends = entries.backends;
+        });
         info!(
             services = mesh.services.len(),
             added = report.added,
@@ -337,11 +350,10 @@ impl Control {
         if let Err(e) = &result {
             error!("config reload rejected, the previous config stays in force: {e:#}");
         }
-        let mut agg = self.aggregator.lock().unwrap_or_else(|p| p.into_inner());
-        match result {
-            Ok(()) => agg.agent.config_reloads_ok += 1,
-            Err(_) => agg.agent.config_reloads_failed += 1,
-        }
+        self.stats.update(|s| match result {
+            Ok(()) => s.config_reloads_ok += 1,
+            Err(_) => s.config_reloads_failed += 1,
+        });
     }
 
     /// An update from the xDS client; the outcome decides its ACK or NACK.

@@ -8,11 +8,10 @@ use std::{
     sync::Arc,
 };
 
-use kmesh_common::{ConnEvent, ServiceKey, direction, event_flags};
+use kmesh_common::{ConnEvent, direction, event_flags};
 
 use crate::{
     addr::socket_addr,
-    maps::service_key,
     model::{Mesh, OVERFLOW, Policy, UNKNOWN},
 };
 
@@ -103,16 +102,13 @@ pub struct ConfiguredService {
 }
 
 impl LabelTable {
-    /// Rebuilds the table from the model and the ids the map writer gave.
-    pub fn update<'a>(&mut self, mesh: &Mesh, ids: impl Iterator<Item = (&'a ServiceKey, u32)>) {
-        let names: HashMap<ServiceKey, Arc<str>> = mesh
-            .services
-            .values()
-            .map(|s| (service_key(s), Arc::from(s.name.as_str())))
-            .collect();
-        for (key, id) in ids {
-            if let Some(name) = names.get(key) {
-                self.service_names.insert(id, name.clone());
+    /// Rebuilds the table from the model and the id the kernel reports for
+    /// each VIP.
+    pub fn update(&mut self, mesh: &Mesh, ids: impl Iterator<Item = (SocketAddr, u32)>) {
+        for (vip, id) in ids {
+            if let Some(service) = mesh.services.get(&vip) {
+                self.service_names
+                    .insert(id, Arc::from(service.name.as_str()));
             }
         }
         self.backends.clear();

@@ -8,11 +8,12 @@ pub mod view;
 
 use std::{
     collections::HashMap,
+    net::SocketAddr,
     time::{Duration, Instant, SystemTime},
 };
 
 use hdrhistogram::Histogram;
-use kmesh_common::{ConnEvent, ServiceKey, close_reason, event_kind};
+use kmesh_common::{ConnEvent, close_reason, event_kind};
 
 pub use labels::{ConfiguredBackend, Direction, LabelTable, SeriesKey};
 
@@ -20,10 +21,7 @@ use self::{
     families::{BYTES_LIMITS, DURATION_LIMITS_US, LATENCY_LIMITS_US},
     recent::RecentConnections,
 };
-use crate::{
-    maps::MapEntries,
-    model::{Mesh, UNKNOWN},
-};
+use crate::model::{Mesh, UNKNOWN};
 
 /// Two significant digits: 1% resolution at ~20 KiB per histogram.
 const SIGFIGS: u8 = 2;
@@ -159,9 +157,6 @@ pub struct AgentStats {
     pub events_periodic: u64,
     pub events_malformed: u64,
     pub ringbuf_drops: u64,
-    pub config_reloads_ok: u64,
-    pub config_reloads_failed: u64,
-    pub services: u64,
     /// Connections counted in an overflow series because the series limit was reached.
     pub series_overflow: u64,
     /// Series dropped after their service or backend left the config.
@@ -169,7 +164,6 @@ pub struct AgentStats {
     /// Connections closed by the agent because the kernel no longer had
     /// them and their close record never arrived.
     pub lost_closes: u64,
-    pub map_entries: MapEntries,
 }
 
 impl AgentStats {
@@ -308,13 +302,9 @@ impl Aggregator {
         self.agent.series_expired += (before - self.series.len()) as u64;
     }
 
-    pub fn update_labels<'a>(
-        &mut self,
-        mesh: &Mesh,
-        ids: impl Iterator<Item = (&'a ServiceKey, u32)>,
-    ) {
+    /// Names the kernel's service ids (given per VIP) by the applied mesh.
+    pub fn update_labels(&mut self, mesh: &Mesh, ids: impl Iterator<Item = (SocketAddr, u32)>) {
         self.labels.update(mesh, ids);
-        self.agent.services = mesh.services.len() as u64;
     }
 
     pub fn series(&self) -> impl Iterator<Item = (&SeriesKey, &SeriesStats)> {
@@ -468,5 +458,7 @@ impl Aggregator {
     }
 }
 
+#[cfg(test)]
+pub(crate) mod fixtures;
 #[cfg(test)]
 mod tests;

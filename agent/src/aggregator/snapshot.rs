@@ -14,7 +14,7 @@ use super::{
     Aggregator, CLOSE_REASONS, Direction, Distribution, SeriesKey, SeriesStats,
     families::LATENCY_LIMITS_US,
 };
-use crate::process::ProcessStats;
+use crate::{agent_stats::ControlFigures, process::ProcessStats};
 
 fn quantiles(h: &Histogram<u64>, buckets: Vec<u64>) -> v1::Distribution {
     v1::Distribution {
@@ -89,7 +89,7 @@ fn figures(parts: &[&SeriesStats]) -> v1::Figures {
 impl Aggregator {
     /// Builds the snapshot under the caller's lock; `process` is read
     /// before taking it.
-    pub fn snapshot(&self, process: Option<ProcessStats>) -> v1::Snapshot {
+    pub fn snapshot(&self, process: Option<ProcessStats>, control: ControlFigures) -> v1::Snapshot {
         let series: HashMap<&SeriesKey, &SeriesStats> = self.series().collect();
         let get = |service: &Arc<str>, backend: &Arc<str>, direction| {
             series
@@ -171,8 +171,8 @@ impl Aggregator {
                 events_malformed: a.events_malformed,
                 ringbuf_drops: a.ringbuf_drops,
                 lost_closes: a.lost_closes,
-                config_reloads_ok: a.config_reloads_ok,
-                config_reloads_failed: a.config_reloads_failed,
+                config_reloads_ok: control.config_reloads_ok,
+                config_reloads_failed: control.config_reloads_failed,
                 series: series.keys().filter(|k| !k.is_overflow()).count() as u64,
                 series_limit: self.limits().max_series as u64,
                 series_overflow: a.series_overflow,
@@ -190,7 +190,7 @@ mod tests {
     use kmesh_common::close_reason;
 
     use super::*;
-    use crate::model::fixtures;
+    use crate::{aggregator::fixtures, model::fixtures as mesh_fixtures};
 
     #[test]
     fn services_carry_their_backends_figures_and_the_sum() {
@@ -202,7 +202,7 @@ mod tests {
         ] {
             agg.record(&fixtures::echo_close(cookie, reason, srtt));
         }
-        let snap = agg.snapshot(None);
+        let snap = agg.snapshot(None, ControlFigures::default());
         assert_eq!(snap.version, "v1");
         let [svc] = snap.services.as_slice() else {
             panic!("{:?}", snap.services);
@@ -226,7 +226,7 @@ mod tests {
     #[test]
     fn a_service_without_backends_is_listed() {
         use crate::model::{Policy, Service};
-        let mut mesh = fixtures::echo();
+        let mut mesh = mesh_fixtures::echo();
         let vip = "198.18.0.11:80".parse().unwrap();
         let empty = Service {
             name: "drained".into(),
@@ -238,7 +238,7 @@ mod tests {
         mesh.services.insert(vip, empty);
         let mut agg = Aggregator::new(crate::aggregator::SeriesLimits::default());
         agg.update_labels(&mesh, std::iter::empty());
-        let snap = agg.snapshot(None);
+        let snap = agg.snapshot(None, ControlFigures::default());
         let names: Vec<&str> = snap.services.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["echo", "drained"]);
         assert!(snap.services[1].backends.is_empty());

@@ -9,9 +9,9 @@ fn mesh() -> Mesh {
 
 fn aggregator() -> Aggregator {
     let mesh = mesh();
-    let key = crate::maps::service_key(mesh.services.values().next().unwrap());
+    let vip = *mesh.services.keys().next().unwrap();
     let mut agg = Aggregator::new(SeriesLimits::default());
-    agg.update_labels(&mesh, [(&key, 7u32)].into_iter());
+    agg.update_labels(&mesh, [(vip, 7u32)].into_iter());
     agg
 }
 
@@ -147,8 +147,8 @@ fn to_backend(cookie: u64, i: u8) -> ConnEvent {
 }
 
 fn apply(agg: &mut Aggregator, mesh: &Mesh) {
-    let key = crate::maps::service_key(mesh.services.values().next().unwrap());
-    agg.update_labels(mesh, [(&key, 7u32)].into_iter());
+    let vip = *mesh.services.keys().next().unwrap();
+    agg.update_labels(mesh, [(vip, 7u32)].into_iter());
 }
 
 #[test]

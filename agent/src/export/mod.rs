@@ -1,4 +1,3 @@
 //! Exporters: each reads the aggregator (and the span assembler) and nothing else.
-pub mod health;
 pub mod otlp;
 pub mod prometheus;

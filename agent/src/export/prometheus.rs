@@ -12,8 +12,8 @@ use prometheus_client::{
 
 use kmesh_common::map_capacity;
 
-use super::health::ExportHealth;
 use crate::{
+    agent_stats::{ControlStats, ExportHealth},
     aggregator::{
         Aggregator, CLOSE_REASONS, SeriesKey,
         families::{
@@ -24,10 +24,15 @@ use crate::{
     process,
 };
 
-pub fn registry(aggregator: Arc<Mutex<Aggregator>>, export_health: Arc<ExportHealth>) -> Registry {
+pub fn registry(
+    aggregator: Arc<Mutex<Aggregator>>,
+    control: Arc<ControlStats>,
+    export_health: Arc<ExportHealth>,
+) -> Registry {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(AggregatorCollector {
         aggregator,
+        control,
         export_health,
     }));
     registry
@@ -35,6 +40,7 @@ pub fn registry(aggregator: Arc<Mutex<Aggregator>>, export_health: Arc<ExportHea
 
 struct AggregatorCollector {
     aggregator: Arc<Mutex<Aggregator>>,
+    control: Arc<ControlStats>,
     export_health: Arc<ExportHealth>,
 }
 
@@ -195,6 +201,7 @@ impl AggregatorCollector {
         encoder: &mut DescriptorEncoder,
     ) -> Result<(), std::fmt::Error> {
         let a = view.agent;
+        let control = self.control.get();
         let mut events = encoder.encode_descriptor(
             "kmesh_probe_events",
             "Probe records read from the ring buffer, by kind.",
@@ -223,8 +230,8 @@ impl AggregatorCollector {
             "kmesh_config_reloads",
             "Mesh config loads, by result; a failed one keeps the previous config.",
             &[
-                (&[("result", "success")], a.config_reloads_ok),
-                (&[("result", "failure")], a.config_reloads_failed),
+                (&[("result", "success")], control.config_reloads_ok),
+                (&[("result", "failure")], control.config_reloads_failed),
             ],
         )?;
         encode_single(
@@ -232,7 +239,7 @@ impl AggregatorCollector {
             "kmesh_services",
             "Services in the applied mesh config.",
             MetricType::Gauge,
-            a.services,
+            control.services,
         )?;
 
         let regular = view.regular_series();
@@ -272,8 +279,8 @@ impl AggregatorCollector {
             MetricType::Gauge,
         )?;
         for (map, v) in [
-            ("services", a.map_entries.services),
-            ("backends", a.map_entries.backends),
+            ("services", control.map_services),
+            ("backends", control.map_backends),
         ] {
             ConstGauge::new(v as i64).encode(entries.encode_family(&[("map", map)])?)?;
         }

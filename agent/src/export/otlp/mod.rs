@@ -27,8 +27,8 @@ use self::{
     transport::MetricsTransport,
 };
 pub use self::{traces::SpanQueue, transport::TransportError};
-use super::health::{ExportHealth, add};
 use crate::{
+    agent_stats::{ExportHealth, add},
     aggregator::Aggregator,
     spans::{SamplingSettings, SpanAssembler},
 };

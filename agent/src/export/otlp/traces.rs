@@ -21,7 +21,7 @@ use super::{
     transport::{TransportError, grpc_channel},
 };
 use crate::{
-    export::health::{ExportHealth, add},
+    agent_stats::{ExportHealth, add},
     spans::SpanOutcome,
 };
 

@@ -8,13 +8,15 @@ use crate::{
 };
 
 fn aggregator() -> Aggregator {
-    let mut agg = crate::model::fixtures::echo_aggregator();
+    let mut agg = crate::aggregator::fixtures::echo_aggregator();
     for (cookie, reason, srtt_us) in [
         (1, close_reason::FIN, 40),
         (2, close_reason::FIN, 400),
         (3, close_reason::RST_RECEIVED, 4000),
     ] {
-        agg.record(&crate::model::fixtures::echo_close(cookie, reason, srtt_us));
+        agg.record(&crate::aggregator::fixtures::echo_close(
+            cookie, reason, srtt_us,
+        ));
     }
     agg
 }
