@@ -16,10 +16,7 @@ use tokio::{
 };
 use tracing::{error, warn};
 
-use crate::{aggregator::Aggregator, export::otlp::SpanQueue, spans::SpanAssembler};
-
-/// Span assembly on the reader thread, when traces are exported.
-pub type SpanSink = Option<(SpanAssembler, SpanQueue)>;
+use crate::{aggregator::Aggregator, spans::SpanSink};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeReaderError {
@@ -62,7 +59,7 @@ pub struct ProbeMaps {
 pub fn spawn(
     maps: ProbeMaps,
     aggregator: Arc<Mutex<Aggregator>>,
-    spans: SpanSink,
+    spans: Option<SpanSink>,
     stop: watch::Receiver<bool>,
 ) -> Result<JoinHandle<()>, ProbeReaderError> {
     let ring = RingBuf::try_from(maps.events).map_err(|source| ProbeReaderError::Map {
@@ -98,7 +95,7 @@ async fn read_loop(
     drops: PerCpuArray<MapData, u64>,
     conns: HashMap<MapData, u64, ConnState>,
     aggregator: Arc<Mutex<Aggregator>>,
-    mut spans: SpanSink,
+    mut spans: Option<SpanSink>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ProbeReaderError> {
     // SAFETY: the ring buffer owns its map fd, which stays open and the same
@@ -135,18 +132,20 @@ async fn read_loop(
     }
 }
 
-fn drain(ring: &mut RingBuf<MapData>, aggregator: &Mutex<Aggregator>, spans: &mut SpanSink) {
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    aggregator: &Mutex<Aggregator>,
+    spans: &mut Option<SpanSink>,
+) {
     let mut agg = aggregator.lock().unwrap_or_else(|p| p.into_inner());
     while let Some(item) = ring.next() {
         let Some(ev) = agg.decode(&item) else {
             continue;
         };
         let key = agg.record(&ev);
-        if let Some((assembler, queue)) = spans {
+        if let Some(spans) = spans {
             let key = key.unwrap_or_else(|| agg.series_key(&ev));
-            if let Some(outcome) = assembler.record(&ev, &key) {
-                queue.push(outcome);
-            }
+            spans.record(&ev, &key);
         }
     }
 }
@@ -158,7 +157,7 @@ fn drain(ring: &mut RingBuf<MapData>, aggregator: &Mutex<Aggregator>, spans: &mu
 fn close_lost(
     conns: &HashMap<MapData, u64, ConnState>,
     aggregator: &Mutex<Aggregator>,
-    spans: &mut SpanSink,
+    spans: &mut Option<SpanSink>,
     suspects: HashSet<u64>,
 ) -> HashSet<u64> {
     let open = aggregator
@@ -175,8 +174,8 @@ fn close_lost(
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .close_lost(&lost);
-        if let Some((assembler, _)) = spans {
-            assembler.forget(&lost);
+        if let Some(spans) = spans {
+            spans.forget(&lost);
         }
         warn!(
             connections = lost.len(),

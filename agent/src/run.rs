@@ -33,7 +33,9 @@ use crate::{
     introspect::{ModelState, SharedModel, SourceKind},
     maps::MapWriter,
     model::Mesh,
-    probe, reload, sysfs,
+    probe, reload,
+    spans::{self, SamplingSettings},
+    sysfs,
     xds::{
         self, Report,
         ads::{SharedStatus, Update, settings::AdsSettings},
@@ -156,10 +158,23 @@ async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     let (export_stop_tx, export_stop_rx) = watch::channel(false);
     let export_health = Arc::new(ExportHealth::default());
+    // Spans are assembled, on the probe reader's thread, only when exported.
+    let (span_sink, span_receiver) = match opts.otlp.as_ref().filter(|o| o.traces.is_some()) {
+        Some(o) => {
+            let sampling = SamplingSettings {
+                ratio: o.sample_ratio,
+                slow_threshold: o.slow_threshold,
+            };
+            let (sink, receiver) = spans::pipeline(sampling, o.span_queue, export_health.clone());
+            (Some(sink), Some(receiver))
+        }
+        None => (None, None),
+    };
     *exporters = match &opts.otlp {
         Some(settings) => Some(Otlp::start(
             settings,
             control.aggregator.clone(),
+            span_receiver,
             export_health.clone(),
             export_stop_rx,
         )?),
@@ -172,7 +187,7 @@ async fn serve(
             conns: dataplane.take_probe_map(map_names::CONNS)?,
         },
         control.aggregator.clone(),
-        exporters.as_mut().and_then(|o| o.spans.take()),
+        span_sink,
         stop_rx.clone(),
     )?;
     let server = tokio::spawn(http::serve(

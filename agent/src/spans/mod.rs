@@ -8,6 +8,7 @@
 //! of one trace are kept or dropped together.
 mod attributes;
 mod clock;
+mod queue;
 pub mod sampling;
 
 use std::{
@@ -24,8 +25,11 @@ use opentelemetry::{
 };
 use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, SpanData, SpanEvents, SpanLinks};
 
-use crate::{addr::socket_addr, aggregator::SeriesKey};
-pub use sampling::{Decision, SamplingSettings};
+pub use self::{
+    queue::{SpanQueue, SpanReceiver},
+    sampling::{Decision, SamplingSettings},
+};
+use crate::{addr::socket_addr, agent_stats::ExportHealth, aggregator::SeriesKey};
 
 /// Connections followed at once; beyond, new connections are not traced
 /// (and counted), so lost close records cannot grow memory without bound.
@@ -81,6 +85,41 @@ pub enum SpanOutcome {
     SampledOut,
     /// The connection was not followed: the flow table was full.
     Untracked,
+}
+
+/// Span assembly on the probe reader's thread, and the queue it fills.
+pub struct SpanSink {
+    assembler: SpanAssembler,
+    queue: SpanQueue,
+}
+
+impl SpanSink {
+    /// Takes one record and the series it was counted in.
+    pub fn record(&mut self, ev: &ConnEvent, key: &SeriesKey) {
+        if let Some(outcome) = self.assembler.record(ev, key) {
+            self.queue.push(outcome);
+        }
+    }
+
+    /// Stops following connections whose close record was lost.
+    pub fn forget(&mut self, cookies: &[u64]) {
+        self.assembler.forget(cookies);
+    }
+}
+
+/// The span pipeline: the probe reader's end, and the exporter's end of a
+/// queue of at most `capacity` spans.
+pub fn pipeline(
+    sampling: SamplingSettings,
+    capacity: usize,
+    health: Arc<ExportHealth>,
+) -> (SpanSink, SpanReceiver) {
+    let (queue, rx) = queue::queue(capacity, health);
+    let sink = SpanSink {
+        assembler: SpanAssembler::new(sampling),
+        queue,
+    };
+    (sink, rx)
 }
 
 pub struct SpanAssembler {

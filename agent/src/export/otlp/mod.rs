@@ -21,16 +21,16 @@ use opentelemetry_proto::tonic::{
 use tokio::{sync::watch, task::JoinHandle};
 use tracing::{info, warn};
 
+pub use self::transport::TransportError;
 use self::{
     backoff::Backoff,
     settings::{HistogramAggregation, OtlpSettings},
     transport::MetricsTransport,
 };
-pub use self::{traces::SpanQueue, transport::TransportError};
 use crate::{
     agent_stats::{ExportHealth, add},
     aggregator::Aggregator,
-    spans::{SamplingSettings, SpanAssembler},
+    spans::SpanReceiver,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -41,19 +41,19 @@ pub enum OtlpError {
     Traces(#[from] traces::TraceExporterError),
 }
 
-/// The running exporters, and what the probe reader needs to feed spans.
+/// The running exporters.
 pub struct Otlp {
     tasks: Vec<JoinHandle<()>>,
-    /// Present when traces are exported.
-    pub spans: Option<(SpanAssembler, SpanQueue)>,
 }
 
 impl Otlp {
     /// Starts the exporters on the current runtime; they stop when `stop`
-    /// turns true, after a last export.
+    /// turns true, after a last export. Spans come from `spans`, the end of
+    /// [`crate::spans::pipeline`], when the settings export traces.
     pub fn start(
         settings: &OtlpSettings,
         aggregator: Arc<Mutex<Aggregator>>,
+        spans: Option<SpanReceiver>,
         health: Arc<ExportHealth>,
         stop: watch::Receiver<bool>,
     ) -> Result<Self, OtlpError> {
@@ -74,28 +74,19 @@ impl Otlp {
                 stop.clone(),
             )));
         }
-        let spans = match &settings.traces {
-            Some(endpoint) => {
-                let exporter =
-                    traces::exporter(endpoint, &settings.headers, settings.timeout, &resource)?;
-                let (queue, rx) = traces::queue(settings.span_queue, health.clone());
-                info!(endpoint = %endpoint.url, protocol = ?endpoint.protocol, ratio = settings.sample_ratio, slow = ?settings.slow_threshold, "exporting connection spans over OTLP");
-                tasks.push(tokio::spawn(traces::run(
-                    exporter,
-                    endpoint.url.clone(),
-                    rx,
-                    health,
-                    stop,
-                )));
-                let assembler = SpanAssembler::new(SamplingSettings {
-                    ratio: settings.sample_ratio,
-                    slow_threshold: settings.slow_threshold,
-                });
-                Some((assembler, queue))
-            }
-            None => None,
-        };
-        Ok(Self { tasks, spans })
+        if let (Some(endpoint), Some(rx)) = (&settings.traces, spans) {
+            let exporter =
+                traces::exporter(endpoint, &settings.headers, settings.timeout, &resource)?;
+            info!(endpoint = %endpoint.url, protocol = ?endpoint.protocol, ratio = settings.sample_ratio, slow = ?settings.slow_threshold, "exporting connection spans over OTLP");
+            tasks.push(tokio::spawn(traces::run(
+                exporter,
+                endpoint.url.clone(),
+                rx,
+                health,
+                stop,
+            )));
+        }
+        Ok(Self { tasks })
     }
 
     /// Waits for the exporters' last exports, at most [`FINISH_DEADLINE`]

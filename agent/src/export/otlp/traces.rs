@@ -1,5 +1,5 @@
 //! Connection spans out over OTLP: the probe reader hands finished spans to
-//! a bounded queue (never waiting on it); one task batches them into
+//! a bounded queue ([`crate::spans::queue`], never waiting on it); one task batches them into
 //! opentelemetry-otlp's span exporter, which retries with backoff. A dead
 //! collector fills the queue and further spans are dropped and counted.
 use std::{str::FromStr, sync::Arc, time::Duration};
@@ -12,7 +12,7 @@ use opentelemetry_sdk::{
     Resource,
     trace::{SpanData, SpanExporter as _},
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tracing::warn;
 
 use super::{
@@ -22,7 +22,7 @@ use super::{
 };
 use crate::{
     agent_stats::{ExportHealth, add},
-    spans::SpanOutcome,
+    spans::SpanReceiver,
 };
 
 /// Spans per export request at most.
@@ -43,28 +43,6 @@ pub enum TraceExporterError {
     },
     #[error(transparent)]
     Channel(#[from] TransportError),
-}
-
-/// Where the probe reader puts what the span assembler produced.
-#[derive(Clone)]
-pub struct SpanQueue {
-    tx: mpsc::Sender<SpanData>,
-    health: Arc<ExportHealth>,
-}
-
-impl SpanQueue {
-    pub fn push(&self, outcome: SpanOutcome) {
-        let h = &self.health;
-        match outcome {
-            SpanOutcome::Span(span) => {
-                if self.tx.try_send(*span).is_err() {
-                    add(&h.spans_queue_full, 1);
-                }
-            }
-            SpanOutcome::SampledOut => add(&h.spans_sampled_out, 1),
-            SpanOutcome::Untracked => add(&h.spans_untracked, 1),
-        }
-    }
 }
 
 pub fn exporter(
@@ -121,17 +99,12 @@ pub fn exporter(
     Ok(exporter)
 }
 
-pub fn queue(capacity: usize, health: Arc<ExportHealth>) -> (SpanQueue, mpsc::Receiver<SpanData>) {
-    let (tx, rx) = mpsc::channel(capacity);
-    (SpanQueue { tx, health }, rx)
-}
-
 /// Exports queued spans until `stop`, then sends what is left within
 /// [`FLUSH_DEADLINE`].
 pub async fn run(
     exporter: SpanExporter,
     endpoint: String,
-    mut rx: mpsc::Receiver<SpanData>,
+    mut rx: SpanReceiver,
     health: Arc<ExportHealth>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -199,48 +172,5 @@ async fn export(
                 &format!("OTLP span export to {endpoint} failed, {n} spans dropped: {e}"),
             ))
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use opentelemetry::{InstrumentationScope, trace::SpanContext};
-    use opentelemetry_sdk::trace::{SpanEvents, SpanLinks};
-
-    use super::*;
-
-    fn span() -> SpanData {
-        SpanData {
-            span_context: SpanContext::empty_context(),
-            parent_span_id: opentelemetry::trace::SpanId::INVALID,
-            parent_span_is_remote: false,
-            span_kind: opentelemetry::trace::SpanKind::Client,
-            name: "connect echo".into(),
-            start_time: std::time::SystemTime::UNIX_EPOCH,
-            end_time: std::time::SystemTime::UNIX_EPOCH,
-            attributes: Vec::new(),
-            dropped_attributes_count: 0,
-            events: SpanEvents::default(),
-            links: SpanLinks::default(),
-            status: opentelemetry::trace::Status::Unset,
-            instrumentation_scope: InstrumentationScope::builder("t").build(),
-        }
-    }
-
-    #[test]
-    fn a_full_queue_drops_and_counts_without_waiting() {
-        let health = Arc::new(ExportHealth::default());
-        let (queue, mut rx) = queue(2, health.clone());
-        for _ in 0..5 {
-            queue.push(SpanOutcome::Span(Box::new(span())));
-        }
-        queue.push(SpanOutcome::SampledOut);
-        queue.push(SpanOutcome::Untracked);
-        let h = health.snapshot();
-        assert_eq!(
-            (h.spans_queue_full, h.spans_sampled_out, h.spans_untracked),
-            (3, 1, 1)
-        );
-        assert!(rx.try_recv().is_ok() && rx.try_recv().is_ok() && rx.try_recv().is_err());
     }
 }
