@@ -9,7 +9,7 @@
 use std::{
     hint::black_box,
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
@@ -17,7 +17,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use kmesh_agent::{
     addr::ip_to_words,
     agent_stats::{ControlFigures, ControlStats, ExportHealth},
-    aggregator::{Aggregator, SeriesLimits},
+    aggregator::{Aggregator, SeriesLimits, SharedAggregator},
     export::{
         otlp::{metrics::requests, settings::HistogramAggregation},
         prometheus,
@@ -220,8 +220,8 @@ fn bench(c: &mut Criterion) {
         })
     });
     let registry = prometheus::registry(
-        Arc::new(Mutex::new(filled().0)),
-        Arc::new(ControlStats::default()),
+        SharedAggregator::new(filled().0),
+        ControlStats::default(),
         Arc::new(ExportHealth::default()),
     );
     g.bench_function("Prometheus scrape (copy + format)", |b| {

@@ -10,7 +10,6 @@ use std::{
         unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt},
     },
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
 };
 
 use axum::{
@@ -27,7 +26,9 @@ use serde::Deserialize;
 use tokio::{net::UnixListener, sync::watch};
 use tracing::warn;
 
-use crate::{agent_stats::ControlStats, aggregator::Aggregator, introspect::SharedModel, process};
+use crate::{
+    agent_stats::ControlStats, aggregator::SharedAggregator, introspect::SharedModel, process,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -185,21 +186,21 @@ async fn only_root_or_self(
 
 #[derive(Clone)]
 struct AdminState {
-    aggregator: Arc<Mutex<Aggregator>>,
-    control: Arc<ControlStats>,
+    aggregator: SharedAggregator,
+    control: ControlStats,
     model: SharedModel,
 }
 
 async fn model(State(state): State<AdminState>) -> Json<v1::Model> {
-    let model = state.model.lock().unwrap_or_else(|p| p.into_inner());
+    let model = state.model.lock();
     Json(model.to_v1())
 }
 
 async fn snapshot(State(state): State<AdminState>) -> Json<v1::Snapshot> {
     // Read /proc before taking the lock the probe reader needs.
     let process = process::read_self().ok();
-    let control = state.control.get();
-    let agg = state.aggregator.lock().unwrap_or_else(|p| p.into_inner());
+    let control = *state.control.lock();
+    let agg = state.aggregator.lock();
     Json(agg.snapshot(process, control))
 }
 
@@ -215,15 +216,15 @@ async fn connections(
     Query(q): Query<ConnectionsQuery>,
 ) -> Json<v1::ConnectionsPage> {
     let limit = q.limit.unwrap_or(v1::MAX_PAGE).clamp(1, v1::MAX_PAGE);
-    let agg = state.aggregator.lock().unwrap_or_else(|p| p.into_inner());
+    let agg = state.aggregator.lock();
     Json(agg.recent_connections(q.after, limit))
 }
 
 /// Serves until `stop` turns true, then removes the socket file.
 pub async fn serve(
     socket: AdminSocket,
-    aggregator: Arc<Mutex<Aggregator>>,
-    control: Arc<ControlStats>,
+    aggregator: SharedAggregator,
+    control: ControlStats,
     model_state: SharedModel,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {

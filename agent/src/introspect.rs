@@ -2,7 +2,6 @@
 //! control loop after each apply, read by the admin server.
 use std::{
     path::PathBuf,
-    sync::{Arc, Mutex},
     time::{SystemTime, UNIX_EPOCH},
 };
 
@@ -29,7 +28,7 @@ pub struct ModelState {
     pub last_error: Option<String>,
 }
 
-pub type SharedModel = Arc<Mutex<ModelState>>;
+pub type SharedModel = crate::shared::Shared<ModelState>;
 
 impl ModelState {
     pub fn new(source: SourceKind) -> Self {
@@ -61,7 +60,7 @@ impl ModelState {
         let (kind, location, xds, source_error) = match &self.source {
             SourceKind::File(path) => ("file", path.display().to_string(), None, None),
             SourceKind::Xds { url, status } => {
-                let s = status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let s = status.lock().clone();
                 ("xds", url.clone(), Some(s.stream), s.last_error)
             }
         };

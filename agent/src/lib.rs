@@ -19,6 +19,7 @@ pub mod probe;
 pub mod process;
 pub mod reload;
 pub mod run;
+pub mod shared;
 pub mod spans;
 pub mod sysfs;
 pub mod xds;

@@ -1,10 +1,6 @@
 //! Reads the probe's ring buffer into the aggregator, on a thread of its own
 //! so that a slow control plane or scrape never delays it.
-use std::{
-    sync::{Arc, Mutex},
-    thread::JoinHandle,
-    time::Duration,
-};
+use std::{thread::JoinHandle, time::Duration};
 
 use std::collections::HashSet;
 
@@ -16,7 +12,7 @@ use tokio::{
 };
 use tracing::{error, warn};
 
-use crate::{aggregator::Aggregator, spans::SpanSink};
+use crate::{aggregator::SharedAggregator, spans::SpanSink};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeReaderError {
@@ -58,7 +54,7 @@ pub struct ProbeMaps {
 /// Starts the reader; it drains what is left and returns when `stop` turns true.
 pub fn spawn(
     maps: ProbeMaps,
-    aggregator: Arc<Mutex<Aggregator>>,
+    aggregator: SharedAggregator,
     spans: Option<SpanSink>,
     stop: watch::Receiver<bool>,
 ) -> Result<JoinHandle<()>, ProbeReaderError> {
@@ -94,7 +90,7 @@ async fn read_loop(
     ring: RingBuf<MapData>,
     drops: PerCpuArray<MapData, u64>,
     conns: HashMap<MapData, u64, ConnState>,
-    aggregator: Arc<Mutex<Aggregator>>,
+    aggregator: SharedAggregator,
     mut spans: Option<SpanSink>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ProbeReaderError> {
@@ -119,7 +115,6 @@ async fn read_loop(
                 publish_drops(&drops, &aggregator);
                 aggregator
                     .lock()
-                    .unwrap_or_else(|p| p.into_inner())
                     .expire_series(std::time::Instant::now());
             }
             _ = sweep.tick() => suspects = close_lost(&conns, &aggregator, &mut spans, suspects),
@@ -132,12 +127,8 @@ async fn read_loop(
     }
 }
 
-fn drain(
-    ring: &mut RingBuf<MapData>,
-    aggregator: &Mutex<Aggregator>,
-    spans: &mut Option<SpanSink>,
-) {
-    let mut agg = aggregator.lock().unwrap_or_else(|p| p.into_inner());
+fn drain(ring: &mut RingBuf<MapData>, aggregator: &SharedAggregator, spans: &mut Option<SpanSink>) {
+    let mut agg = aggregator.lock();
     while let Some(item) = ring.next() {
         let Some(ev) = agg.decode(&item) else {
             continue;
@@ -156,24 +147,18 @@ fn drain(
 /// mistaken for a lost one. Returns this sweep's missing sockets.
 fn close_lost(
     conns: &HashMap<MapData, u64, ConnState>,
-    aggregator: &Mutex<Aggregator>,
+    aggregator: &SharedAggregator,
     spans: &mut Option<SpanSink>,
     suspects: HashSet<u64>,
 ) -> HashSet<u64> {
-    let open = aggregator
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .open_cookies();
+    let open = aggregator.lock().open_cookies();
     let missing: HashSet<u64> = open
         .into_iter()
         .filter(|c| matches!(conns.get(c, 0), Err(MapError::KeyNotFound)))
         .collect();
     let lost: Vec<u64> = missing.intersection(&suspects).copied().collect();
     if !lost.is_empty() {
-        aggregator
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .close_lost(&lost);
+        aggregator.lock().close_lost(&lost);
         if let Some(spans) = spans {
             spans.forget(&lost);
         }
@@ -185,15 +170,11 @@ fn close_lost(
     missing
 }
 
-fn publish_drops(drops: &PerCpuArray<MapData, u64>, aggregator: &Mutex<Aggregator>) {
+fn publish_drops(drops: &PerCpuArray<MapData, u64>, aggregator: &SharedAggregator) {
     match drops.get(&0, 0) {
         Ok(per_cpu) => {
             let total: u64 = per_cpu.iter().sum();
-            aggregator
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .agent
-                .ringbuf_drops = total;
+            aggregator.lock().agent.ringbuf_drops = total;
         }
         Err(e) => warn!(error = %e, "cannot read the ring-buffer drop counter"),
     }

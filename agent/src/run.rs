@@ -4,7 +4,7 @@ use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
@@ -22,7 +22,7 @@ use tracing::{error, info, warn};
 use crate::{
     admin,
     agent_stats::{ControlStats, ExportHealth},
-    aggregator::{Aggregator, SeriesLimits},
+    aggregator::{Aggregator, SeriesLimits, SharedAggregator},
     config,
     dataplane::{DataPlane, DataPlaneOptions, OnExit},
     export::{
@@ -141,9 +141,9 @@ async fn serve(
         )?,
         probe_config: Array::try_from(dataplane.take_probe_map(map_names::PROBE_CONFIG)?)
             .context("opening the probe config map")?,
-        aggregator: Arc::new(Mutex::new(Aggregator::new(opts.series_limits))),
-        stats: Arc::new(ControlStats::default()),
-        model: Arc::new(Mutex::new(ModelState::new(source))),
+        aggregator: SharedAggregator::new(Aggregator::new(opts.series_limits)),
+        stats: ControlStats::default(),
+        model: SharedModel::new(ModelState::new(source)),
         ready: ready.clone(),
         wakeup_bytes: probe::wakeup_bytes(opts.ringbuf_bytes),
     };
@@ -269,8 +269,8 @@ async fn serve(
 struct Control {
     writer: MapWriter,
     probe_config: Array<MapData, ProbeConfig>,
-    aggregator: Arc<Mutex<Aggregator>>,
-    stats: Arc<ControlStats>,
+    aggregator: SharedAggregator,
+    stats: ControlStats,
     model: SharedModel,
     /// Set once the source is live: the file watched, or the first xDS
     /// sync applied.
@@ -315,14 +315,13 @@ impl Control {
             .context("writing the probe config map")?;
         self.aggregator
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .update_labels(mesh, self.writer.service_ids());
         let entries = self.writer.entries();
-        self.stats.update(|s| {
-            s.services = mesh.services.len() as u64;
-            s.map_services = entries.services;
-            s.map_backends = entries.backends;
-        });
+        let mut stats = self.stats.lock();
+        stats.services = mesh.services.len() as u64;
+        stats.map_services = entries.services;
+        stats.map_backends = entries.backends;
+        drop(stats);
         info!(
             services = mesh.services.len(),
             added = report.added,
@@ -337,7 +336,7 @@ impl Control {
     /// Applies a mesh and records it for introspection.
     fn install(&mut self, mesh: &Mesh, report: &Report) -> anyhow::Result<()> {
         let result = self.apply(mesh);
-        let mut model = self.model.lock().unwrap_or_else(|p| p.into_inner());
+        let mut model = self.model.lock();
         match &result {
             Ok(()) => {
                 log_report(&model.report, report);
@@ -354,10 +353,7 @@ impl Control {
             Ok(loaded) => self.install(&loaded.mesh, &loaded.report),
             Err(e) => {
                 let e = anyhow::Error::from(e);
-                self.model
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .refused(format!("{e:#}"));
+                self.model.lock().refused(format!("{e:#}"));
                 Err(e)
             }
         };
@@ -365,10 +361,11 @@ impl Control {
         if let Err(e) = &result {
             error!("config reload rejected, the previous config stays in force: {e:#}");
         }
-        self.stats.update(|s| match result {
-            Ok(()) => s.config_reloads_ok += 1,
-            Err(_) => s.config_reloads_failed += 1,
-        });
+        let mut stats = self.stats.lock();
+        match result {
+            Ok(()) => stats.config_reloads_ok += 1,
+            Err(_) => stats.config_reloads_failed += 1,
+        }
     }
 
     /// An update from the xDS client; the outcome decides its ACK or NACK.

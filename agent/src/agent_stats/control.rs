@@ -1,6 +1,5 @@
 //! What the control loop has done: config loads and what is in the routing
 //! maps. Written a few times a minute at most, so a lock is cheap here.
-use std::sync::Mutex;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ControlFigures {
@@ -13,16 +12,5 @@ pub struct ControlFigures {
     pub map_backends: u64,
 }
 
-#[derive(Debug, Default)]
-pub struct ControlStats(Mutex<ControlFigures>);
-
-impl ControlStats {
-    pub fn update(&self, change: impl FnOnce(&mut ControlFigures)) {
-        // Plain counters: a panic elsewhere cannot leave them inconsistent.
-        change(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()));
-    }
-
-    pub fn get(&self) -> ControlFigures {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
+/// Written by the control loop, read by the exporters and the admin API.
+pub type ControlStats = crate::shared::Shared<ControlFigures>;

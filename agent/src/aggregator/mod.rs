@@ -17,6 +17,9 @@ use kmesh_common::{ConnEvent, close_reason, event_kind};
 
 pub use labels::{ConfiguredBackend, Direction, LabelTable, SeriesKey};
 
+/// The aggregator, shared by the probe reader and its readers.
+pub type SharedAggregator = crate::shared::Shared<Aggregator>;
+
 use self::{
     families::{BYTES_LIMITS, DURATION_LIMITS_US, LATENCY_LIMITS_US},
     recent::RecentConnections,

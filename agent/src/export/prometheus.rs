@@ -1,7 +1,7 @@
 //! Prometheus text exposition of the aggregator. Names and labels are
 //! documented in docs/metrics.md; the histograms are read out of the HDR
 //! histograms at fixed bucket bounds chosen per quantity.
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use prometheus_client::{
     collector::Collector,
@@ -15,7 +15,7 @@ use kmesh_common::map_capacity;
 use crate::{
     agent_stats::{ControlStats, ExportHealth},
     aggregator::{
-        Aggregator, CLOSE_REASONS, SeriesKey,
+        CLOSE_REASONS, SeriesKey, SharedAggregator,
         families::{
             self, ACTIVE_HELP, ACTIVE_NAME, CLOSE_COUNTERS, COUNTERS, HISTOGRAMS, HistogramFamily,
         },
@@ -25,8 +25,8 @@ use crate::{
 };
 
 pub fn registry(
-    aggregator: Arc<Mutex<Aggregator>>,
-    control: Arc<ControlStats>,
+    aggregator: SharedAggregator,
+    control: ControlStats,
     export_health: Arc<ExportHealth>,
 ) -> Registry {
     let mut registry = Registry::default();
@@ -39,8 +39,8 @@ pub fn registry(
 }
 
 struct AggregatorCollector {
-    aggregator: Arc<Mutex<Aggregator>>,
-    control: Arc<ControlStats>,
+    aggregator: SharedAggregator,
+    control: ControlStats,
     export_health: Arc<ExportHealth>,
 }
 
@@ -133,11 +133,7 @@ impl Collector for AggregatorCollector {
         // Read /proc before the lock, and copy the figures under it: the
         // probe reader waits on the same lock.
         let process = process::read_self();
-        let view = self
-            .aggregator
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .view(false);
+        let view = self.aggregator.lock().view(false);
         let series = &view.series;
 
         for family in &COUNTERS {
@@ -201,7 +197,7 @@ impl AggregatorCollector {
         encoder: &mut DescriptorEncoder,
     ) -> Result<(), std::fmt::Error> {
         let a = view.agent;
-        let control = self.control.get();
+        let control = *self.control.lock();
         let mut events = encoder.encode_descriptor(
             "kmesh_probe_events",
             "Probe records read from the ring buffer, by kind.",

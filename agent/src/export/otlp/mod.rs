@@ -11,7 +11,7 @@ pub mod traces;
 mod transport;
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
@@ -29,7 +29,7 @@ use self::{
 };
 use crate::{
     agent_stats::{ExportHealth, add},
-    aggregator::Aggregator,
+    aggregator::SharedAggregator,
     spans::SpanReceiver,
 };
 
@@ -52,7 +52,7 @@ impl Otlp {
     /// [`crate::spans::pipeline`], when the settings export traces.
     pub fn start(
         settings: &OtlpSettings,
-        aggregator: Arc<Mutex<Aggregator>>,
+        aggregator: SharedAggregator,
         spans: Option<SpanReceiver>,
         health: Arc<ExportHealth>,
         stop: watch::Receiver<bool>,
@@ -114,7 +114,7 @@ const LAST_EXPORT_DEADLINE: Duration = Duration::from_secs(3);
 const FINISH_DEADLINE: Duration = Duration::from_secs(5);
 
 struct MetricsJob {
-    aggregator: Arc<Mutex<Aggregator>>,
+    aggregator: SharedAggregator,
     resource: Vec<KeyValue>,
     histograms: HistogramAggregation,
     interval: Duration,
@@ -124,11 +124,7 @@ impl MetricsJob {
     /// Copies the figures under the lock, then builds the requests without it.
     fn requests(&self) -> Vec<ExportMetricsServiceRequest> {
         let exponential = self.histograms == HistogramAggregation::Exponential;
-        let view = self
-            .aggregator
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .view(exponential);
+        let view = self.aggregator.lock().view(exponential);
         metrics::requests(&view, &self.resource, self.histograms, SystemTime::now())
     }
 }

@@ -13,7 +13,6 @@ use std::{
     collections::BTreeSet,
     hash::{BuildHasher, Hasher},
     net::SocketAddr,
-    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -54,10 +53,10 @@ pub struct XdsStatus {
     pub last_error: Option<String>,
 }
 
-pub type SharedStatus = Arc<Mutex<XdsStatus>>;
+pub type SharedStatus = crate::shared::Shared<XdsStatus>;
 
 fn with_status(status: &SharedStatus, f: impl FnOnce(&mut XdsStatus)) {
-    f(&mut status.lock().unwrap_or_else(|p| p.into_inner()));
+    f(&mut status.lock());
 }
 
 /// Runs until `stop` turns true.
