@@ -12,7 +12,6 @@ pub mod config;
 pub mod dataplane;
 pub mod export;
 pub mod http;
-pub mod introspect;
 pub mod maps;
 pub mod model;
 pub mod probe;

@@ -21,6 +21,7 @@ use tracing::{error, info, warn};
 
 use crate::{
     admin,
+    admin::model::{ModelState, SharedModel, SourceKind},
     agent_stats::{ControlStats, ExportHealth},
     aggregator::{Aggregator, SeriesLimits, SharedAggregator},
     config,
@@ -30,7 +31,6 @@ use crate::{
         otlp::{Otlp, settings::OtlpSettings},
     },
     http,
-    introspect::{ModelState, SharedModel, SourceKind},
     maps::MapWriter,
     model::Mesh,
     probe, reload,

@@ -178,6 +178,11 @@ pub const BYTES_LIMITS: [u64; 13] = [
 
 const US_PER_S: f64 = 1e6;
 
+/// Positions in [`HISTOGRAMS`], and in a series view's histograms.
+pub const CONNECT_LATENCY: usize = 0;
+pub const RTT: usize = 1;
+pub const DURATION: usize = 3;
+
 pub const HISTOGRAMS: [HistogramFamily; 6] = [
     HistogramFamily {
         name: "kmesh_tcp_connect_latency",
@@ -267,6 +272,16 @@ mod tests {
                 assert_eq!(f.to_unit(*l), *b, "{}", f.name);
             }
         }
+    }
+
+    #[test]
+    fn positions_name_their_families() {
+        assert_eq!(
+            HISTOGRAMS[CONNECT_LATENCY].name,
+            "kmesh_tcp_connect_latency"
+        );
+        assert_eq!(HISTOGRAMS[RTT].name, "kmesh_tcp_rtt");
+        assert_eq!(HISTOGRAMS[DURATION].name, "kmesh_tcp_connection_duration");
     }
 
     #[test]

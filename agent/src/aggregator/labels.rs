@@ -30,15 +30,6 @@ impl Direction {
     }
 }
 
-impl From<Direction> for kmesh_api::v1::Direction {
-    fn from(d: Direction) -> Self {
-        match d {
-            Direction::Outbound => Self::Outbound,
-            Direction::Inbound => Self::Inbound,
-        }
-    }
-}
-
 impl fmt::Display for Direction {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

@@ -3,7 +3,6 @@
 pub mod families;
 mod labels;
 mod recent;
-pub mod snapshot;
 pub mod view;
 
 use std::{
@@ -15,19 +14,19 @@ use std::{
 use hdrhistogram::Histogram;
 use kmesh_common::{ConnEvent, close_reason, event_kind};
 
-pub use labels::{ConfiguredBackend, Direction, LabelTable, SeriesKey};
+pub use self::{
+    labels::{ConfiguredBackend, ConfiguredService, Direction, LabelTable, SeriesKey},
+    recent::{ClosedConnection, RECENT_KEPT, RecentConnections},
+};
 
 /// The aggregator, shared by the probe reader and its readers.
 pub type SharedAggregator = crate::shared::Shared<Aggregator>;
 
-use self::{
-    families::{BYTES_LIMITS, DURATION_LIMITS_US, LATENCY_LIMITS_US},
-    recent::RecentConnections,
-};
+use self::families::{BYTES_LIMITS, DURATION_LIMITS_US, LATENCY_LIMITS_US};
 use crate::model::{Mesh, UNKNOWN};
 
 /// Two significant digits: 1% resolution at ~20 KiB per histogram.
-const SIGFIGS: u8 = 2;
+pub const SIGFIGS: u8 = 2;
 
 pub const CLOSE_REASONS: [(u8, &str); 5] = [
     (close_reason::FIN, "fin"),
@@ -225,16 +224,16 @@ impl Aggregator {
             series: HashMap::new(),
             live: HashMap::new(),
             limits,
-            recent: RecentConnections::new(kmesh_api::v1::RECENT_CONNECTIONS),
+            recent: RecentConnections::new(RECENT_KEPT),
             agent: AgentStats::default(),
             started: Instant::now(),
             started_at: SystemTime::now(),
         }
     }
 
-    /// Closed connections after sequence number `after`, for the admin API.
-    pub fn recent_connections(&self, after: u64, limit: usize) -> kmesh_api::v1::ConnectionsPage {
-        self.recent.page(after, limit)
+    /// The most recent closed connections.
+    pub fn recent(&self) -> &RecentConnections {
+        &self.recent
     }
 
     pub fn limits(&self) -> SeriesLimits {

@@ -2,11 +2,18 @@
 //! lock in a few microseconds per series; the exporters format and send it
 //! after the lock is released, so a scrape or an OTLP export never holds up
 //! the probe reader for longer than the copy.
-use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::SystemTime};
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use hdrhistogram::Histogram;
 
 use super::{
-    AgentStats, Aggregator, ConfiguredBackend, Distribution, SeriesCounts, SeriesKey,
-    families::HISTOGRAMS,
+    AgentStats, Aggregator, ConfiguredBackend, ConfiguredService, Distribution, SIGFIGS,
+    SeriesCounts, SeriesKey, families::HISTOGRAMS,
 };
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -46,6 +53,23 @@ impl HistogramView {
     }
 }
 
+impl HistogramView {
+    /// An HDR histogram of what `parts` recorded (views taken with their
+    /// HDR buckets), for quantiles across series: each bucket's count goes
+    /// back into the bucket it came from, so the quantiles are those of the
+    /// aggregator's own histograms merged.
+    pub fn merged_hdr(parts: &[&HistogramView]) -> Histogram<u64> {
+        let mut merged = Histogram::new(SIGFIGS).expect("2 significant figures is valid");
+        for part in parts {
+            for &(value, count) in &part.recorded {
+                // Auto-resizing histograms only fail beyond u64 range math.
+                let _ = merged.record_n(value, count);
+            }
+        }
+        merged
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct SeriesView {
     pub key: SeriesKey,
@@ -61,9 +85,12 @@ pub struct AggregateView {
     /// Sorted by series key.
     pub series: Vec<SeriesView>,
     pub agent: AgentStats,
+    /// Every configured service, with or without backends, in VIP order.
+    pub services: Vec<ConfiguredService>,
     pub configured: Vec<ConfiguredBackend>,
     pub max_series: usize,
     pub started_at: SystemTime,
+    pub uptime: Duration,
 }
 
 impl AggregateView {
@@ -103,9 +130,11 @@ impl Aggregator {
         AggregateView {
             series,
             agent: self.agent,
+            services: self.labels().services().to_vec(),
             configured: self.labels().configured().to_vec(),
             max_series: self.limits().max_series,
             started_at: self.started_at(),
+            uptime: self.uptime(),
         }
     }
 }

@@ -1,0 +1,236 @@
+//! `/v1/snapshot`: per configured service and backend, with quantiles from
+//! the HDR histograms and the bucket counts a client differences for
+//! quantiles over an interval. Built from a copy of the aggregator's figures
+//! ([`AggregateView`]), so the probe reader waits only for the copy.
+use std::{
+    collections::{HashMap, HashSet},
+    net::SocketAddr,
+    sync::Arc,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use kmesh_api::v1;
+use kmesh_common::close_reason;
+
+use crate::{
+    agent_stats::ControlFigures,
+    aggregator::{
+        CLOSE_REASONS, SeriesKey,
+        families::{self, LATENCY_LIMITS_US},
+        view::{AggregateView, HistogramView, SeriesView},
+    },
+    process::ProcessStats,
+};
+
+/// Several series' distributions of one quantity as one (a service over
+/// its backends).
+fn distribution(parts: &[&HistogramView], with_buckets: bool) -> v1::Distribution {
+    if parts.is_empty() {
+        return v1::Distribution::default();
+    }
+    let h = HistogramView::merged_hdr(parts);
+    let mut buckets = Vec::new();
+    if with_buckets {
+        buckets = parts[0].buckets.clone();
+        for part in &parts[1..] {
+            for (sum, b) in buckets.iter_mut().zip(&part.buckets) {
+                *sum += b;
+            }
+        }
+    }
+    v1::Distribution {
+        count: h.len(),
+        p50: h.value_at_quantile(0.5),
+        p90: h.value_at_quantile(0.9),
+        p99: h.value_at_quantile(0.99),
+        max: h.max(),
+        buckets,
+    }
+}
+
+fn figures(parts: &[&SeriesView]) -> v1::Figures {
+    let mut f = v1::Figures::default();
+    for s in parts {
+        let c = &s.counts;
+        f.opened += c.opened;
+        f.active += c.active;
+        f.closed += c.closed_total();
+        f.failed += c.failed_total();
+        f.bytes_sent += c.bytes_sent;
+        f.bytes_received += c.bytes_received;
+        f.retransmits += c.retransmits;
+        for (i, (code, name)) in CLOSE_REASONS.iter().enumerate() {
+            let n = c.closed[i] + c.failed[i];
+            if n > 0 {
+                *f.close_reasons.entry(name.to_string()).or_default() += n;
+            }
+            if matches!(*code, close_reason::RST_SENT | close_reason::RST_RECEIVED) {
+                f.resets += c.closed[i];
+            }
+        }
+    }
+    let pick = |family: usize| -> Vec<&HistogramView> {
+        parts.iter().map(|s| &s.histograms[family]).collect()
+    };
+    f.connect_latency_us = distribution(&pick(families::CONNECT_LATENCY), true);
+    f.rtt_us = distribution(&pick(families::RTT), true);
+    f.duration_us = distribution(&pick(families::DURATION), false);
+    f
+}
+
+/// The snapshot of `view`, a copy taken with its HDR buckets.
+pub fn build(
+    view: &AggregateView,
+    control: ControlFigures,
+    process: Option<ProcessStats>,
+) -> v1::Snapshot {
+    let series: HashMap<&SeriesKey, &SeriesView> =
+        view.series.iter().map(|s| (&s.key, s)).collect();
+    let get = |service: &Arc<str>, backend: &Arc<str>, direction| {
+        series
+            .get(&SeriesKey {
+                service: service.clone(),
+                backend: backend.clone(),
+                direction,
+            })
+            .copied()
+    };
+    // Every configured service, backends or not; backends attach by
+    // (name, VIP), as a service may listen on several VIPs.
+    let mut services: Vec<v1::Service> = view
+        .services
+        .iter()
+        .map(|s| v1::Service {
+            name: s.name.to_string(),
+            vip: s.vip.to_string(),
+            policy: s.policy.as_str().to_string(),
+            outbound: v1::Figures::default(),
+            backends: Vec::new(),
+        })
+        .collect();
+    let index: HashMap<(&str, SocketAddr), usize> = view
+        .services
+        .iter()
+        .enumerate()
+        .map(|(i, s)| ((&*s.name, s.vip), i))
+        .collect();
+    let mut outbound_parts: Vec<Vec<&SeriesView>> = vec![Vec::new(); services.len()];
+    let mut configured = HashSet::new();
+    for b in &view.configured {
+        configured.insert((b.service.clone(), b.label.clone()));
+        let Some(&i) = index.get(&(&*b.service, b.vip)) else {
+            continue;
+        };
+        let out = get(&b.service, &b.label, crate::aggregator::Direction::Outbound);
+        let inb = get(&b.service, &b.label, crate::aggregator::Direction::Inbound);
+        outbound_parts[i].extend(out);
+        services[i].backends.push(v1::Backend {
+            address: b.label.to_string(),
+            weight: b.weight,
+            outbound: figures(&Vec::from_iter(out)),
+            inbound: figures(&Vec::from_iter(inb)),
+        });
+    }
+    for (service, parts) in services.iter_mut().zip(&outbound_parts) {
+        service.outbound = figures(parts);
+    }
+    let other: Vec<v1::Series> = view
+        .series
+        .iter()
+        .filter(|s| !configured.contains(&(s.key.service.clone(), s.key.backend.clone())))
+        .map(|s| v1::Series {
+            service: s.key.service.to_string(),
+            backend: s.key.backend.to_string(),
+            direction: s.key.direction.into(),
+            figures: figures(&[s]),
+        })
+        .collect();
+
+    let a = &view.agent;
+    let process = process.unwrap_or_default();
+    v1::Snapshot {
+        version: v1::VERSION.to_string(),
+        taken_at_unix_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+        uptime_seconds: view.uptime.as_secs_f64(),
+        latency_bounds_us: LATENCY_LIMITS_US.to_vec(),
+        agent: v1::AgentHealth {
+            events_established: a.events_established,
+            events_closed: a.events_closed,
+            events_periodic: a.events_periodic,
+            events_malformed: a.events_malformed,
+            ringbuf_drops: a.ringbuf_drops,
+            lost_closes: a.lost_closes,
+            config_reloads_ok: control.config_reloads_ok,
+            config_reloads_failed: control.config_reloads_failed,
+            series: view.regular_series() as u64,
+            series_limit: view.max_series as u64,
+            series_overflow: a.series_overflow,
+            cpu_seconds: process.cpu_seconds,
+            resident_bytes: process.resident_bytes,
+        },
+        services,
+        other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kmesh_common::close_reason;
+
+    use super::*;
+    use crate::{aggregator::fixtures, model::fixtures as mesh_fixtures};
+
+    #[test]
+    fn services_carry_their_backends_figures_and_the_sum() {
+        let mut agg = fixtures::echo_aggregator();
+        for (cookie, reason, srtt) in [
+            (1, close_reason::FIN, 40),
+            (2, close_reason::RST_RECEIVED, 400),
+            (3, close_reason::CONNECT_REFUSED, 0),
+        ] {
+            agg.record(&fixtures::echo_close(cookie, reason, srtt));
+        }
+        let snap = build(&agg.view(true), ControlFigures::default(), None);
+        assert_eq!(snap.version, "v1");
+        let [svc] = snap.services.as_slice() else {
+            panic!("{:?}", snap.services);
+        };
+        assert_eq!(
+            (svc.name.as_str(), svc.vip.as_str(), svc.policy.as_str()),
+            ("echo", "198.18.0.10:80", "round_robin")
+        );
+        let b = &svc.backends[0];
+        assert_eq!((b.address.as_str(), b.weight), ("127.0.0.2:8080", 1));
+        let f = &b.outbound;
+        assert_eq!((f.opened, f.closed, f.failed, f.resets), (2, 2, 1, 1));
+        assert_eq!(f.close_reasons["connect_refused"], 1);
+        assert_eq!(f.rtt_us.count, 2);
+        assert_eq!(f.rtt_us.buckets.len(), snap.latency_bounds_us.len() + 1);
+        assert_eq!(svc.outbound, *f, "one backend: the service is its backend");
+        assert_eq!(b.inbound, v1::Figures::default(), "no inbound series");
+        assert!(snap.other.is_empty());
+    }
+
+    #[test]
+    fn a_service_without_backends_is_listed() {
+        use crate::model::{Policy, Service};
+        let mut mesh = mesh_fixtures::echo();
+        let vip = "198.18.0.11:80".parse().unwrap();
+        let empty = Service {
+            name: "drained".into(),
+            vip,
+            policy: Policy::Random,
+            backends: Vec::new(),
+            origin: Default::default(),
+        };
+        mesh.services.insert(vip, empty);
+        let mut agg = crate::aggregator::Aggregator::new(Default::default());
+        agg.update_labels(&mesh, std::iter::empty());
+        let snap = build(&agg.view(true), ControlFigures::default(), None);
+        let names: Vec<&str> = snap.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["echo", "drained"]);
+        assert!(snap.services[1].backends.is_empty());
+    }
+}
