@@ -1,10 +1,7 @@
 //! The agent's HTTP endpoint: Prometheus `/metrics`, `/healthz`, `/readyz`.
 //! Bind it to loopback unless a scraper elsewhere needs it; the admin API
 //! (snapshot, connection feed) is on a Unix socket of its own (admin.rs).
-use std::sync::{
-    Arc,
-    atomic::{AtomicBool, Ordering},
-};
+use std::sync::Arc;
 
 use axum::{
     Router,
@@ -16,21 +13,23 @@ use axum::{
 use prometheus_client::registry::Registry;
 use tokio::{net::TcpListener, sync::watch};
 
+use crate::readiness::Readiness;
+
 #[derive(Clone)]
 struct AppState {
     registry: Arc<Registry>,
-    ready: Arc<AtomicBool>,
+    readiness: Readiness,
 }
 
 pub async fn serve(
     listener: TcpListener,
     registry: Registry,
-    ready: Arc<AtomicBool>,
+    readiness: Readiness,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let state = AppState {
         registry: Arc::new(registry),
-        ready,
+        readiness,
     };
     let app = Router::new()
         .route("/metrics", get(metrics))
@@ -63,13 +62,15 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     }
 }
 
+/// 200 once ready; otherwise 503, naming what it still waits for.
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    if state.ready.load(Ordering::Acquire) {
-        (StatusCode::OK, "ready\n")
+    let waiting = state.readiness.waiting_for();
+    if waiting.is_empty() {
+        (StatusCode::OK, "ready\n".to_string())
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: programs not attached or config not applied\n",
+            format!("not ready: waiting for {}\n", waiting.join(", ")),
         )
     }
 }

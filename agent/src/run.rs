@@ -1,30 +1,22 @@
-//! `kmesh-agent run`: wires config, data plane, probe reader, aggregator and
-//! the HTTP endpoint together, and takes them down in order.
-use std::{
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
-};
+//! `kmesh-agent run`: wires the source, data plane, control loop, probe
+//! reader, aggregator and servers together, and takes them down in order.
+use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
 use anyhow::Context;
-use aya::maps::{Array, MapData};
-use kmesh_common::{ProbeConfig, map_names};
-use tokio::{
-    signal::unix::{SignalKind, signal},
-    sync::{mpsc, watch},
-};
-use tracing::{error, info, warn};
+use aya::maps::Array;
+use kmesh_common::map_names;
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
 
 use crate::{
-    admin,
-    admin::model::{ModelState, SharedModel, SourceKind},
+    admin::{
+        self,
+        model::{ModelState, SharedModel, SourceKind},
+    },
     agent_stats::{ControlStats, ExportHealth},
     aggregator::{Aggregator, SeriesLimits, SharedAggregator},
     config,
+    control::{Control, Signals},
     dataplane::{DataPlane, DataPlaneOptions, OnExit},
     export::{
         self,
@@ -32,24 +24,15 @@ use crate::{
     },
     http,
     maps::MapWriter,
-    model::Mesh,
-    probe, reload,
+    probe,
+    readiness::Readiness,
+    reload,
     spans::{self, SamplingSettings},
     sysfs,
-    xds::{
-        self, Report,
-        ads::{SharedStatus, Update, settings::AdsSettings},
-        translate::Severity,
-    },
+    xds::{self, ads::SharedStatus},
 };
 
-/// Where the mesh comes from.
-pub enum MeshSource {
-    /// A file or directory, reloaded when it changes or on SIGHUP.
-    File(PathBuf),
-    /// An xDS control plane over ADS.
-    Xds(AdsSettings),
-}
+pub use crate::control::MeshSource;
 
 pub struct RunOptions {
     pub source: MeshSource,
@@ -66,9 +49,6 @@ pub struct RunOptions {
     /// `None`: no OTLP export.
     pub otlp: Option<OtlpSettings>,
 }
-
-/// Bursts of file events (write, rename, chmod) settle before a reload.
-const RELOAD_SETTLE: Duration = Duration::from_millis(150);
 
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     crate::capabilities::check()?;
@@ -133,7 +113,12 @@ async fn serve(
             status: xds_status.clone(),
         },
     };
-    let ready = Arc::new(AtomicBool::new(false));
+    let readiness = Readiness::default();
+    let attached = readiness.block("programs attached");
+    let source_live = readiness.block(match &opts.source {
+        MeshSource::File(_) => "mesh file watched",
+        MeshSource::Xds(_) => "first xDS sync applied",
+    });
     let mut control = Control {
         writer: MapWriter::new(
             dataplane.take_orchestration_map(map_names::SERVICES)?,
@@ -144,7 +129,7 @@ async fn serve(
         aggregator: SharedAggregator::new(Aggregator::new(opts.series_limits)),
         stats: ControlStats::default(),
         model: SharedModel::new(ModelState::new(source)),
-        ready: ready.clone(),
+        first_sync: None,
         wakeup_bytes: probe::wakeup_bytes(opts.ringbuf_bytes),
     };
     // An xDS agent keeps what an earlier agent left in the maps routing
@@ -197,7 +182,7 @@ async fn serve(
             control.stats.clone(),
             export_health.clone(),
         ),
-        ready.clone(),
+        readiness.clone(),
         stop_rx.clone(),
     ));
     let admin_server = tokio::spawn(admin::serve(
@@ -215,14 +200,16 @@ async fn serve(
     let mut xds_client = None;
     let outcome = match (Signals::install(), dataplane.attach()) {
         (Ok(signals), Ok(())) => {
+            attached.done();
             let started = match &opts.source {
                 MeshSource::File(path) => reload::watch(path, changed_tx).map(|w| {
-                    ready.store(true, Ordering::Release);
+                    source_live.done();
                     info!(metrics = %opts.metrics_addr, config = %path.display(), "kmesh-agent ready");
                     Some(w)
                 }),
                 MeshSource::Xds(settings) => {
                     info!(server = %settings.url, node = %settings.node.id, "waiting for the first xDS sync before reporting ready");
+                    control.first_sync = Some(source_live);
                     xds_client = Some(tokio::spawn(xds::ads::run(
                         settings.clone(),
                         updates_tx,
@@ -245,7 +232,7 @@ async fn serve(
         (_, Err(e)) => Err(e.into()),
     };
 
-    ready.store(false, Ordering::Release);
+    let _stopping = readiness.block("shutting down");
     let _ = stop_tx.send(true);
     if let Some(client) = xds_client
         && client.await.is_err()
@@ -264,189 +251,4 @@ async fn serve(
     }
     let _ = export_stop_tx.send(true);
     outcome
-}
-
-struct Control {
-    writer: MapWriter,
-    probe_config: Array<MapData, ProbeConfig>,
-    aggregator: SharedAggregator,
-    stats: ControlStats,
-    model: SharedModel,
-    /// Set once the source is live: the file watched, or the first xDS
-    /// sync applied.
-    ready: Arc<AtomicBool>,
-    wakeup_bytes: u32,
-}
-
-struct Signals {
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
-    hup: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn install() -> std::io::Result<Self> {
-        Ok(Self {
-            term: signal(SignalKind::terminate())?,
-            int: signal(SignalKind::interrupt())?,
-            hup: signal(SignalKind::hangup())?,
-        })
-    }
-}
-
-impl Control {
-    fn apply(&mut self, mesh: &Mesh) -> anyhow::Result<()> {
-        let report = self.writer.apply(mesh)?;
-        let interval = mesh
-            .probe
-            .report_interval
-            .as_nanos()
-            .min(u128::from(u64::MAX)) as u64;
-        self.probe_config
-            .set(
-                0,
-                ProbeConfig {
-                    report_interval_ns: interval,
-                    wakeup_bytes: self.wakeup_bytes,
-                    ..ProbeConfig::default()
-                },
-                0,
-            )
-            .context("writing the probe config map")?;
-        self.aggregator
-            .lock()
-            .update_labels(mesh, self.writer.service_ids());
-        let entries = self.writer.entries();
-        let mut stats = self.stats.lock();
-        stats.services = mesh.services.len() as u64;
-        stats.map_services = entries.services;
-        stats.map_backends = entries.backends;
-        drop(stats);
-        info!(
-            services = mesh.services.len(),
-            added = report.added,
-            updated = report.updated,
-            removed = report.removed,
-            unchanged = report.unchanged,
-            "mesh config applied"
-        );
-        Ok(())
-    }
-
-    /// Applies a mesh and records it for introspection.
-    fn install(&mut self, mesh: &Mesh, report: &Report) -> anyhow::Result<()> {
-        let result = self.apply(mesh);
-        let mut model = self.model.lock();
-        match &result {
-            Ok(()) => {
-                log_report(&model.report, report);
-                model.applied(mesh, report);
-            }
-            Err(e) => model.refused(format!("{e:#}")),
-        }
-        result
-    }
-
-    /// Re-reads the file; on any error the previous config stays in force.
-    fn reload(&mut self, path: &Path) {
-        let result = match config::load(path) {
-            Ok(loaded) => self.install(&loaded.mesh, &loaded.report),
-            Err(e) => {
-                let e = anyhow::Error::from(e);
-                self.model.lock().refused(format!("{e:#}"));
-                Err(e)
-            }
-        };
-        // Logged before counted: whoever sees the count sees the reason.
-        if let Err(e) = &result {
-            error!("config reload rejected, the previous config stays in force: {e:#}");
-        }
-        let mut stats = self.stats.lock();
-        match result {
-            Ok(()) => stats.config_reloads_ok += 1,
-            Err(_) => stats.config_reloads_failed += 1,
-        }
-    }
-
-    /// An update from the xDS client; the outcome decides its ACK or NACK.
-    fn apply_update(&mut self, update: Update) {
-        let first = !self.ready.load(Ordering::Acquire);
-        let result = self.install(&update.mesh, &update.report);
-        if result.is_ok() && first {
-            // The file source is ready once its watcher runs; this one once
-            // its first sync is in the kernel.
-            self.ready.store(true, Ordering::Release);
-            info!("first xDS sync applied; kmesh-agent ready");
-        }
-        let _ = update.applied.send(result.map_err(|e| format!("{e:#}")));
-    }
-
-    async fn until_signalled(
-        &mut self,
-        source: &MeshSource,
-        mut signals: Signals,
-        mut changed: mpsc::Receiver<()>,
-        mut updates: mpsc::Receiver<Update>,
-    ) -> anyhow::Result<()> {
-        loop {
-            tokio::select! {
-                _ = signals.term.recv() => { info!("SIGTERM: shutting down"); return Ok(()); }
-                _ = signals.int.recv() => { info!("SIGINT: shutting down"); return Ok(()); }
-                _ = signals.hup.recv() => match source {
-                    MeshSource::File(path) => self.reload(path),
-                    MeshSource::Xds(_) => info!("SIGHUP: the mesh comes from xDS, nothing to reload"),
-                },
-                Some(update) = updates.recv() => self.apply_update(update),
-                Some(()) = changed.recv() => {
-                    let MeshSource::File(path) = source else { continue };
-                    tokio::time::sleep(RELOAD_SETTLE).await;
-                    while changed.try_recv().is_ok() {}
-                    if path.exists() {
-                        self.reload(path);
-                    } else {
-                        warn!(config = %path.display(), "mesh config file removed; the current config stays in force until it returns");
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Logs what the translation newly reports, so a log shows what changed;
-/// the whole report is in the admin API's model.
-fn log_report(previous: &Report, report: &Report) {
-    const MAX_LINES: usize = 50;
-    let mut lines = 0;
-    let new_findings = report
-        .findings
-        .iter()
-        .filter(|f| !previous.findings.contains(f));
-    for f in new_findings {
-        if f.severity == Severity::Ignored {
-            tracing::debug!(resource = %format!("{} {}", f.kind, f.name), "{}", f.message);
-            continue;
-        }
-        lines += 1;
-        if lines > MAX_LINES {
-            continue;
-        }
-        let resource = format!("{} {}", f.kind, f.name);
-        match f.severity {
-            Severity::Adjusted => info!(%resource, "{}", f.message),
-            _ => warn!(%resource, severity = ?f.severity, "{}", f.message),
-        }
-    }
-    for r in report
-        .rejected
-        .iter()
-        .filter(|r| !previous.rejected.contains(r))
-    {
-        warn!(resource = %format!("{} {}", r.kind, r.name), version = %r.version, "refused: {}", r.reason);
-    }
-    if lines > MAX_LINES {
-        warn!(
-            "{} more findings; `kmesh-agent model` shows them all",
-            lines - MAX_LINES
-        );
-    }
 }
