@@ -17,7 +17,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use kmesh_agent::{
     addr::ip_to_words,
     admin::snapshot,
-    agent_stats::{ControlFigures, ControlStats, ExportHealth},
+    agent_stats::{AgentFigures, ControlFigures, ControlStats, ExportHealth},
     aggregator::{Aggregator, SeriesLimits, SharedAggregator},
     export::{
         otlp::{metrics::requests, settings::HistogramAggregation},
@@ -197,6 +197,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| black_box(agg.view(true)))
     });
     let view = agg.view(true);
+    let agent = AgentFigures::new(&view, ControlFigures::default(), Default::default());
     g.bench_function("admin API snapshot (from the copy, lock released)", |b| {
         b.iter(|| black_box(snapshot::build(&view, ControlFigures::default(), None)))
     });
@@ -204,6 +205,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             black_box(requests(
                 &view,
+                &agent,
                 &[],
                 HistogramAggregation::Explicit,
                 SystemTime::now(),
@@ -214,6 +216,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             black_box(requests(
                 &view,
+                &agent,
                 &[],
                 HistogramAggregation::Exponential,
                 SystemTime::now(),

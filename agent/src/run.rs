@@ -159,6 +159,7 @@ async fn serve(
         Some(settings) => Some(Otlp::start(
             settings,
             control.aggregator.clone(),
+            control.stats.clone(),
             span_receiver,
             export_health.clone(),
             export_stop_rx,

@@ -168,18 +168,6 @@ pub struct AgentStats {
     pub lost_closes: u64,
 }
 
-impl AgentStats {
-    /// Probe records read, by kind, as every exporter labels them.
-    pub fn events_by_kind(&self) -> [(&'static str, u64); 4] {
-        [
-            ("established", self.events_established),
-            ("closed", self.events_closed),
-            ("periodic", self.events_periodic),
-            ("malformed", self.events_malformed),
-        ]
-    }
-}
-
 /// Bounds on the aggregator's label sets.
 #[derive(Clone, Copy, Debug)]
 pub struct SeriesLimits {

@@ -10,10 +10,8 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use kmesh_common::map_capacity;
-
 use crate::{
-    agent_stats::{ControlStats, ExportHealth},
+    agent_stats::{AGENT_FAMILIES, AgentFigures, ControlStats, ExportHealth, families::Kind},
     aggregator::{
         CLOSE_REASONS, SeriesKey, SharedAggregator,
         families::{
@@ -99,33 +97,11 @@ fn encode_counter(metric: MetricEncoder<'_>, v: u64) -> Result<(), std::fmt::Err
     ConstCounter::new(v).encode(metric)
 }
 
-/// A family with no labels and one value.
-fn encode_single(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    metric_type: MetricType,
-    v: u64,
-) -> Result<(), std::fmt::Error> {
-    let metric = encoder.encode_descriptor(name, help, None, metric_type)?;
-    match metric_type {
-        MetricType::Counter => encode_counter(metric, v),
-        _ => ConstGauge::new(v as i64).encode(metric),
+fn encode_value(kind: Kind, metric: MetricEncoder<'_>, v: u64) -> Result<(), std::fmt::Error> {
+    match kind {
+        Kind::Counter => encode_counter(metric, v),
+        Kind::Gauge => ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX)).encode(metric),
     }
-}
-
-/// Counters of one family split by one label.
-fn encode_labelled_counters(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    values: &[(&[(&str, &str)], u64)],
-) -> Result<(), std::fmt::Error> {
-    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-    for (labels, v) in values {
-        encode_counter(metric.encode_family(labels)?, *v)?;
-    }
-    Ok(())
 }
 
 impl Collector for AggregatorCollector {
@@ -196,139 +172,30 @@ impl AggregatorCollector {
         process: Result<process::ProcessStats, process::ProcessStatsError>,
         encoder: &mut DescriptorEncoder,
     ) -> Result<(), std::fmt::Error> {
-        let a = view.agent;
-        let control = *self.control.lock();
-        let mut events = encoder.encode_descriptor(
-            "kmesh_probe_events",
-            "Probe records read from the ring buffer, by kind.",
-            None,
-            MetricType::Counter,
-        )?;
-        for (kind, v) in a.events_by_kind() {
-            encode_counter(events.encode_family(&[("kind", kind)])?, v)?;
+        let figures = AgentFigures::new(view, *self.control.lock(), self.export_health.snapshot());
+        for family in &AGENT_FAMILIES {
+            let metric_type = match family.kind {
+                Kind::Counter => MetricType::Counter,
+                Kind::Gauge => MetricType::Gauge,
+            };
+            let mut metric =
+                encoder.encode_descriptor(family.name, family.help, None, metric_type)?;
+            let points = (family.points)(&figures);
+            if family.labels.is_empty() {
+                let v = points.first().map_or(0, |(_, v)| *v);
+                encode_value(family.kind, metric, v)?;
+                continue;
+            }
+            for (values, v) in points {
+                let labels: Vec<(&str, &str)> = family
+                    .labels
+                    .iter()
+                    .zip(values)
+                    .map(|((label, _), value)| (*label, *value))
+                    .collect();
+                encode_value(family.kind, metric.encode_family(&labels)?, v)?;
+            }
         }
-        encode_single(
-            encoder,
-            "kmesh_probe_ringbuf_dropped_events",
-            "Probe records lost because the ring buffer was full.",
-            MetricType::Counter,
-            a.ringbuf_drops,
-        )?;
-        encode_single(
-            encoder,
-            "kmesh_probe_lost_closes",
-            "Connections the agent closed itself: the kernel no longer had them and their close record never arrived (ring buffer full).",
-            MetricType::Counter,
-            a.lost_closes,
-        )?;
-        encode_labelled_counters(
-            encoder,
-            "kmesh_config_reloads",
-            "Mesh config loads, by result; a failed one keeps the previous config.",
-            &[
-                (&[("result", "success")], control.config_reloads_ok),
-                (&[("result", "failure")], control.config_reloads_failed),
-            ],
-        )?;
-        encode_single(
-            encoder,
-            "kmesh_services",
-            "Services in the applied mesh config.",
-            MetricType::Gauge,
-            control.services,
-        )?;
-
-        let regular = view.regular_series();
-        encode_single(
-            encoder,
-            "kmesh_metric_series",
-            "Label sets (service, backend, direction) the aggregator holds, overflow series excluded.",
-            MetricType::Gauge,
-            regular as u64,
-        )?;
-        encode_single(
-            encoder,
-            "kmesh_metric_series_limit",
-            "Most label sets the aggregator keeps (--max-series); connections beyond go to the overflow series.",
-            MetricType::Gauge,
-            view.max_series as u64,
-        )?;
-        encode_single(
-            encoder,
-            "kmesh_metric_series_overflow",
-            "Connections counted in the overflow series because the series limit was reached.",
-            MetricType::Counter,
-            a.series_overflow,
-        )?;
-        encode_single(
-            encoder,
-            "kmesh_metric_series_expired",
-            "Series removed after their service or backend left the config.",
-            MetricType::Counter,
-            a.series_expired,
-        )?;
-
-        let mut entries = encoder.encode_descriptor(
-            "kmesh_map_entries",
-            "Entries in the routing maps.",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (map, v) in [
-            ("services", control.map_services),
-            ("backends", control.map_backends),
-        ] {
-            ConstGauge::new(v as i64).encode(entries.encode_family(&[("map", map)])?)?;
-        }
-        let mut capacity = encoder.encode_descriptor(
-            "kmesh_map_max_entries",
-            "Capacity of the routing maps.",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (map, v) in [
-            ("services", map_capacity::SERVICES),
-            ("backends", map_capacity::BACKENDS),
-        ] {
-            ConstGauge::new(i64::from(v)).encode(capacity.encode_family(&[("map", map)])?)?;
-        }
-
-        let h = self.export_health.snapshot();
-        encode_labelled_counters(
-            encoder,
-            "kmesh_otlp_exports",
-            "OTLP export requests, by signal and result; failures are also logged with the endpoint and reason.",
-            &[
-                (
-                    &[("signal", "metrics"), ("result", "success")],
-                    h.metrics_exports_ok,
-                ),
-                (
-                    &[("signal", "metrics"), ("result", "failure")],
-                    h.metrics_exports_failed,
-                ),
-                (
-                    &[("signal", "traces"), ("result", "success")],
-                    h.traces_exports_ok,
-                ),
-                (
-                    &[("signal", "traces"), ("result", "failure")],
-                    h.traces_exports_failed,
-                ),
-            ],
-        )?;
-        encode_labelled_counters(
-            encoder,
-            "kmesh_otlp_spans",
-            "Connection spans by outcome: exported, sampled_out, queue_full (dropped: the queue was full), export_failed (dropped after every retry failed), untracked (not followed: too many open connections).",
-            &[
-                (&[("outcome", "exported")], h.spans_exported),
-                (&[("outcome", "sampled_out")], h.spans_sampled_out),
-                (&[("outcome", "queue_full")], h.spans_queue_full),
-                (&[("outcome", "export_failed")], h.spans_export_failed),
-                (&[("outcome", "untracked")], h.spans_untracked),
-            ],
-        )?;
 
         match process {
             Ok(p) => {
@@ -356,7 +223,8 @@ impl AggregatorCollector {
                         p.open_fds,
                     ),
                 ] {
-                    encode_single(encoder, name, help, MetricType::Gauge, v)?;
+                    let metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+                    encode_value(Kind::Gauge, metric, v)?;
                 }
                 let metric = encoder.encode_descriptor(
                     "process_start_time_seconds",

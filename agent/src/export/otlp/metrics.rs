@@ -13,12 +13,13 @@ use opentelemetry_proto::tonic::{
     collector::metrics::v1::ExportMetricsServiceRequest,
     common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value::Value},
     metrics::v1::{
-        AggregationTemporality, ExponentialHistogram, Histogram, HistogramDataPoint, Metric,
+        AggregationTemporality, ExponentialHistogram, Gauge, Histogram, HistogramDataPoint, Metric,
         NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, metric::Data, number_data_point,
     },
 };
 
 use super::{exponential, settings::HistogramAggregation};
+use crate::agent_stats::{AGENT_FAMILIES, AgentFigures, families::Kind};
 use crate::aggregator::{
     CLOSE_REASONS, Direction, SeriesKey,
     families::{self, ACTIVE_HELP, ACTIVE_OTLP_NAME, CLOSE_COUNTERS, COUNTERS, HISTOGRAMS},
@@ -136,6 +137,7 @@ struct Series<'a> {
 /// agent-wide figures go with the first. Metrics without points are left out.
 pub fn requests(
     view: &AggregateView,
+    agent: &AgentFigures,
     resource: &[KeyValue],
     histograms: HistogramAggregation,
     now: SystemTime,
@@ -159,7 +161,7 @@ pub fn requests(
         .chunks(SERIES_PER_REQUEST)
         .map(|chunk| request(resource, series_metrics(chunk, histograms, now)))
         .collect();
-    let agent = agent_metrics(view, now);
+    let agent = agent_metrics(view, agent, now);
     match requests.first_mut() {
         Some(first) => first.resource_metrics[0].scope_metrics[0]
             .metrics
@@ -302,37 +304,38 @@ fn explicit_point(
     }
 }
 
-/// Probe and aggregator health, so an OTLP-only user sees lost records too.
-fn agent_metrics(view: &AggregateView, now: u64) -> Vec<Metric> {
-    let a = view.agent;
+/// The agent's own figures ([`AGENT_FAMILIES`]), so an OTLP-only user sees
+/// lost records, failed reloads and full maps too.
+fn agent_metrics(view: &AggregateView, agent: &AgentFigures, now: u64) -> Vec<Metric> {
     let start = nanos(view.started_at);
-    let point = |attrs: Vec<KeyValue>, v| number(attrs, start, now, v);
-    vec![
-        sum(
-            "kmesh.probe.events",
-            "Probe records read from the ring buffer, by kind.",
-            "{record}",
-            true,
-            a.events_by_kind()
+    AGENT_FAMILIES
+        .iter()
+        .map(|family| {
+            let points = (family.points)(agent)
                 .into_iter()
-                .map(|(kind, v)| point(vec![kv("kmesh.record.kind", s(kind))], v))
-                .collect(),
-        ),
-        sum(
-            "kmesh.probe.ringbuf.dropped",
-            "Probe records lost because the ring buffer was full.",
-            "{record}",
-            true,
-            vec![point(Vec::new(), a.ringbuf_drops)],
-        ),
-        sum(
-            "kmesh.metric_series.overflow",
-            "Connections counted in the overflow series because the series limit was reached.",
-            "{connection}",
-            true,
-            vec![point(Vec::new(), a.series_overflow)],
-        ),
-    ]
+                .map(|(values, v)| {
+                    let attrs = family
+                        .labels
+                        .iter()
+                        .zip(values)
+                        .map(|((_, key), value)| kv(key, s(value)))
+                        .collect();
+                    number(attrs, start, now, v)
+                })
+                .collect();
+            match family.kind {
+                Kind::Counter => sum(family.otlp_name, family.help, family.unit, true, points),
+                Kind::Gauge => metric(
+                    family.otlp_name,
+                    family.help,
+                    family.unit,
+                    Data::Gauge(Gauge {
+                        data_points: points,
+                    }),
+                ),
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

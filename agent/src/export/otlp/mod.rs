@@ -28,7 +28,7 @@ use self::{
     transport::MetricsTransport,
 };
 use crate::{
-    agent_stats::{ExportHealth, add},
+    agent_stats::{AgentFigures, ControlStats, ExportHealth, add},
     aggregator::SharedAggregator,
     spans::SpanReceiver,
 };
@@ -53,6 +53,7 @@ impl Otlp {
     pub fn start(
         settings: &OtlpSettings,
         aggregator: SharedAggregator,
+        control: ControlStats,
         spans: Option<SpanReceiver>,
         health: Arc<ExportHealth>,
         stop: watch::Receiver<bool>,
@@ -66,6 +67,8 @@ impl Otlp {
                 transport,
                 MetricsJob {
                     aggregator,
+                    control,
+                    health: health.clone(),
                     resource: resource::to_proto(&resource),
                     histograms: settings.histograms,
                     interval: settings.metrics_interval,
@@ -115,6 +118,8 @@ const FINISH_DEADLINE: Duration = Duration::from_secs(5);
 
 struct MetricsJob {
     aggregator: SharedAggregator,
+    control: ControlStats,
+    health: Arc<ExportHealth>,
     resource: Vec<KeyValue>,
     histograms: HistogramAggregation,
     interval: Duration,
@@ -125,7 +130,14 @@ impl MetricsJob {
     fn requests(&self) -> Vec<ExportMetricsServiceRequest> {
         let exponential = self.histograms == HistogramAggregation::Exponential;
         let view = self.aggregator.lock().view(exponential);
-        metrics::requests(&view, &self.resource, self.histograms, SystemTime::now())
+        let agent = AgentFigures::new(&view, *self.control.lock(), self.health.snapshot());
+        metrics::requests(
+            &view,
+            &agent,
+            &self.resource,
+            self.histograms,
+            SystemTime::now(),
+        )
     }
 }
 

@@ -23,7 +23,8 @@ fn aggregator() -> Aggregator {
 
 fn export(agg: &Aggregator, histograms: HistogramAggregation) -> ExportMetricsServiceRequest {
     let view = agg.view(histograms == HistogramAggregation::Exponential);
-    let mut all = requests(&view, &[], histograms, SystemTime::now());
+    let agent = AgentFigures::new(&view, Default::default(), Default::default());
+    let mut all = requests(&view, &agent, &[], histograms, SystemTime::now());
     assert_eq!(all.len(), 1, "one series fits one request");
     all.remove(0)
 }
@@ -178,8 +179,10 @@ fn a_large_mesh_is_split_into_requests_a_receiver_accepts() {
     }
     let view = agg.view(false);
     assert_eq!(view.series.len(), 1000);
+    let agent = AgentFigures::new(&view, Default::default(), Default::default());
     let all = requests(
         &view,
+        &agent,
         &[],
         HistogramAggregation::Explicit,
         SystemTime::now(),
@@ -200,4 +203,43 @@ fn a_large_mesh_is_split_into_requests_a_receiver_accepts() {
         sizes.iter().all(|&n| n < 1 << 20),
         "every request under 1 MiB: {sizes:?}"
     );
+}
+
+#[test]
+fn every_agent_wide_figure_is_exported_with_its_attributes() {
+    let agg = aggregator();
+    let view = agg.view(false);
+    let control = crate::agent_stats::ControlFigures {
+        config_reloads_ok: 3,
+        config_reloads_failed: 2,
+        services: 1,
+        map_services: 1,
+        map_backends: 1,
+    };
+    let agent = AgentFigures::new(&view, control, Default::default());
+    let req = requests(
+        &view,
+        &agent,
+        &[],
+        HistogramAggregation::Explicit,
+        SystemTime::now(),
+    )
+    .remove(0);
+    for family in &AGENT_FAMILIES {
+        find(&req, family.otlp_name);
+    }
+    let Some(Data::Sum(reloads)) = &find(&req, "kmesh.config.reloads").data else {
+        panic!("reloads are a sum");
+    };
+    let failed = reloads
+        .data_points
+        .iter()
+        .find(|p| attr(&p.attributes, "kmesh.result") == Some(&s("failure")))
+        .expect("a failure point");
+    assert_eq!(failed.value, Some(number_data_point::Value::AsInt(2)));
+    assert!(reloads.is_monotonic);
+    let Some(Data::Gauge(entries)) = &find(&req, "kmesh.map.entries").data else {
+        panic!("map entries are a gauge");
+    };
+    assert_eq!(entries.data_points.len(), 2, "services and backends");
 }
