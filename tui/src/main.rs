@@ -1,5 +1,6 @@
 //! kmesh-top: the command line, the terminal, and the loop between them.
 use std::{
+    io::Write,
     path::PathBuf,
     process::ExitCode,
     sync::{
@@ -17,6 +18,7 @@ use kmesh_api::{client::AdminClient, v1::DEFAULT_SOCKET};
 use kmesh_top::{
     app::App,
     fetch::{self, Poll, Poller},
+    hangup::Hangup,
     once,
     theme::Theme,
     ui,
@@ -86,7 +88,9 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("kmesh-top: {e:#}");
+            // Not eprintln!, which panics when standard error is the
+            // terminal that went away.
+            let _ = writeln!(std::io::stderr(), "kmesh-top: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -126,8 +130,12 @@ fn dashboard(cli: &Cli) -> anyhow::Result<()> {
     }
     let mut app = App::new(Theme::from_env(), cli.interval);
     app.on_poll(first);
-    // Before raw mode: a SIGTERM or SIGHUP must restore the terminal too
-    // (Ctrl-C arrives as a key in raw mode).
+    let hangup = Hangup::watch_keyboard()
+        .context("no terminal to read keys from; --once prints without one")?;
+    // Before raw mode: a SIGTERM or SIGINT must restore the terminal too
+    // (Ctrl-C arrives as a key in raw mode). SIGHUP keeps its default
+    // action, ending the process at once: the terminal is gone, so there is
+    // nothing to restore.
     let signalled = watch_signals().context("installing signal handlers")?;
     let deadline = cli.exit_after.map(|d| Instant::now() + d);
     // Also installs a panic hook that restores the terminal first.
@@ -141,15 +149,23 @@ fn dashboard(cli: &Cli) -> anyhow::Result<()> {
             bail!("cannot take over the terminal ({e}); --once prints without one");
         }
     };
-    let stop =
-        || signalled.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d);
+    let stop = || {
+        signalled.load(Ordering::Relaxed)
+            || deadline.is_some_and(|d| Instant::now() >= d)
+            || hangup.happened()
+    };
     let result = run(&mut terminal, &mut app, &updates, stop);
+    // Whatever ended the loop (a failed draw, say), a terminal that hung
+    // up has nothing to restore.
+    if hangup.happened() {
+        bail!("the terminal went away");
+    }
     // Before main prints the error, so it lands on the normal screen.
     ratatui::restore();
     result
 }
 
-/// Sets the returned flag on SIGTERM, SIGINT or SIGHUP.
+/// Sets the returned flag on SIGTERM or SIGINT.
 fn watch_signals() -> anyhow::Result<Arc<AtomicBool>> {
     use tokio::signal::unix::{SignalKind, signal};
     let flag = Arc::new(AtomicBool::new(false));
@@ -161,7 +177,6 @@ fn watch_signals() -> anyhow::Result<Arc<AtomicBool>> {
         Ok::<_, std::io::Error>([
             signal(SignalKind::terminate())?,
             signal(SignalKind::interrupt())?,
-            signal(SignalKind::hangup())?,
         ])
     })?;
     let set = flag.clone();
@@ -169,11 +184,10 @@ fn watch_signals() -> anyhow::Result<Arc<AtomicBool>> {
         .name("signals".into())
         .spawn(move || {
             runtime.block_on(async {
-                let [term, int, hup] = &mut signals;
+                let [term, int] = &mut signals;
                 tokio::select! {
                     _ = term.recv() => {}
                     _ = int.recv() => {}
-                    _ = hup.recv() => {}
                 }
             });
             set.store(true, Ordering::Relaxed);
@@ -193,6 +207,8 @@ fn run(
             terminal.draw(|frame| ui::draw(frame, app))?;
             redraw = false;
         }
+        // Returns by INPUT_WAIT even on a terminal that hung up (crossterm's
+        // poll(2) source, see Cargo.toml), so `stop` is asked again.
         if event::poll(INPUT_WAIT)? {
             match event::read()? {
                 Event::Key(key) if key.kind != KeyEventKind::Release => app.on_key(key),
