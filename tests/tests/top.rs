@@ -171,7 +171,7 @@ fn has_colour(text: &str) -> bool {
 
 fn kmesh_top(socket: &Path, args: &[&str]) -> Output {
     Command::new(target_bin("kmesh-top"))
-        .arg("--socket")
+        .arg("--admin-socket")
         .arg(socket)
         .args(args)
         .output()
@@ -202,7 +202,7 @@ fn kmesh_top_shows_the_mesh_the_traffic_made() {
 
     let stty = topo.workdir.join("stty-after");
     let command = format!(
-        "NO_COLOR=1 {} --socket {} --interval 500ms; stty -a > {}; sleep 30",
+        "NO_COLOR=1 {} --admin-socket {} --interval 500ms; stty -a > {}; sleep 30",
         target_bin("kmesh-top").display(),
         agent.admin_socket.display(),
         stty.display()
@@ -330,7 +330,7 @@ fn idle_agent(tag: &str) -> (Topology, Agent) {
 
 fn dashboard_command(socket: &Path) -> String {
     format!(
-        "{} --socket {}",
+        "{} --admin-socket {}",
         target_bin("kmesh-top").display(),
         socket.display()
     )

@@ -53,9 +53,14 @@ Keys: press ? in the dashboard. NO_COLOR=1 turns colours off.";
 #[derive(Parser, Debug)]
 #[command(version, after_help = AFTER_HELP)]
 struct Cli {
-    /// The agent's admin socket.
-    #[arg(long, env = "KMESH_ADMIN_SOCKET", default_value = DEFAULT_SOCKET)]
-    socket: PathBuf,
+    /// The agent's admin socket: the path given to `kmesh-agent run --admin-socket`.
+    #[arg(
+        long,
+        visible_alias = "socket",
+        env = "KMESH_ADMIN_SOCKET",
+        default_value = DEFAULT_SOCKET
+    )]
+    admin_socket: PathBuf,
     /// Time between refreshes, e.g. 500ms, 2s.
     #[arg(long, default_value = "1s", value_parser = parse_interval)]
     interval: Duration,
@@ -97,7 +102,7 @@ fn main() -> ExitCode {
 }
 
 fn print_once(cli: &Cli) -> anyhow::Result<()> {
-    let client = AdminClient::new(&cli.socket);
+    let client = AdminClient::new(&cli.admin_socket);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -116,8 +121,11 @@ fn print_once(cli: &Cli) -> anyhow::Result<()> {
 }
 
 fn dashboard(cli: &Cli) -> anyhow::Result<()> {
-    let updates = fetch::spawn(Poller::new(AdminClient::new(&cli.socket)), cli.interval)
-        .context("starting the polling thread")?;
+    let updates = fetch::spawn(
+        Poller::new(AdminClient::new(&cli.admin_socket)),
+        cli.interval,
+    )
+    .context("starting the polling thread")?;
     // Fail on the plain terminal, before the alternate screen hides why.
     let first = updates.recv().context("the polling thread stopped")?;
     if first.snapshot.is_none() {
@@ -252,5 +260,16 @@ mod tests {
         let cli = Cli::try_parse_from(["kmesh-top", "--once", "--json"]).expect("valid flags");
         assert!(cli.once && cli.json);
         assert_eq!(cli.interval, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn the_socket_flag_is_the_agents_name_and_the_old_one_still_works() {
+        for flag in ["--admin-socket", "--socket"] {
+            let cli = Cli::try_parse_from(["kmesh-top", flag, "/run/a.sock"]).expect(flag);
+            assert_eq!(cli.admin_socket, PathBuf::from("/run/a.sock"), "{flag}");
+        }
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("--admin-socket <ADMIN_SOCKET>"), "{help}");
+        assert!(help.contains("--socket"), "the old name is shown: {help}");
     }
 }
