@@ -41,7 +41,10 @@ Feed (c): the newest 1000 closed connections, newest first, times in UTC.
 
 --once prints three plain-text tables (agent, services, backends) from two
   snapshots --interval apart, so rates, quantiles and SHARE are over that
-  interval; WANT is a backend's configured share.
+  interval; WANT is a backend's configured share. OPENED, CLOSED, FAILED
+  (connections) and IN, OUT (bytes) are totals since the agent began
+  counting the service or backend: they still tell what happened once the
+  traffic has stopped and every rate is 0.
 --once --json prints one snapshot at once, as pretty-printed JSON
   (`jq -c` for one line).
 
