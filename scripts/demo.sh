@@ -94,14 +94,14 @@ PIDS+=($!)
 SECS=${KMESH_DEMO_SECONDS:-0}
 if [ -t 0 ] && [ -t 1 ]; then
   if [ "$SECS" -gt 0 ]; then
-    "$BIN/kmesh-top" --socket "$ADMIN" --exit-after "${SECS}s"
+    "$BIN/kmesh-top" --admin-socket "$ADMIN" --exit-after "${SECS}s"
   else
-    "$BIN/kmesh-top" --socket "$ADMIN"
+    "$BIN/kmesh-top" --admin-socket "$ADMIN"
   fi
 else
   end=$((SECONDS + (SECS > 0 ? SECS : 30)))
   while [ "$SECONDS" -lt "$end" ]; do
-    "$BIN/kmesh-top" --socket "$ADMIN" --once
+    "$BIN/kmesh-top" --admin-socket "$ADMIN" --once
     echo
   done
 fi

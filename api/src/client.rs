@@ -12,7 +12,8 @@ use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
 
 use crate::v1::{
-    CONNECTIONS_PATH, ConnectionsPage, ErrorBody, MODEL_PATH, Model, SNAPSHOT_PATH, Snapshot,
+    CONNECTIONS_PATH, ConnectionsPage, DEFAULT_SOCKET, ErrorBody, MODEL_PATH, Model, SNAPSHOT_PATH,
+    Snapshot,
 };
 
 /// Time one request may take.
@@ -26,6 +27,10 @@ pub enum ClientError {
     NotFound(PathBuf),
     #[error("permission denied on {0}: the admin socket is for root only; run as root (sudo)")]
     PermissionDenied(PathBuf),
+    #[error(
+        "{path} is not a socket (it is {kind}); give the agent's admin socket with --admin-socket (default {DEFAULT_SOCKET})"
+    )]
+    NotASocket { path: PathBuf, kind: &'static str },
     #[error("the agent at {0} is not accepting connections: is it running?")]
     Refused(PathBuf),
     #[error("talking to the agent at {path}: {reason}")]
@@ -83,16 +88,24 @@ impl AdminClient {
             reason: e.to_string(),
         };
         let request = async {
-            let stream = UnixStream::connect(&self.socket)
-                .await
-                .map_err(|e| match e.kind() {
+            let stream = UnixStream::connect(&self.socket).await.map_err(|e| {
+                // Connecting to a file or a directory is refused like
+                // connecting to a socket nobody listens on.
+                if let Some(kind) = non_socket_kind(&path) {
+                    return ClientError::NotASocket {
+                        path: path.clone(),
+                        kind,
+                    };
+                }
+                match e.kind() {
                     std::io::ErrorKind::NotFound => ClientError::NotFound(path.clone()),
                     std::io::ErrorKind::PermissionDenied => {
                         ClientError::PermissionDenied(path.clone())
                     }
                     std::io::ErrorKind::ConnectionRefused => ClientError::Refused(path.clone()),
                     _ => io(&e),
-                })?;
+                }
+            })?;
             let (mut sender, connection) =
                 hyper::client::conn::http1::handshake(TokioIo::new(stream))
                     .await
@@ -130,4 +143,25 @@ impl AdminClient {
             reason: e.to_string(),
         })
     }
+}
+
+/// What `path` is, when it is there and not a socket.
+fn non_socket_kind(path: &Path) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    let kind = std::fs::metadata(path).ok()?.file_type();
+    if kind.is_socket() {
+        return None;
+    }
+    Some(if kind.is_dir() {
+        "a directory"
+    } else if kind.is_file() {
+        "a regular file"
+    } else if kind.is_fifo() {
+        "a named pipe"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else {
+        // The one kind left: metadata follows symbolic links.
+        "a block device"
+    })
 }

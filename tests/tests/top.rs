@@ -9,7 +9,7 @@ use std::{
 };
 
 use kmesh_api::v1;
-use kmesh_tests::harness::{Proc, Topology, privileged, target_bin};
+use kmesh_tests::harness::{Agent, Proc, Topology, privileged, target_bin};
 
 const VIP: &str = "198.18.0.10:80";
 const BACKENDS: [&str; 2] = ["127.0.0.2:8080", "127.0.0.3:8080"];
@@ -73,6 +73,34 @@ impl Session {
         tmux(&["-L", &self.socket, "has-session", "-t", &self.name])
             .status
             .success()
+    }
+
+    /// A tmux format expanded for the pane, e.g. `#{pane_pid}`.
+    fn pane(&self, format: &str) -> String {
+        let out = tmux(&[
+            "-L",
+            &self.socket,
+            "display-message",
+            "-p",
+            "-t",
+            &self.name,
+            format,
+        ]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// The pane's process: kmesh-top itself when the command `exec`s it.
+    fn pane_pid(&self) -> u32 {
+        let pid = self.pane("#{pane_pid}");
+        pid.parse()
+            .unwrap_or_else(|_| panic!("no pane pid from tmux: {pid:?}"))
+    }
+
+    /// kmesh-top's dashboard on an agent, once it shows.
+    fn dashboard(tag: &str, command: &str) -> Self {
+        let session = Self::start(tag, 100, 30, command);
+        session.wait_for("the dashboard", |s| s.contains("SERVICES"));
+        session
     }
 
     /// Waits up to 15 s for the screen to satisfy `ready`; returns it.
@@ -143,7 +171,7 @@ fn has_colour(text: &str) -> bool {
 
 fn kmesh_top(socket: &Path, args: &[&str]) -> Output {
     Command::new(target_bin("kmesh-top"))
-        .arg("--socket")
+        .arg("--admin-socket")
         .arg(socket)
         .args(args)
         .output()
@@ -174,7 +202,7 @@ fn kmesh_top_shows_the_mesh_the_traffic_made() {
 
     let stty = topo.workdir.join("stty-after");
     let command = format!(
-        "NO_COLOR=1 {} --socket {} --interval 500ms; stty -a > {}; sleep 30",
+        "NO_COLOR=1 {} --admin-socket {} --interval 500ms; stty -a > {}; sleep 30",
         target_bin("kmesh-top").display(),
         agent.admin_socket.display(),
         stty.display()
@@ -236,12 +264,143 @@ fn kmesh_top_shows_the_mesh_the_traffic_made() {
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(200));
-    let modes = std::fs::read_to_string(&stty).unwrap();
+    assert_cooked(&std::fs::read_to_string(&stty).unwrap());
+    assert!(top.alive(), "the shell after kmesh-top carried on");
+}
+
+fn assert_cooked(modes: &str) {
     assert!(
         modes.contains(" icanon") && modes.contains(" echo ") && !modes.contains("-icanon"),
         "the terminal is back in cooked mode:\n{modes}"
     );
-    assert!(top.alive(), "the shell after kmesh-top carried on");
+}
+
+/// Whether `pid` is a process that has not ended (a zombie has: nobody
+/// may be reaping an orphan here).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let (_, state) = stat.rsplit_once(") ")?;
+            Some(!state.starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+/// Waits up to 10 s for `done`. Liveness, not speed: kmesh-top ends in
+/// well under a second.
+fn within_10s(done: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
+}
+
+/// A kmesh-top the test signals; SIGKILLed on drop if it is still there,
+/// since one that lost its terminal would otherwise outlive the test.
+struct TopProcess(u32);
+
+impl TopProcess {
+    fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on a pid this test saw start.
+        unsafe { libc::kill(self.0 as i32, signal) };
+    }
+}
+
+impl Drop for TopProcess {
+    fn drop(&mut self) {
+        if running(self.0) {
+            self.signal(libc::SIGKILL);
+        }
+    }
+}
+
+/// An agent routing one service and no traffic: enough for the dashboard.
+/// Bind both: the agent must stop before its topology goes.
+fn idle_agent(tag: &str) -> (Topology, Agent) {
+    let topo = Topology::new(tag);
+    let mesh = kmesh_tests::harness::echo_mesh(VIP, "round_robin", &[(BACKENDS[0], 1)]);
+    let agent = topo.start_agent(&mesh);
+    (topo, agent)
+}
+
+fn dashboard_command(socket: &Path) -> String {
+    format!(
+        "{} --admin-socket {}",
+        target_bin("kmesh-top").display(),
+        socket.display()
+    )
+}
+
+#[test]
+fn kmesh_top_ends_when_its_terminal_goes_away() {
+    if !privileged("kmesh_top_ends_when_its_terminal_goes_away") {
+        return;
+    }
+    let (_topo, agent) = idle_agent("top-gone");
+    let top = dashboard_command(&agent.admin_socket);
+    // As the session leader it gets the kernel's SIGHUP; with SIGHUP
+    // ignored (nohup, or a shell that does not pass the hangup on) only
+    // its input can tell it that the terminal is gone.
+    for (tag, command) in [
+        ("gone-leader", format!("exec {top}")),
+        ("gone-nohup", format!("trap '' HUP; exec {top}")),
+    ] {
+        let session = Session::dashboard(tag, &command);
+        let top = TopProcess(session.pane_pid());
+        drop(session); // kills the tmux server, and with it the terminal
+        assert!(
+            within_10s(|| !running(top.0)),
+            "{tag}: kmesh-top still runs 10 s after its terminal went away: {}",
+            std::fs::read_to_string(format!("/proc/{}/stat", top.0)).unwrap_or_default()
+        );
+    }
+}
+
+#[test]
+fn kmesh_top_restores_the_terminal_on_sigterm_and_sigint_and_ends_on_sighup() {
+    if !privileged("kmesh_top_restores_the_terminal_on_sigterm_and_sigint_and_ends_on_sighup") {
+        return;
+    }
+    let (topo, agent) = idle_agent("top-signals");
+    let top = dashboard_command(&agent.admin_socket);
+    for (tag, signal) in [("sigterm", libc::SIGTERM), ("sigint", libc::SIGINT)] {
+        let after = topo.workdir.join(format!("after-{tag}"));
+        // Written whole, by rename, once kmesh-top has ended.
+        let command = format!(
+            "{top}; {{ echo status $?; stty -a; }} > {after}.part; mv {after}.part {after}; sleep 60",
+            after = after.display()
+        );
+        let session = Session::dashboard(tag, &command);
+        assert_eq!(session.pane("#{alternate_on}"), "1", "{tag}: the dashboard");
+        let shell = session.pane_pid();
+        let children = std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children"))
+            .expect("the shell's children");
+        let top = TopProcess(children.trim().parse().expect("kmesh-top's pid"));
+        top.signal(signal);
+        assert!(
+            within_10s(|| after.exists()),
+            "{tag}: kmesh-top did not end; the screen:\n{}",
+            session.screen(false)
+        );
+        let after = std::fs::read_to_string(&after).unwrap();
+        assert!(after.starts_with("status 0\n"), "{tag}: {after}");
+        assert_cooked(&after);
+        assert_eq!(
+            session.pane("#{alternate_on}"),
+            "0",
+            "{tag}: back on the normal screen"
+        );
+    }
+
+    let session = Session::dashboard("sighup", &format!("exec {top}"));
+    let top = TopProcess(session.pane_pid());
+    top.signal(libc::SIGHUP);
+    assert!(within_10s(|| !running(top.0)), "kmesh-top ignored SIGHUP");
 }
 
 #[test]

@@ -5,6 +5,7 @@ pub mod app;
 pub mod feed;
 pub mod fetch;
 pub mod format;
+pub mod hangup;
 pub mod history;
 pub mod once;
 pub mod rows;

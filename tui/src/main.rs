@@ -1,5 +1,6 @@
 //! kmesh-top: the command line, the terminal, and the loop between them.
 use std::{
+    io::Write,
     path::PathBuf,
     process::ExitCode,
     sync::{
@@ -17,6 +18,7 @@ use kmesh_api::{client::AdminClient, v1::DEFAULT_SOCKET};
 use kmesh_top::{
     app::App,
     fetch::{self, Poll, Poller},
+    hangup::Hangup,
     once,
     theme::Theme,
     ui,
@@ -39,7 +41,10 @@ Feed (c): the newest 1000 closed connections, newest first, times in UTC.
 
 --once prints three plain-text tables (agent, services, backends) from two
   snapshots --interval apart, so rates, quantiles and SHARE are over that
-  interval; WANT is a backend's configured share.
+  interval; WANT is a backend's configured share. OPENED, CLOSED, FAILED
+  (connections) and IN, OUT (bytes) are totals since the agent began
+  counting the service or backend: they still tell what happened once the
+  traffic has stopped and every rate is 0.
 --once --json prints one snapshot at once, as pretty-printed JSON
   (`jq -c` for one line).
 
@@ -51,9 +56,14 @@ Keys: press ? in the dashboard. NO_COLOR=1 turns colours off.";
 #[derive(Parser, Debug)]
 #[command(version, after_help = AFTER_HELP)]
 struct Cli {
-    /// The agent's admin socket.
-    #[arg(long, env = "KMESH_ADMIN_SOCKET", default_value = DEFAULT_SOCKET)]
-    socket: PathBuf,
+    /// The agent's admin socket: the path given to `kmesh-agent run --admin-socket`.
+    #[arg(
+        long,
+        visible_alias = "socket",
+        env = "KMESH_ADMIN_SOCKET",
+        default_value = DEFAULT_SOCKET
+    )]
+    admin_socket: PathBuf,
     /// Time between refreshes, e.g. 500ms, 2s.
     #[arg(long, default_value = "1s", value_parser = parse_interval)]
     interval: Duration,
@@ -86,14 +96,16 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("kmesh-top: {e:#}");
+            // Not eprintln!, which panics when standard error is the
+            // terminal that went away.
+            let _ = writeln!(std::io::stderr(), "kmesh-top: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
 
 fn print_once(cli: &Cli) -> anyhow::Result<()> {
-    let client = AdminClient::new(&cli.socket);
+    let client = AdminClient::new(&cli.admin_socket);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -112,8 +124,11 @@ fn print_once(cli: &Cli) -> anyhow::Result<()> {
 }
 
 fn dashboard(cli: &Cli) -> anyhow::Result<()> {
-    let updates = fetch::spawn(Poller::new(AdminClient::new(&cli.socket)), cli.interval)
-        .context("starting the polling thread")?;
+    let updates = fetch::spawn(
+        Poller::new(AdminClient::new(&cli.admin_socket)),
+        cli.interval,
+    )
+    .context("starting the polling thread")?;
     // Fail on the plain terminal, before the alternate screen hides why.
     let first = updates.recv().context("the polling thread stopped")?;
     if first.snapshot.is_none() {
@@ -126,8 +141,12 @@ fn dashboard(cli: &Cli) -> anyhow::Result<()> {
     }
     let mut app = App::new(Theme::from_env(), cli.interval);
     app.on_poll(first);
-    // Before raw mode: a SIGTERM or SIGHUP must restore the terminal too
-    // (Ctrl-C arrives as a key in raw mode).
+    let hangup = Hangup::watch_keyboard()
+        .context("no terminal to read keys from; --once prints without one")?;
+    // Before raw mode: a SIGTERM or SIGINT must restore the terminal too
+    // (Ctrl-C arrives as a key in raw mode). SIGHUP keeps its default
+    // action, ending the process at once: the terminal is gone, so there is
+    // nothing to restore.
     let signalled = watch_signals().context("installing signal handlers")?;
     let deadline = cli.exit_after.map(|d| Instant::now() + d);
     // Also installs a panic hook that restores the terminal first.
@@ -141,15 +160,23 @@ fn dashboard(cli: &Cli) -> anyhow::Result<()> {
             bail!("cannot take over the terminal ({e}); --once prints without one");
         }
     };
-    let stop =
-        || signalled.load(Ordering::Relaxed) || deadline.is_some_and(|d| Instant::now() >= d);
+    let stop = || {
+        signalled.load(Ordering::Relaxed)
+            || deadline.is_some_and(|d| Instant::now() >= d)
+            || hangup.happened()
+    };
     let result = run(&mut terminal, &mut app, &updates, stop);
+    // Whatever ended the loop (a failed draw, say), a terminal that hung
+    // up has nothing to restore.
+    if hangup.happened() {
+        bail!("the terminal went away");
+    }
     // Before main prints the error, so it lands on the normal screen.
     ratatui::restore();
     result
 }
 
-/// Sets the returned flag on SIGTERM, SIGINT or SIGHUP.
+/// Sets the returned flag on SIGTERM or SIGINT.
 fn watch_signals() -> anyhow::Result<Arc<AtomicBool>> {
     use tokio::signal::unix::{SignalKind, signal};
     let flag = Arc::new(AtomicBool::new(false));
@@ -161,7 +188,6 @@ fn watch_signals() -> anyhow::Result<Arc<AtomicBool>> {
         Ok::<_, std::io::Error>([
             signal(SignalKind::terminate())?,
             signal(SignalKind::interrupt())?,
-            signal(SignalKind::hangup())?,
         ])
     })?;
     let set = flag.clone();
@@ -169,11 +195,10 @@ fn watch_signals() -> anyhow::Result<Arc<AtomicBool>> {
         .name("signals".into())
         .spawn(move || {
             runtime.block_on(async {
-                let [term, int, hup] = &mut signals;
+                let [term, int] = &mut signals;
                 tokio::select! {
                     _ = term.recv() => {}
                     _ = int.recv() => {}
-                    _ = hup.recv() => {}
                 }
             });
             set.store(true, Ordering::Relaxed);
@@ -193,6 +218,8 @@ fn run(
             terminal.draw(|frame| ui::draw(frame, app))?;
             redraw = false;
         }
+        // Returns by INPUT_WAIT even on a terminal that hung up (crossterm's
+        // poll(2) source, see Cargo.toml), so `stop` is asked again.
         if event::poll(INPUT_WAIT)? {
             match event::read()? {
                 Event::Key(key) if key.kind != KeyEventKind::Release => app.on_key(key),
@@ -236,5 +263,16 @@ mod tests {
         let cli = Cli::try_parse_from(["kmesh-top", "--once", "--json"]).expect("valid flags");
         assert!(cli.once && cli.json);
         assert_eq!(cli.interval, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn the_socket_flag_is_the_agents_name_and_the_old_one_still_works() {
+        for flag in ["--admin-socket", "--socket"] {
+            let cli = Cli::try_parse_from(["kmesh-top", flag, "/run/a.sock"]).expect(flag);
+            assert_eq!(cli.admin_socket, PathBuf::from("/run/a.sock"), "{flag}");
+        }
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("--admin-socket <ADMIN_SOCKET>"), "{help}");
+        assert!(help.contains("--socket"), "the old name is shown: {help}");
     }
 }

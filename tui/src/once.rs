@@ -99,8 +99,9 @@ fn backends_table(services: &[ServiceRow]) -> String {
     )
 }
 
-const FIGURES: [&str; 11] = [
+const FIGURES: [&str; 16] = [
     "ACTIVE", "NEW/s", "P50", "P90", "P99", "RTT99", "IN/s", "OUT/s", "RETR/s", "FAIL/s", "RST/s",
+    "OPENED", "CLOSED", "FAILED", "IN", "OUT",
 ];
 
 fn figures(s: &Stats) -> Vec<String> {
@@ -122,6 +123,11 @@ fn figures(s: &Stats) -> Vec<String> {
         rate(|r| r.retransmits),
         rate(|r| r.failed),
         rate(|r| r.resets),
+        s.totals.opened.to_string(),
+        s.totals.closed.to_string(),
+        s.totals.failed.to_string(),
+        format::bytes(s.totals.bytes_in as f64),
+        format::bytes(s.totals.bytes_out as f64),
     ]
 }
 

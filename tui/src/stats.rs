@@ -36,9 +36,22 @@ impl Rates {
     }
 }
 
+/// Counts since the series began (the agent started, or first saw the
+/// service or backend): what is left to read once the traffic stops and
+/// every rate is 0.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub opened: u64,
+    pub closed: u64,
+    pub failed: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Stats {
     pub active: u64,
+    pub totals: Totals,
     /// `None` until there are two snapshots to compare.
     pub rates: Option<Rates>,
     pub latency_p50: Option<Quantile>,
@@ -91,6 +104,13 @@ pub fn compute(now: &Figures, before: Option<&Figures>, interval: Option<Interva
     };
     Stats {
         active: now.active,
+        totals: Totals {
+            opened: now.opened,
+            closed: now.closed,
+            failed: now.failed,
+            bytes_in: now.bytes_received,
+            bytes_out: now.bytes_sent,
+        },
         rates,
         latency_p50: quantile(latency, 0.5),
         latency_p90: quantile(latency, 0.9),

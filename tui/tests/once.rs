@@ -50,7 +50,12 @@ fn prints_agent_services_and_backends_with_interval_rates() {
             "39K",
             "0",
             "2",
-            "0"
+            "0",
+            "440",
+            "431",
+            "2",
+            "1.7M",
+            "430K"
         ]
     );
     let details = lines
@@ -78,13 +83,9 @@ fn prints_agent_services_and_backends_with_interval_rates() {
         .take(4)
         .collect();
     let header = services[0];
-    let last_header = header.rfind("RST/s").expect("RST/s header") + "RST/s".len();
+    assert!(header.ends_with("  OUT"), "{header}");
     for row in &services[1..] {
-        assert_eq!(
-            row.chars().count(),
-            header[..last_header].chars().count(),
-            "{row}"
-        );
+        assert_eq!(row.chars().count(), header.chars().count(), "{row}");
     }
 }
 
@@ -98,4 +99,64 @@ fn a_restart_between_the_snapshots_leaves_no_rates() {
         .find(|l| l.starts_with("reviews "))
         .expect("a reviews row");
     assert_eq!(columns(reviews)[4], "-", "{reviews}");
+}
+
+/// The row of the table whose header starts with `header` that starts
+/// with `first`: column title -> value.
+fn row(text: &str, header: &str, first: &str) -> std::collections::HashMap<String, String> {
+    let table: Vec<&str> = text
+        .split("\n\n")
+        .find(|t| t.starts_with(header))
+        .unwrap_or_else(|| panic!("no table headed {header:?} in\n{text}"))
+        .lines()
+        .collect();
+    let values = table
+        .iter()
+        .find(|l| l.starts_with(first))
+        .unwrap_or_else(|| panic!("no {first} row in\n{text}"));
+    columns(table[0])
+        .into_iter()
+        .map(String::from)
+        .zip(columns(values).into_iter().map(String::from))
+        .collect()
+}
+
+#[test]
+fn totals_since_the_agent_started_remain_after_the_traffic_stops() {
+    // A second with no traffic: every counter as it was.
+    let before = snapshot(true);
+    let mut idle = snapshot(true);
+    idle.uptime_seconds += 1.0;
+    idle.taken_at_unix_ms += 1000;
+    let text = once::text(&before, &idle);
+
+    let reviews = row(&text, "SERVICE  VIP:PORT", "reviews ");
+    assert_eq!(reviews["NEW/s"], "0", "{text}");
+    for (column, total) in [
+        ("OPENED", "440"),
+        ("CLOSED", "431"),
+        ("FAILED", "2"),
+        ("IN", "1.7M"),
+        ("OUT", "430K"),
+    ] {
+        assert_eq!(
+            reviews.get(column).map(String::as_str),
+            Some(total),
+            "{column}: {text}"
+        );
+    }
+    let backend = row(&text, "SERVICE  BACKEND", "reviews  10.0.0.1:9080");
+    for (column, total) in [
+        ("OPENED", "328"),
+        ("CLOSED", "321"),
+        ("FAILED", "2"),
+        ("IN", "1.3M"),
+        ("OUT", "320K"),
+    ] {
+        assert_eq!(
+            backend.get(column).map(String::as_str),
+            Some(total),
+            "{column}: {text}"
+        );
+    }
 }

@@ -141,6 +141,40 @@ fn a_filter_applies_on_enter_and_esc_clears_it() {
 }
 
 #[test]
+fn a_filter_that_matches_nothing_says_so_and_how_to_clear_it() {
+    let mut app = app(true);
+    press(&mut app, "/xyz");
+    press_code(&mut app, KeyCode::Enter);
+    for (width, height) in SIZES {
+        let screen = screen(&app, width, height);
+        line_with(
+            &screen,
+            "no service matches \"xyz\" (Esc clears the filter)",
+        );
+    }
+    press_code(&mut app, KeyCode::Esc);
+    let cleared = screen(&app, 80, 24);
+    assert_eq!(order(&cleared, &SERVICES).len(), 3);
+    assert!(
+        !cleared.join("\n").contains("matches"),
+        "{}",
+        cleared.join("\n")
+    );
+
+    press(&mut app, "c/xyz");
+    press_code(&mut app, KeyCode::Enter);
+    line_with(
+        &screen(&app, 80, 24),
+        "no connection matches \"xyz\" (Esc clears the filter)",
+    );
+    press_code(&mut app, KeyCode::Esc);
+    assert!(
+        screen(&app, 80, 24).join("\n").contains("40002"),
+        "Esc clears the feed's filter"
+    );
+}
+
+#[test]
 fn enter_shows_the_backends_with_weight_and_observed_share() {
     let mut app = app(true);
     press(&mut app, "G"); // reviews is last by name

@@ -1,7 +1,8 @@
 //! Tables that drop their least important columns when the terminal is
 //! narrow, instead of squeezing every column into illegibility.
 use ratatui::{
-    layout::Constraint,
+    Frame,
+    layout::{Constraint, Rect},
     style::Style,
     text::Line,
     widgets::{Cell, Row, Table},
@@ -126,6 +127,15 @@ pub fn table<'a, R>(
         .header(Row::new(header).style(theme.header()))
         .column_spacing(1)
         .row_highlight_style(theme.selected())
+}
+
+/// Drawn under the header of a table that `filter` left empty, so it does
+/// not pass for a mesh with nothing in it.
+pub fn no_match_hint(frame: &mut Frame, table: Rect, what: &str, filter: &str, theme: &Theme) {
+    if let Some(row) = table.rows().nth(1) {
+        let hint = format!("no {what} matches \"{filter}\" (Esc clears the filter)");
+        frame.render_widget(Line::styled(hint, theme.warning()), row);
+    }
 }
 
 /// A quantile; a `*` and a dim style mark one since the agent started.

@@ -72,4 +72,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     let cursor = (!records.is_empty()).then(|| app.feed_cursor.min(records.len() - 1));
     let mut state = TableState::default().with_selected(cursor);
     frame.render_stateful_widget(table, area, &mut state);
+    if records.is_empty() && !app.feed_filter.is_empty() {
+        columns::no_match_hint(frame, area, "connection", &app.feed_filter, &app.theme);
+    }
 }

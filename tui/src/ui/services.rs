@@ -51,4 +51,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     let table = columns::table(&shown, &visible, &app.theme, Some(app.sort));
     let mut state = TableState::default().with_selected(app.selected_service_index(&visible));
     frame.render_stateful_widget(table, area, &mut state);
+    if visible.is_empty() && !app.service_filter.is_empty() {
+        columns::no_match_hint(frame, area, "service", &app.service_filter, &app.theme);
+    }
 }
