@@ -7,6 +7,7 @@ pub mod addr;
 pub mod admin;
 pub mod agent_stats;
 pub mod aggregator;
+pub mod backoff;
 pub mod capabilities;
 pub mod config;
 pub mod control;

@@ -2,10 +2,10 @@
 //! probe reader through a bounded queue. Neither ever blocks the data path:
 //! the reader only takes the aggregator lock to copy figures out, and never
 //! waits on the span queue.
-mod backoff;
 mod exponential;
 pub mod metrics;
 pub mod resource;
+mod retry;
 pub mod settings;
 pub mod traces;
 mod transport;
@@ -23,7 +23,7 @@ use tracing::{info, warn};
 
 pub use self::transport::TransportError;
 use self::{
-    backoff::Backoff,
+    retry::ExportRetry,
     settings::{HistogramAggregation, OtlpSettings},
     transport::MetricsTransport,
 };
@@ -171,7 +171,7 @@ async fn export_metrics(
     health: Arc<ExportHealth>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut backoff = Backoff::new(job.interval);
+    let mut retry = ExportRetry::new(job.interval);
     let mut wait = job.interval;
     loop {
         tokio::select! {
@@ -184,10 +184,10 @@ async fn export_metrics(
         };
         wait = match result {
             Ok(()) => {
-                backoff.succeeded("metrics", transport.endpoint());
+                retry.succeeded("metrics", transport.endpoint());
                 job.interval
             }
-            Err(e) => backoff.failed("metrics", &e),
+            Err(e) => retry.failed("metrics", &e),
         };
     }
     // The last figures, so a clean stop loses nothing since the last period.

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use tracing::warn;
 
 use super::{
-    backoff::Backoff,
+    retry::ExportRetry,
     settings::{Endpoint, Header, Protocol},
     transport::{TransportError, grpc_channel},
 };
@@ -108,7 +108,7 @@ pub async fn run(
     health: Arc<ExportHealth>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut backoff = Backoff::new(MAX_PAUSE);
+    let mut retry = ExportRetry::new(MAX_PAUSE);
     loop {
         let first = tokio::select! {
             Some(span) = rx.recv() => span,
@@ -122,7 +122,7 @@ pub async fn run(
                 _ => break,
             }
         }
-        if let Err(pause) = export(&exporter, &endpoint, batch, &health, &mut backoff).await {
+        if let Err(pause) = export(&exporter, &endpoint, batch, &health, &mut retry).await {
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
                 _ = stop.wait_for(|s| *s) => break,
@@ -135,11 +135,11 @@ pub async fn run(
             batch.push(span);
             if batch.len() == MAX_BATCH {
                 let full = std::mem::take(&mut batch);
-                let _ = export(&exporter, &endpoint, full, &health, &mut backoff).await;
+                let _ = export(&exporter, &endpoint, full, &health, &mut retry).await;
             }
         }
         if !batch.is_empty() {
-            let _ = export(&exporter, &endpoint, batch, &health, &mut backoff).await;
+            let _ = export(&exporter, &endpoint, batch, &health, &mut retry).await;
         }
     };
     if tokio::time::timeout(FLUSH_DEADLINE, flush).await.is_err() {
@@ -154,20 +154,20 @@ async fn export(
     endpoint: &str,
     batch: Vec<SpanData>,
     health: &ExportHealth,
-    backoff: &mut Backoff,
+    retry: &mut ExportRetry,
 ) -> Result<(), Duration> {
     let n = batch.len() as u64;
     match exporter.export(batch).await {
         Ok(()) => {
             add(&health.traces_exports_ok, 1);
             add(&health.spans_exported, n);
-            backoff.succeeded("traces", endpoint);
+            retry.succeeded("traces", endpoint);
             Ok(())
         }
         Err(e) => {
             add(&health.traces_exports_failed, 1);
             add(&health.spans_export_failed, n);
-            Err(backoff.failed(
+            Err(retry.failed(
                 "traces",
                 &format!("OTLP span export to {endpoint} failed, {n} spans dropped: {e}"),
             ))

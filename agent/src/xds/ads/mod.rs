@@ -11,7 +11,6 @@ pub mod stream;
 
 use std::{
     collections::BTreeSet,
-    hash::{BuildHasher, Hasher},
     net::SocketAddr,
     time::{Duration, Instant},
 };
@@ -27,7 +26,10 @@ use tracing::{info, warn};
 
 use self::{settings::AdsSettings, stream::StreamState};
 use super::{Report, mesh_of};
-use crate::model::{Mesh, ProbeSettings};
+use crate::{
+    backoff::Backoff,
+    model::{Mesh, ProbeSettings},
+};
 
 /// istiod pushes whole snapshots; a large mesh's clusters or endpoints
 /// exceed gRPC's 4 MiB default.
@@ -68,7 +70,7 @@ pub async fn run(
 ) {
     with_status(&status, |s| s.stream.node_id = settings.node.id.clone());
     let mut last_applied: Option<Mesh> = None;
-    let mut failures = 0u32;
+    let mut backoff = Backoff::new(FIRST_RETRY, MAX_RETRY).jittered();
     loop {
         let started = Instant::now();
         let mut session = Session {
@@ -90,10 +92,9 @@ pub async fn run(
             Err(e) => e,
         };
         if started.elapsed() >= HEALTHY_STREAM {
-            failures = 0;
+            backoff.succeeded();
         }
-        failures += 1;
-        let delay = retry_delay(failures);
+        let delay = backoff.failed();
         warn!(
             server = %settings.url,
             retry_in = ?delay,
@@ -105,18 +106,6 @@ pub async fn run(
             _ = stop.changed() => return,
         }
     }
-}
-
-/// Exponential with full jitter over its upper half, so agents restarted
-/// together do not reconnect together.
-fn retry_delay(failures: u32) -> Duration {
-    let exp = failures.saturating_sub(1).min(10);
-    let ceiling = (FIRST_RETRY * 2u32.pow(exp)).min(MAX_RETRY);
-    let random = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish();
-    let half = ceiling / 2;
-    half + Duration::from_nanos(random % (half.as_nanos() as u64).max(1))
 }
 
 async fn connect(settings: &AdsSettings) -> Result<Channel, String> {
@@ -308,16 +297,5 @@ mod tests {
         first.services.get_mut(&vip).unwrap().backends.clear();
         keep_pending(&mut first, &BTreeSet::from([vip]), None);
         assert!(first.services[&vip].backends.is_empty());
-    }
-
-    #[test]
-    fn retry_delays_grow_to_the_cap_with_jitter() {
-        for failures in 1..20 {
-            let d = retry_delay(failures);
-            let ceiling = (FIRST_RETRY * 2u32.pow((failures - 1).min(10))).min(MAX_RETRY);
-            assert!(d >= ceiling / 2 && d <= ceiling, "{failures}: {d:?}");
-        }
-        let spread: BTreeSet<Duration> = (0..20).map(|_| retry_delay(8)).collect();
-        assert!(spread.len() > 1, "no jitter");
     }
 }
