@@ -2,7 +2,7 @@
 //! one validated input of the map writer and of the metrics' label table.
 use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 /// Largest backend set one service may have (the kernel's search is bounded).
 pub const MAX_BACKENDS: usize = kmesh_common::MAX_BACKENDS as usize;
@@ -16,7 +16,7 @@ pub const OVERFLOW: &str = "overflow";
 /// Names no service may take, as telemetry already gives them a meaning.
 pub const RESERVED_NAMES: [&str; 2] = [UNKNOWN, OVERFLOW];
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Policy {
     /// Every backend equally likely, independently per connection.
@@ -37,9 +37,8 @@ impl Policy {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Backend {
-    #[serde(rename = "address")]
     pub addr: SocketAddr,
     pub weight: u32,
 }
@@ -57,27 +56,24 @@ pub struct Service {
 
 /// The resources a service was made from and what they said beyond the
 /// routing itself.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Origin {
     pub resources: Vec<ResourceRef>,
     /// Clusters behind an xDS service, with their share of its traffic.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub clusters: Vec<ClusterShare>,
     /// Why the policy differs from the source's own, if it does.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub policy_reason: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResourceRef {
     /// `file`, `listener`, `route`, `cluster` or `endpoints`.
-    #[serde(rename = "type")]
     pub kind: &'static str,
     pub name: String,
     pub version: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClusterShare {
     pub name: String,
     /// The route's weight for this cluster (1 when it is the only one).
@@ -86,7 +82,6 @@ pub struct ClusterShare {
     pub lb_policy: String,
     /// Circuit-breaker connection limit (default priority), carried for a
     /// later limit in the kernel; not enforced yet.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<u32>,
     /// Endpoints taking traffic, and those left out (unhealthy, draining,
     /// failover priorities, unusable addresses).

@@ -9,8 +9,6 @@ pub mod translate;
 
 use std::{collections::BTreeSet, net::SocketAddr};
 
-use serde::Serialize;
-
 use self::{
     resources::{Rejected, ResourceSet},
     translate::{Finding, Translation, Unrouted},
@@ -19,7 +17,7 @@ use crate::model::{Mesh, ProbeSettings};
 
 /// What a source has to say beyond the mesh itself: resources it refused,
 /// config the kernel cannot honour, and routes no address leads to.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Report {
     pub rejected: Vec<Rejected>,
     pub findings: Vec<Finding>,

@@ -20,12 +20,10 @@ use envoy_types::pb::{
     google::protobuf::Any,
 };
 use prost::{Message, Name};
-use serde::Serialize;
 
 /// The four resource types the agent subscribes to, in the order istiod
 /// sends them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ResourceType {
     Cluster,
     Endpoints,
@@ -84,9 +82,8 @@ pub enum Resource {
 }
 
 /// Why a resource was refused.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rejected {
-    #[serde(rename = "type")]
     pub kind: ResourceType,
     pub name: String,
     pub version: String,

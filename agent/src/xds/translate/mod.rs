@@ -32,14 +32,12 @@ use envoy_types::pb::envoy::{
     },
 };
 use prost::{Message, Name};
-use serde::Serialize;
 
 use self::backends::{Outcome, Target};
 use super::resources::{ResourceSet, ResourceType, Versioned};
 use crate::model::{Backend, MAX_BACKENDS, Origin, Policy, RESERVED_NAMES, ResourceRef, Service};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Severity {
     /// Config the kernel cannot honour (header matches, host names, SNI).
     Unsupported,
@@ -52,10 +50,9 @@ pub enum Severity {
 }
 
 /// Something in the config the translation could not take as it is.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Finding {
     pub severity: Severity,
-    #[serde(rename = "type")]
     pub kind: ResourceType,
     pub name: String,
     pub message: String,
@@ -76,7 +73,7 @@ impl Findings {
 }
 
 /// A route derived from the config that no address leads to.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Unrouted {
     pub listener: String,
     pub port: u16,
