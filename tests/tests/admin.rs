@@ -115,3 +115,55 @@ fn only_root_may_use_the_admin_api() {
     assert!(matches!(err, ClientError::NotFound(_)), "{err}");
     assert!(err.to_string().contains("is the agent running"), "{err}");
 }
+
+/// Removes what the test made, also when it fails.
+struct Made(Vec<std::path::PathBuf>);
+
+impl Drop for Made {
+    fn drop(&mut self) {
+        for path in &self.0 {
+            let _ = std::fs::remove_dir_all(path);
+        }
+    }
+}
+
+#[test]
+fn a_failed_start_leaves_no_admin_socket_or_lock_behind() {
+    if !privileged("a_failed_start_leaves_no_admin_socket_or_lock_behind") {
+        return;
+    }
+    let name = format!("kmt-failed-start-{}", std::process::id());
+    let dir = std::env::temp_dir().join(&name);
+    let bpffs = Path::new("/sys/fs/bpf").join(&name);
+    let _made = Made(vec![dir.clone(), bpffs.clone()]);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mesh = dir.join("mesh.yaml");
+    std::fs::write(&mesh, echo_mesh(VIP, "round_robin", &[(BACKEND, 1)])).unwrap();
+    let socket = dir.join("admin.sock");
+    let port = kmesh_tests::harness::free_port();
+    // Everything binds, then the data plane refuses the cgroup: a plain
+    // directory is not a cgroup v2 one.
+    let out = Command::new(kmesh_tests::harness::target_bin("kmesh-agent"))
+        .arg("run")
+        .arg("--config")
+        .arg(&mesh)
+        .arg("--cgroup")
+        .arg(&dir)
+        .arg("--bpffs-dir")
+        .arg(&bpffs)
+        .arg("--metrics-addr")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--admin-socket")
+        .arg(&socket)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("running kmesh-agent");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("cgroup"), "{stderr}");
+    assert!(!socket.exists(), "admin.sock left behind:\n{stderr}");
+    assert!(
+        !socket.with_extension("lock").exists(),
+        "admin.lock left behind:\n{stderr}"
+    );
+}

@@ -162,6 +162,7 @@ pub async fn serve(
         let _ = stop.wait_for(|s| *s).await;
     })
     .await;
-    file.remove();
+    // Removes the socket and lock files.
+    drop(file);
     result
 }

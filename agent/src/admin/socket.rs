@@ -2,6 +2,7 @@
 //! user can write, held by one agent at a time (a lock file beside it), and
 //! removed at exit only if it is still the one this agent bound.
 use std::{
+    fs::File,
     os::{
         fd::AsRawFd,
         unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt},
@@ -36,14 +37,16 @@ pub struct AdminSocket {
     pub(super) file: SocketFile,
 }
 
-/// What proves the file at the socket's path is still this agent's.
+/// The socket file and its lock file, removed when dropped (at exit, also
+/// after a failed start) if they are still this agent's.
 pub(super) struct SocketFile {
     path: PathBuf,
     /// (device, inode) of the socket file as bound.
     id: (u64, u64),
+    lock_path: PathBuf,
     /// Held for the agent's life: a second agent on the same path fails to
     /// take it instead of racing this one for the socket file.
-    _lock: std::fs::File,
+    lock: File,
 }
 
 /// Binds the socket, owner-only, replacing a stale one a crashed agent left.
@@ -65,17 +68,14 @@ pub fn bind(path: &Path) -> Result<AdminSocket, AdminError> {
     if meta.uid() != unsafe { libc::geteuid() } || meta.mode() & 0o022 != 0 {
         return Err(AdminError::SharedDirectory { dir });
     }
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(path.with_extension("lock"))
-        .map_err(io)?;
-    // SAFETY: a valid open file descriptor.
-    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return Err(AdminError::InUse(path.to_path_buf()));
-    }
+    let lock_path = path.with_extension("lock");
+    let lock = take_lock(&lock_path).map_err(|e| match e {
+        LockError::Held => AdminError::InUse(path.to_path_buf()),
+        LockError::Io(source) => AdminError::Io {
+            path: lock_path.clone(),
+            source,
+        },
+    })?;
     match std::fs::symlink_metadata(path) {
         Ok(meta) if !meta.file_type().is_socket() => {
             return Err(AdminError::NotASocket {
@@ -103,18 +103,64 @@ pub fn bind(path: &Path) -> Result<AdminSocket, AdminError> {
         file: SocketFile {
             path: path.to_path_buf(),
             id: (meta.dev(), meta.ino()),
-            _lock: lock,
+            lock_path,
+            lock,
         },
     })
 }
 
-impl SocketFile {
-    /// Removes the socket file if it is still the one this agent bound.
-    pub(super) fn remove(&self) {
+enum LockError {
+    Held,
+    Io(std::io::Error),
+}
+
+fn file_id(meta: &std::fs::Metadata) -> (u64, u64) {
+    (meta.dev(), meta.ino())
+}
+
+/// Opens and locks the lock file. An agent removes its lock file at exit,
+/// so the file locked must still be the one at the path: one removed
+/// between our open and our lock proves nothing, and is opened anew.
+fn take_lock(lock_path: &Path) -> Result<File, LockError> {
+    loop {
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(lock_path)
+            .map_err(LockError::Io)?;
+        // SAFETY: a valid open file descriptor.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(LockError::Held);
+        }
+        let locked = lock.metadata().map_err(LockError::Io)?;
+        match std::fs::symlink_metadata(lock_path) {
+            Ok(at_path) if file_id(&at_path) == file_id(&locked) => return Ok(lock),
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(LockError::Io(e)),
+        }
+    }
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
         let ours = std::fs::symlink_metadata(&self.path)
-            .is_ok_and(|m| m.file_type().is_socket() && (m.dev(), m.ino()) == self.id);
+            .is_ok_and(|m| m.file_type().is_socket() && file_id(&m) == self.id);
         if ours {
             let _ = std::fs::remove_file(&self.path);
+        }
+        // Removed while still locked, so no other agent holds it yet.
+        let lock_ours = match (
+            self.lock.metadata(),
+            std::fs::symlink_metadata(&self.lock_path),
+        ) {
+            (Ok(held), Ok(at_path)) => file_id(&held) == file_id(&at_path),
+            _ => false,
+        };
+        if lock_ours {
+            let _ = std::fs::remove_file(&self.lock_path);
         }
     }
 }
@@ -140,17 +186,20 @@ mod tests {
                 matches!(bind(&path), Err(AdminError::InUse(_))),
                 "the lock is held"
             );
+            // An agent that ends, also after a failed start, leaves nothing.
+            drop(socket);
+            assert!(!path.exists(), "the socket file is removed");
+            assert!(
+                !path.with_extension("lock").exists(),
+                "the lock file is removed"
+            );
             // A crashed agent: its lock is gone, its socket file is not.
-            let AdminSocket { listener, file } = socket;
-            drop(listener);
-            drop(file);
+            drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
             let again = bind(&path).expect("a stale socket is replaced");
             // A file that is no longer ours is left alone at shutdown.
-            let AdminSocket { listener, file } = again;
-            drop(listener);
             std::fs::remove_file(&path).unwrap();
             std::fs::write(&path, b"someone else's").unwrap();
-            file.remove();
+            drop(again);
             assert!(path.exists());
         });
         std::fs::write(dir.join("plain"), b"x").unwrap();
