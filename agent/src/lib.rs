@@ -1,8 +1,10 @@
 //! kmesh-agent: loads the eBPF data plane, keeps its maps in step with the
 //! mesh config, and turns the probe's records into metrics.
 //!
-//! Data flows one way: config -> model -> maps; ring buffer -> aggregator ->
-//! exporters.
+//! Data flows one way: sources (`config`, `xds`) -> `model` -> `control` ->
+//! `maps`; ring buffer -> `probe` -> `aggregator` (and `spans`) -> `export`,
+//! `admin`. Imports follow it: no module imports one that imports it back
+//! (tests/layout.rs checks, ARCHITECTURE.md draws it).
 pub mod addr;
 pub mod admin;
 pub mod agent_stats;

@@ -1,3 +1,4 @@
-//! Exporters: each reads the aggregator (and the span assembler) and nothing else.
+//! Exporters: each reads copies of the aggregator's figures, the agent-wide
+//! counters ([`crate::agent_stats`]) and, for traces, the span queue.
 pub mod otlp;
 pub mod prometheus;
