@@ -28,7 +28,7 @@ pub fn privileged(test: &str) -> bool {
     };
     match why {
         None => true,
-        Some(why) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+        Some(why) if crate::in_ci() => {
             panic!("{test}: cannot run under CI: {why}")
         }
         Some(why) => {
@@ -321,8 +321,11 @@ impl Agent {
             }
             None => Command::new(target_bin("kmesh-agent")),
         };
-        // The test decides what the agent exports, not the environment.
-        for (name, _) in std::env::vars().filter(|(n, _)| n.starts_with("OTEL_")) {
+        // The test decides what the agent does, not the environment: the
+        // agent reads its settings from KMESH_* and OTEL_* variables.
+        for (name, _) in
+            std::env::vars().filter(|(n, _)| n.starts_with("OTEL_") || n.starts_with("KMESH_"))
+        {
             cmd.env_remove(name);
         }
         cmd.arg("run");
@@ -441,10 +444,24 @@ impl Agent {
 }
 
 impl Drop for Agent {
+    /// Never panics: a drop that panics while a failing test unwinds aborts
+    /// the process, and the topology's clean-up with it.
     fn drop(&mut self) {
-        if self.child.is_some() {
-            self.stop();
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
+        eprintln!("kmesh-agent did not exit within 15 s of SIGTERM; killed");
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 
@@ -452,8 +469,27 @@ impl Drop for Agent {
 pub struct Metrics(pub String);
 
 impl Metrics {
-    /// Sum of the samples of `name` whose labels include all of `labels`.
+    /// Sum of the samples of `name` whose labels include all of `labels`
+    /// (0 when the family has none). Panics when the scrape has no such
+    /// family at all, so a renamed or dropped metric cannot read as 0.
     pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let families: Vec<&str> = self
+            .0
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        let declared = families.iter().any(|family| {
+            name == *family
+                || ["_total", "_bucket", "_count", "_sum", "_created"]
+                    .iter()
+                    .any(|suffix| name.strip_suffix(suffix) == Some(family))
+        });
+        assert!(
+            declared,
+            "no metric family for {name} in the scrape (renamed or dropped?); it has: {}",
+            families.join(", ")
+        );
         self.0
             .lines()
             .filter(|l| !l.starts_with('#'))
@@ -548,4 +584,35 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .build()
         .expect("a current-thread runtime")
         .block_on(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Metrics;
+
+    const SCRAPE: &str = "\
+# TYPE kmesh_tcp_connections_closed counter
+kmesh_tcp_connections_closed_total{destination_service=\"echo\",close_reason=\"fin\"} 3
+kmesh_tcp_connections_closed_total{destination_service=\"echo\",close_reason=\"rst_sent\"} 1
+# TYPE kmesh_tcp_connections_failed counter
+# TYPE kmesh_tcp_rtt_seconds histogram
+kmesh_tcp_rtt_seconds_count{destination_service=\"echo\"} 4
+";
+
+    #[test]
+    fn values_sum_the_matching_samples_of_a_family() {
+        let m = Metrics(SCRAPE.to_string());
+        assert_eq!(m.value("kmesh_tcp_connections_closed_total", &[]), 4.0);
+        let fin = [("close_reason", "fin")];
+        assert_eq!(m.value("kmesh_tcp_connections_closed_total", &fin), 3.0);
+        assert_eq!(m.value("kmesh_tcp_rtt_seconds_count", &[]), 4.0);
+        // A family without samples reads 0.
+        assert_eq!(m.value("kmesh_tcp_connections_failed_total", &[]), 0.0);
+    }
+
+    #[test]
+    #[should_panic(expected = "no metric family for kmesh_tcp_connection_closed_total")]
+    fn a_family_missing_from_the_scrape_is_an_error_not_a_zero() {
+        Metrics(SCRAPE.to_string()).value("kmesh_tcp_connection_closed_total", &[]);
+    }
 }

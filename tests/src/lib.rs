@@ -23,6 +23,32 @@ use std::{
 use anyhow::Context;
 pub use report::ClientReport;
 
+/// Whether the tests run under CI, where a test that cannot run fails
+/// instead of skipping: `CI` set to anything but empty, `0`, `false` or
+/// `no` (CI systems set `true` or `1`).
+pub fn in_ci() -> bool {
+    means_ci(std::env::var("CI").ok().as_deref())
+}
+
+fn means_ci(value: Option<&str>) -> bool {
+    value.is_some_and(|v| {
+        !["", "0", "false", "no"].contains(&v.trim().to_ascii_lowercase().as_str())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ci_is_any_value_but_an_off_one() {
+        for on in ["true", "1", "yes", "TRUE"] {
+            assert!(super::means_ci(Some(on)), "{on}");
+        }
+        for off in [None, Some(""), Some("0"), Some("false"), Some("no")] {
+            assert!(!super::means_ci(off), "{off:?}");
+        }
+    }
+}
+
 /// Where a testbed or bench process places itself before it makes any
 /// socket: the flags the harness passes to the processes it starts.
 #[derive(clap::Args)]

@@ -31,7 +31,7 @@ pub fn tools_present(tools: &[&[&str]]) -> bool {
     });
     match missing {
         None => true,
-        Some(cmd) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+        Some(cmd) if crate::in_ci() => {
             panic!("`{}` fails; run scripts/setup.sh", cmd.join(" "))
         }
         Some(cmd) => {

@@ -40,7 +40,7 @@ pub fn binary() -> Option<PathBuf> {
 pub fn available(test: &str) -> Option<PathBuf> {
     match binary() {
         Some(bin) => Some(bin),
-        None if std::env::var("CI").is_ok_and(|v| v == "true") => {
+        None if crate::in_ci() => {
             panic!("{test}: cannot run under CI: prometheus is not installed; run scripts/setup.sh")
         }
         None => {

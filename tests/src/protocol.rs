@@ -13,7 +13,9 @@ use std::{
 pub enum Outcome {
     Ok {
         backend: String,
-        peer: SocketAddr,
+        /// What getpeername() returned, or why it failed: a failure is
+        /// its own entry, never the address dialled.
+        peer: String,
         sent: u64,
         received: u64,
     },
@@ -48,7 +50,10 @@ pub fn call(target: SocketAddr, request_bytes: u32, reply_bytes: u32, hold: Dura
         }
     };
     let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
-    let peer = stream.peer_addr().unwrap_or(target);
+    let peer = match stream.peer_addr() {
+        Ok(addr) => addr.to_string(),
+        Err(e) => format!("getpeername failed: {e}"),
+    };
     let mut message = Vec::with_capacity(8 + request_bytes as usize);
     message.extend_from_slice(&request_bytes.to_le_bytes());
     message.extend_from_slice(&reply_bytes.to_le_bytes());

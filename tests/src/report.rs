@@ -29,7 +29,7 @@ impl ClientReport {
             } => {
                 self.ok += 1;
                 *self.backends.entry(backend).or_default() += 1;
-                *self.peer_names.entry(peer.to_string()).or_default() += 1;
+                *self.peer_names.entry(peer).or_default() += 1;
                 self.bytes_sent += sent;
                 self.bytes_received += received;
             }
