@@ -62,9 +62,12 @@ pub fn route_connect4(ctx: SockAddrContext) -> i32 {
             port: port_from_ctx((*sa).user_port),
             family: AF_INET,
         };
-        if let Some(decision) = decide(&ctx, &key) {
-            (*sa).user_ip4 = decision.backend_addr[0];
-            (*sa).user_port = port_to_ctx(decision.backend_port);
+        match decide(&ctx, &key) {
+            Some(decision) => {
+                (*sa).user_ip4 = decision.backend_addr[0];
+                (*sa).user_port = port_to_ctx(decision.backend_port);
+            }
+            None => forget_route(&ctx),
         }
     }
     ALLOW
@@ -94,14 +97,17 @@ pub fn route_connect6(ctx: SockAddrContext) -> i32 {
                 family: AF_INET6,
             }
         };
-        if let Some(decision) = decide(&ctx, &key) {
-            let dst = if v4_mapped {
-                [0, 0, V4_MAPPED_WORD, decision.backend_addr[0]]
-            } else {
-                decision.backend_addr
-            };
-            write_ip6(sa, dst);
-            (*sa).user_port = port_to_ctx(decision.backend_port);
+        match decide(&ctx, &key) {
+            Some(decision) => {
+                let dst = if v4_mapped {
+                    [0, 0, V4_MAPPED_WORD, decision.backend_addr[0]]
+                } else {
+                    decision.backend_addr
+                };
+                write_ip6(sa, dst);
+                (*sa).user_port = port_to_ctx(decision.backend_port);
+            }
+            None => forget_route(&ctx),
         }
     }
     ALLOW
@@ -196,6 +202,17 @@ unsafe fn decide(ctx: &SockAddrContext, key: &ServiceKey) -> Option<RouteDecisio
     // only loses getpeername() rewriting and its route labels.
     let _ = SOCK_ROUTES.insert(cookie, decision, 0);
     Some(decision)
+}
+
+/// Drops what an earlier connect() of this socket decided: one that failed
+/// before any SYN (no route, no local port) leaves its decision behind, and
+/// a socket connecting again elsewhere must neither answer getpeername()
+/// with that VIP nor be labelled with its service.
+#[inline(always)]
+fn forget_route(ctx: &SockAddrContext) {
+    // SAFETY: the kernel hands a valid bpf_sock_addr to this program.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
+    let _ = SOCK_ROUTES.remove(&cookie);
 }
 
 /// First backend whose cumulative weight exceeds a uniform draw below the

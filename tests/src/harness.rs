@@ -156,6 +156,23 @@ impl Topology {
             .report()
     }
 
+    /// Runs `kmesh-testbed <args>` in the namespace and the cgroup, as a
+    /// client; returns its standard output, as JSON.
+    pub fn testbed_json(&self, args: &[&str]) -> serde_json::Value {
+        let out = Command::new(target_bin("kmesh-testbed"))
+            .args(["--netns", &self.netns, "--cgroup"])
+            .arg(&self.cgroup)
+            .args(args)
+            .output()
+            .expect("running kmesh-testbed");
+        assert!(
+            out.status.success(),
+            "kmesh-testbed {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("kmesh-testbed prints JSON")
+    }
+
     /// Starts a client as [`Topology::client`] does, without waiting for it.
     pub fn client_in_background(
         &self,

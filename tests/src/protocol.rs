@@ -28,7 +28,7 @@ pub enum Outcome {
 
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
-fn classify(e: &std::io::Error) -> &'static str {
+pub fn classify(e: &std::io::Error) -> &'static str {
     match e.kind() {
         ErrorKind::ConnectionRefused => "refused",
         ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted => "reset",

@@ -184,3 +184,30 @@ fn routing_only_routes_without_observing() {
         metrics.0
     );
 }
+
+#[test]
+fn a_socket_whose_routed_connect_failed_is_not_labelled_when_it_connects_elsewhere() {
+    if !privileged(
+        "a_socket_whose_routed_connect_failed_is_not_labelled_when_it_connects_elsewhere",
+    ) {
+        return;
+    }
+    let topo = Topology::new("reconnect");
+    let _backends = topo.serve(&BACKENDS[1..2], false);
+    // The only backend has no route in the namespace: connect() fails at
+    // once (ENETUNREACH), before any SYN, after the program chose it.
+    let agent = topo.start_agent(&mesh("round_robin", &[("10.255.0.1:80", 1)]));
+    let seen = topo.testbed_json(&["reconnect", "--first", VIP, "--then", BACKENDS[1]]);
+    assert_eq!(seen["first"], "unreachable", "{seen}");
+    assert_eq!(seen["then"], "ok", "{seen}");
+    assert_eq!(
+        seen["peer"], BACKENDS[1],
+        "getpeername() must name the address the socket reached, not the VIP of its failed attempt"
+    );
+    // The probe labels the connection by what connect() did to it: nothing.
+    let m = agent.metrics_when(|m| m.value("kmesh_tcp_connections_closed_total", &[]) >= 1.0);
+    let echo = [("destination_service", "echo")];
+    assert_eq!(m.value("kmesh_tcp_connections_opened_total", &echo), 0.0);
+    let unknown = [("destination_service", "unknown")];
+    assert_eq!(m.value("kmesh_tcp_connections_opened_total", &unknown), 1.0);
+}

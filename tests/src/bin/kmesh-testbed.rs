@@ -50,6 +50,15 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         hold_ms: u64,
     },
+    /// Connect one socket to `--first` and then, whatever became of that,
+    /// the same socket to `--then`; print what each connect() and the
+    /// final getpeername() said, as JSON.
+    Reconnect {
+        #[arg(long)]
+        first: SocketAddr,
+        #[arg(long)]
+        then: SocketAddr,
+    },
     /// Wait until the agent answers /readyz (exit 1 after the timeout).
     Ready {
         #[arg(long, default_value = "127.0.0.1:9464")]
@@ -85,6 +94,10 @@ fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }
+        Command::Reconnect { first, then } => {
+            println!("{}", serde_json::to_string(&reconnect(first, then)?)?);
+            Ok(())
+        }
         Command::Ready {
             agent,
             timeout_secs,
@@ -99,6 +112,33 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// What [`reconnect`] saw: `ok` or the error of each step.
+#[derive(serde::Serialize)]
+struct Reconnected {
+    first: String,
+    then: String,
+    peer: String,
+}
+
+fn reconnect(first: SocketAddr, then: SocketAddr) -> anyhow::Result<Reconnected> {
+    use socket2::{Domain, Socket, Type};
+    let outcome = |r: std::io::Result<()>| match r {
+        Ok(()) => "ok".to_string(),
+        Err(e) => protocol::classify(&e).to_string(),
+    };
+    let socket = Socket::new(Domain::for_address(first), Type::STREAM, None)
+        .context("making a TCP socket")?;
+    let timeout = Duration::from_secs(5);
+    let first = outcome(socket.connect_timeout(&first.into(), timeout));
+    let then = outcome(socket.connect_timeout(&then.into(), timeout));
+    let peer = match socket.peer_addr().map(|a| a.as_socket()) {
+        Ok(Some(addr)) => addr.to_string(),
+        Ok(None) => "not an IP address".to_string(),
+        Err(e) => format!("getpeername failed: {e}"),
+    };
+    Ok(Reconnected { first, then, peer })
 }
 
 fn serve(addrs: &[SocketAddr], reset: bool) -> anyhow::Result<()> {
