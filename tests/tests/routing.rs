@@ -62,6 +62,31 @@ fn weighted_shares_follow_weights() {
 }
 
 #[test]
+fn weighted_shares_hold_for_weights_near_the_u32_limit() {
+    if !privileged("weighted_shares_hold_for_weights_near_the_u32_limit") {
+        return;
+    }
+    let topo = Topology::new("weighted-big");
+    let _backends = topo.serve(&BACKENDS[..2], false);
+    // A total of 3 * 2^30, as xDS weight arithmetic can reach: a draw of
+    // 32 random bits modulo the total makes the first 2^30 values twice as
+    // likely, so the 2/3 backend would get 3/4.
+    let weights = [(BACKENDS[0], 1u32 << 31), (BACKENDS[1], 1 << 30)];
+    let _agent = topo.start_agent(&mesh("weighted", &weights));
+    let n = 3000;
+    let report = topo.client(VIP, n, &["--concurrency", "4"]);
+    assert_eq!(report.ok, n, "failures: {:?}", report.failures);
+    for (b, share) in [(BACKENDS[0], 2.0 / 3.0), (BACKENDS[1], 1.0 / 3.0)] {
+        let got = *report.backends.get(b).unwrap_or(&0) as f64;
+        let (lo, hi) = five_sigma(n, share);
+        assert!(
+            (lo..=hi).contains(&got),
+            "{b}: {got} outside [{lo:.0}, {hi:.0}] for a share of {share:.3}"
+        );
+    }
+}
+
+#[test]
 fn random_policy_uses_every_backend_evenly() {
     if !privileged("random_policy_uses_every_backend_evenly") {
         return;
