@@ -5,12 +5,19 @@
 //! only then is the service entry pointed at that generation, and the old
 //! generation deleted. A connect() racing the update sees the old backend
 //! set or the new one, never a mix.
+//!
+//! The writer reaches the maps through [`RoutingMaps`]: the kernel's in
+//! production ([`KernelMaps`]), an in-memory fake in unit tests, so the
+//! generation swap is tested without root.
 use std::{
     collections::{BTreeMap, HashMap},
     net::SocketAddr,
 };
 
-use aya::maps::{HashMap as BpfHashMap, Map, MapData, MapError};
+use aya::{
+    maps::{Map, MapError},
+    sys::SyscallError,
+};
 use kmesh_common::{BackendKey, BackendValue, ServiceKey, ServiceValue, policy};
 use tracing::{debug, info};
 
@@ -18,6 +25,26 @@ use crate::{
     addr::{ip_to_words, socket_addr},
     model::{Mesh, Policy, Service},
 };
+
+mod kernel;
+pub use kernel::KernelMaps;
+
+#[cfg(test)]
+mod fake;
+#[cfg(test)]
+mod tests;
+
+/// The operations the writer needs on the services and backends maps, failing
+/// as the kernel's do.
+pub trait RoutingMaps {
+    fn services(&self) -> Vec<(ServiceKey, ServiceValue)>;
+    fn backend(&self, key: &BackendKey) -> Option<BackendValue>;
+    fn backend_keys(&self) -> Vec<BackendKey>;
+    fn insert_service(&mut self, key: &ServiceKey, value: ServiceValue) -> Result<(), MapError>;
+    fn remove_service(&mut self, key: &ServiceKey) -> Result<(), MapError>;
+    fn insert_backend(&mut self, key: &BackendKey, value: BackendValue) -> Result<(), MapError>;
+    fn remove_backend(&mut self, key: &BackendKey) -> Result<(), MapError>;
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum MapWriteError {
@@ -62,9 +89,8 @@ struct Installed {
     backends: Vec<BackendValue>,
 }
 
-pub struct MapWriter {
-    services: BpfHashMap<MapData, ServiceKey, ServiceValue>,
-    backends: BpfHashMap<MapData, BackendKey, BackendValue>,
+pub struct MapWriter<M: RoutingMaps = KernelMaps> {
+    maps: M,
     installed: BTreeMap<ServiceKey, Installed>,
     next_id: u32,
 }
@@ -76,6 +102,13 @@ pub fn service_key(service: &Service) -> ServiceKey {
         port: service.vip.port(),
         family,
     }
+}
+
+/// The kernel answers a delete of a key it does not hold with ENOENT, which
+/// aya passes on as a syscall error.
+fn is_absent(error: &MapError) -> bool {
+    matches!(error, MapError::SyscallError(SyscallError { io_error, .. })
+        if io_error.raw_os_error() == Some(libc::ENOENT))
 }
 
 fn policy_code(p: Policy) -> u32 {
@@ -111,43 +144,34 @@ fn backend_values(service: &Service) -> Vec<BackendValue> {
 }
 
 impl MapWriter {
+    /// Takes over the kernel's maps; see [`MapWriter::adopt`].
+    pub fn new(services: Map, backends: Map) -> Result<Self, MapWriteError> {
+        Ok(Self::adopt(KernelMaps::open(services, backends)?))
+    }
+}
+
+impl<M: RoutingMaps> MapWriter<M> {
     /// Takes over the maps, adopting whatever an earlier agent left in them
     /// so that routing carries on until the first apply replaces it.
-    pub fn new(services: Map, backends: Map) -> Result<Self, MapWriteError> {
-        let services = BpfHashMap::try_from(services).map_err(|source| MapWriteError::Open {
-            map: "services",
-            source: Box::new(source),
-        })?;
-        let backends = BpfHashMap::try_from(backends).map_err(|source| MapWriteError::Open {
-            map: "backends",
-            source: Box::new(source),
-        })?;
+    pub fn adopt(maps: M) -> Self {
         let mut writer = Self {
-            services,
-            backends,
+            maps,
             installed: BTreeMap::new(),
             next_id: 1,
         };
         writer.adopt_existing();
-        Ok(writer)
+        writer
     }
 
     fn adopt_existing(&mut self) {
-        let entries: Vec<(ServiceKey, ServiceValue)> =
-            self.services.iter().filter_map(Result::ok).collect();
-        for (key, value) in entries {
+        for (key, value) in self.maps.services() {
             let backends = (0..value.backend_count)
                 .filter_map(|index| {
-                    self.backends
-                        .get(
-                            &BackendKey {
-                                service_id: value.service_id,
-                                generation: value.generation,
-                                index,
-                            },
-                            0,
-                        )
-                        .ok()
+                    self.maps.backend(&BackendKey {
+                        service_id: value.service_id,
+                        generation: value.generation,
+                        index,
+                    })
                 })
                 .collect();
             self.next_id = self.next_id.max(value.service_id + 1);
@@ -249,8 +273,8 @@ impl MapWriter {
                 generation,
                 index: index as u32,
             };
-            self.backends
-                .insert(bkey, value, 0)
+            self.maps
+                .insert_backend(&bkey, *value)
                 .map_err(|e| write_err("inserting a backend", "backends", e))?;
         }
         let value = ServiceValue {
@@ -262,8 +286,8 @@ impl MapWriter {
             _pad0: 0,
             rr_cursor: 0,
         };
-        self.services
-            .insert(key, value, 0)
+        self.maps
+            .insert_service(key, value)
             .map_err(|e| write_err("inserting the service", "services", e))?;
         let previous = self.installed.insert(
             *key,
@@ -282,13 +306,13 @@ impl MapWriter {
     }
 
     fn uninstall(&mut self, key: &ServiceKey) -> Result<(), MapWriteError> {
-        if let Err(source) = self.services.remove(key)
-            && !matches!(&source, MapError::KeyNotFound)
+        if let Err(source) = self.maps.remove_service(key)
+            && !is_absent(&source)
         {
             return Err(MapWriteError::Write {
                 op: "removing the service",
                 map: "services",
-                service: format!("{key:?}"),
+                service: socket_addr(key.addr, key.family, key.port).to_string(),
                 source: Box::new(source),
             });
         }
@@ -300,7 +324,7 @@ impl MapWriter {
 
     fn remove_backends(&mut self, service_id: u32, generation: u32, count: usize) {
         for index in 0..count as u32 {
-            let _ = self.backends.remove(&BackendKey {
+            let _ = self.maps.remove_backend(&BackendKey {
                 service_id,
                 generation,
                 index,
@@ -317,13 +341,13 @@ impl MapWriter {
             .map(|i| (i.service_id, i.generation))
             .collect();
         let orphans: Vec<BackendKey> = self
-            .backends
-            .keys()
-            .filter_map(Result::ok)
+            .maps
+            .backend_keys()
+            .into_iter()
             .filter(|k| live.get(&k.service_id) != Some(&k.generation))
             .collect();
         for key in orphans {
-            let _ = self.backends.remove(&key);
+            let _ = self.maps.remove_backend(&key);
         }
     }
 }
