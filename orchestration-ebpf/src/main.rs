@@ -67,7 +67,7 @@ pub fn route_connect4(ctx: SockAddrContext) -> i32 {
                 (*sa).user_ip4 = decision.backend_addr[0];
                 (*sa).user_port = port_to_ctx(decision.backend_port);
             }
-            None => forget_route(&ctx),
+            None => forget_stale_route(&ctx, &key),
         }
     }
     ALLOW
@@ -107,7 +107,7 @@ pub fn route_connect6(ctx: SockAddrContext) -> i32 {
                 write_ip6(sa, dst);
                 (*sa).user_port = port_to_ctx(decision.backend_port);
             }
-            None => forget_route(&ctx),
+            None => forget_stale_route(&ctx, &key),
         }
     }
     ALLOW
@@ -204,15 +204,27 @@ unsafe fn decide(ctx: &SockAddrContext, key: &ServiceKey) -> Option<RouteDecisio
     Some(decision)
 }
 
-/// Drops what an earlier connect() of this socket decided: one that failed
-/// before any SYN (no route, no local port) leaves its decision behind, and
-/// a socket connecting again elsewhere must neither answer getpeername()
-/// with that VIP nor be labelled with its service.
+/// Drops what an earlier connect() of this socket decided, for one that
+/// dials `dest`, no service: a connect() that failed before any SYN (no
+/// route, no local port) leaves its decision behind, and the socket
+/// connecting again elsewhere must neither answer getpeername() with that
+/// VIP nor be labelled with its service. A decision whose backend is `dest`
+/// stays: it is this very connect()'s, made by the program that ran before
+/// this one (an agent taking over attaches its programs beside the old
+/// ones, and both run).
 #[inline(always)]
-fn forget_route(ctx: &SockAddrContext) {
+fn forget_stale_route(ctx: &SockAddrContext, dest: &ServiceKey) {
     // SAFETY: the kernel hands a valid bpf_sock_addr to this program.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
-    let _ = SOCK_ROUTES.remove(&cookie);
+    let Some(route) = SOCK_ROUTES.get_ptr(cookie) else {
+        return;
+    };
+    // SAFETY: a live map value, read before it may be removed.
+    let current =
+        unsafe { (*route).backend_addr == dest.addr && (*route).backend_port == dest.port };
+    if !current {
+        let _ = SOCK_ROUTES.remove(&cookie);
+    }
 }
 
 /// First backend whose cumulative weight exceeds a uniform draw below the
