@@ -236,3 +236,41 @@ fn a_socket_whose_routed_connect_failed_is_not_labelled_when_it_connects_elsewhe
     let unknown = [("destination_service", "unknown")];
     assert_eq!(m.value("kmesh_tcp_connections_opened_total", &unknown), 1.0);
 }
+
+#[test]
+fn round_robin_goes_on_where_it_was_after_an_update() {
+    if !privileged("round_robin_goes_on_where_it_was_after_an_update") {
+        return;
+    }
+    let topo = Topology::new("rr-update");
+    let _backends = topo.serve(&BACKENDS, false);
+    let agent = topo.start_agent(&mesh(
+        "round_robin",
+        &[(BACKENDS[0], 1), (BACKENDS[1], 1), (BACKENDS[2], 1)],
+    ));
+    let mut first_backend = 0;
+    for update in 1..=6u32 {
+        // The third backend changes each time: a new generation of the service.
+        let third = BACKENDS[2 + (update % 2) as usize];
+        let config = mesh(
+            "round_robin",
+            &[(BACKENDS[0], 1), (BACKENDS[1], 1), (third, 1)],
+        );
+        let tmp = agent.config_path.with_extension("tmp");
+        std::fs::write(&tmp, config).unwrap();
+        std::fs::rename(&tmp, &agent.config_path).unwrap();
+        agent.metrics_when(|m| {
+            m.value("kmesh_config_reloads_total", &[("result", "success")]) >= f64::from(update)
+        });
+        let report = topo.client(VIP, 1, &[]);
+        assert_eq!(report.ok, 1, "failures: {:?}", report.failures);
+        first_backend += report.backends.get(BACKENDS[0]).copied().unwrap_or(0);
+    }
+    // Six turns in a row over three backends: each backend twice, wherever
+    // the cursor stood. A cursor reset by each update sends all six to the
+    // first backend.
+    assert_eq!(
+        first_backend, 2,
+        "the first backend's share of six connections"
+    );
+}

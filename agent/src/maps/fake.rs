@@ -92,6 +92,10 @@ impl RoutingMaps for FakeMaps {
         self.services.iter().map(|(k, v)| (*k, *v)).collect()
     }
 
+    fn service(&self, key: &ServiceKey) -> Option<ServiceValue> {
+        self.services.get(key).copied()
+    }
+
     fn backend(&self, key: &BackendKey) -> Option<BackendValue> {
         self.backends.get(key).copied()
     }

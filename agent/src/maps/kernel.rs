@@ -30,6 +30,10 @@ impl RoutingMaps for KernelMaps {
         self.services.iter().filter_map(Result::ok).collect()
     }
 
+    fn service(&self, key: &ServiceKey) -> Option<ServiceValue> {
+        self.services.get(key, 0).ok()
+    }
+
     fn backend(&self, key: &BackendKey) -> Option<BackendValue> {
         self.backends.get(key, 0).ok()
     }

@@ -38,12 +38,20 @@ mod tests;
 /// as the kernel's do.
 pub trait RoutingMaps {
     fn services(&self) -> Vec<(ServiceKey, ServiceValue)>;
+    fn service(&self, key: &ServiceKey) -> Option<ServiceValue>;
     fn backend(&self, key: &BackendKey) -> Option<BackendValue>;
     fn backend_keys(&self) -> Vec<BackendKey>;
     fn insert_service(&mut self, key: &ServiceKey, value: ServiceValue) -> Result<(), MapError>;
     fn remove_service(&mut self, key: &ServiceKey) -> Result<(), MapError>;
     fn insert_backend(&mut self, key: &BackendKey, value: BackendValue) -> Result<(), MapError>;
     fn remove_backend(&mut self, key: &BackendKey) -> Result<(), MapError>;
+}
+
+fn random_start() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -277,6 +285,14 @@ impl<M: RoutingMaps> MapWriter<M> {
                 .insert_backend(&bkey, *value)
                 .map_err(|e| write_err("inserting a backend", "backends", e))?;
         }
+        // Round robin goes on from where connect() left it: a cursor reset
+        // by every update sent each node's next connection to the first
+        // backend. A new service starts anywhere, so nodes do not all start
+        // on the same backend.
+        let rr_cursor = self
+            .maps
+            .service(key)
+            .map_or_else(random_start, |v| v.rr_cursor);
         let value = ServiceValue {
             service_id,
             generation,
@@ -284,7 +300,7 @@ impl<M: RoutingMaps> MapWriter<M> {
             total_weight: backends.last().map_or(0, |b| b.cumulative_weight),
             policy,
             _pad0: 0,
-            rr_cursor: 0,
+            rr_cursor,
         };
         self.maps
             .insert_service(key, value)

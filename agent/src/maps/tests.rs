@@ -479,3 +479,27 @@ fn a_full_backends_map_fails_the_apply_and_the_service_keeps_its_old_generation(
     assert_eq!(report.unchanged, 1);
     assert_only_live_generations(&writer.maps);
 }
+
+#[test]
+fn round_robin_goes_on_from_its_cursor_across_an_update() {
+    let two = echo(&[("10.0.0.1:80", 1), ("10.0.0.2:80", 1)]);
+    let mut writer = writer_with(&mesh([two.clone()]));
+    // Seven connects since the last update.
+    let key = service_key(&two);
+    writer.maps.services.get_mut(&key).unwrap().rr_cursor = 7;
+    let three = echo(&[("10.0.0.1:80", 1), ("10.0.0.2:80", 1), ("10.0.0.3:80", 1)]);
+    writer.apply(&mesh([three.clone()])).unwrap();
+    let now = service_value(&writer.maps, &three);
+    assert_eq!((now.generation, now.rr_cursor), (2, 7));
+}
+
+#[test]
+fn new_services_start_round_robin_at_different_points() {
+    let starts: BTreeSet<u64> = (0..4)
+        .map(|_| {
+            let writer = writer_with(&mesh([echo(&[("10.0.0.1:80", 1)])]));
+            service_value(&writer.maps, &echo(&[])).rr_cursor
+        })
+        .collect();
+    assert!(starts.len() > 1, "every new service started at {starts:?}");
+}
