@@ -15,8 +15,9 @@ use crate::model::{Backend, Mesh, Origin, Policy, ProbeSettings, Service};
 struct RawMesh {
     #[serde(default)]
     probe: RawProbe,
-    #[serde(default)]
-    services: Vec<ValidService>,
+    /// Required, so that a file cut short before its list is not read as
+    /// "route nothing"; `services: []` says that.
+    services: Option<Vec<ValidService>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -158,16 +159,15 @@ impl TryFrom<RawService> for ValidService {
 
 /// Parses mesh YAML; the error names the line and what to change.
 pub fn parse(text: &str) -> Result<Mesh, String> {
-    let raw: RawMesh = if text.trim().is_empty() {
-        RawMesh {
-            probe: RawProbe::default(),
-            services: Vec::new(),
-        }
-    } else {
-        serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?
+    let raw: RawMesh = serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
+    let Some(raw_services) = raw.services else {
+        return Err(
+            "no `services:` list; a truncated write? To remove every service, write `services: []`"
+                .into(),
+        );
     };
     let mut services = BTreeMap::new();
-    for ValidService(service) in raw.services {
+    for ValidService(service) in raw_services {
         if let Some(other) = services.get(&service.vip).map(|s: &Service| s.name.clone()) {
             return Err(format!(
                 "services {other:?} and {:?} both use vip {}; each vip:port may belong to one service",
@@ -224,8 +224,15 @@ services:
     }
 
     #[test]
-    fn empty_file_is_an_empty_mesh() {
-        assert_eq!(parse("").unwrap(), Mesh::default());
+    fn an_empty_service_list_is_an_empty_mesh() {
+        assert_eq!(parse("services: []\n").unwrap(), Mesh::default());
+    }
+
+    #[test]
+    fn a_missing_service_list_is_refused() {
+        for text in ["", "probe:\n  report_interval_seconds: 1\n", "services:\n"] {
+            assert!(error_of(text).contains("services: []"), "{text:?}");
+        }
     }
 
     fn error_of(text: &str) -> String {
@@ -323,6 +330,9 @@ services:
 
     #[test]
     fn rejects_out_of_range_report_interval() {
-        assert!(error_of("probe:\n  report_interval_seconds: -1\n").contains("report_interval"));
+        assert!(
+            error_of("probe:\n  report_interval_seconds: -1\nservices: []\n")
+                .contains("report_interval")
+        );
     }
 }

@@ -27,6 +27,14 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "mesh config {path} is empty; a truncated write or an empty ConfigMap? To remove every service, write `services: []` (or, for Envoy resources, an empty list `[]`)"
+    )]
+    Empty { path: PathBuf },
+    #[error(
+        "mesh config directory {path} holds no mesh file (*.yaml, *.yml or *.json; hidden entries are skipped); an empty ConfigMap? To remove every service, add a file with `services: []`"
+    )]
+    NoFiles { path: PathBuf },
     #[error("mesh config {path}: {message}")]
     Invalid { path: PathBuf, message: String },
 }
@@ -44,7 +52,10 @@ struct Document {
     version: String,
 }
 
-/// Reads and validates the mesh at `path` (a file or a directory).
+/// Reads and validates the mesh at `path` (a file or a directory). A file
+/// with no document, or a directory with no mesh file, is refused: far more
+/// often a truncated write or an empty ConfigMap than a wish to route
+/// nothing, which `services: []` says.
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
     let read_err = |p: &Path| {
         let p = p.to_path_buf();
@@ -52,7 +63,13 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
     };
     let meta = std::fs::metadata(path).map_err(read_err(path))?;
     let files = if meta.is_dir() {
-        config_files(path).map_err(read_err(path))?
+        let files = config_files(path).map_err(read_err(path))?;
+        if files.is_empty() {
+            return Err(ConfigError::NoFiles {
+                path: path.to_path_buf(),
+            });
+        }
+        files
     } else {
         vec![path.to_path_buf()]
     };
@@ -104,8 +121,15 @@ fn file_version(t: SystemTime) -> String {
     format!("file modified {}", humantime::format_rfc3339_seconds(t))
 }
 
-/// The values of a file: JSON, or YAML with one or more documents.
+/// The values of a file: JSON, or YAML with one or more documents; empty
+/// (null) YAML documents are left out.
 fn values_of(text: &str) -> Result<Vec<Value>, String> {
+    // Checked before parsing: YAML refuses a tab where a token could start,
+    // yet a file of blank lines and comments is empty whatever its spaces.
+    let blank_or_comment = |line: &str| line.trim().is_empty() || line.trim().starts_with('#');
+    if text.lines().all(blank_or_comment) {
+        return Ok(Vec::new());
+    }
     let trimmed = text.trim_start();
     if trimmed.starts_with('{') || trimmed.starts_with('[') {
         return serde_json::from_str(text)
@@ -132,6 +156,11 @@ fn from_documents(root: &Path, docs: &[Document]) -> Result<Loaded, ConfigError>
     let mut envoy_files = 0;
     for doc in docs {
         let values = values_of(&doc.text).map_err(|e| invalid(&doc.path, e))?;
+        if values.is_empty() {
+            return Err(ConfigError::Empty {
+                path: doc.path.clone(),
+            });
+        }
         for value in &values {
             if xds::json::is_ztunnel_dump(value) {
                 return Err(invalid(
