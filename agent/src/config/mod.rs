@@ -172,12 +172,26 @@ fn from_documents(root: &Path, docs: &[Document]) -> Result<Loaded, ConfigError>
                 xds::json::read(value, &doc.version, &mut set)
                     .map_err(|e| invalid(&doc.path, e))?;
                 envoy_files += 1;
-            } else if compact.replace(doc).is_some() || values.len() > 1 {
-                return Err(invalid(
-                    &doc.path,
-                    "more than one document in the compact format; put every service in one file"
-                        .into(),
-                ));
+            } else {
+                match compact {
+                    None => compact = Some(doc),
+                    Some(first) if first.path == doc.path => {
+                        return Err(invalid(
+                            &doc.path,
+                            "more than one document in the compact format; put every service in one document".into(),
+                        ));
+                    }
+                    Some(first) => {
+                        return Err(invalid(
+                            root,
+                            format!(
+                                "{} and {} are both in the compact format, and a directory may hold one compact-format file; put every service in one of them",
+                                first.path.display(),
+                                doc.path.display()
+                            ),
+                        ));
+                    }
+                }
             }
         }
     }

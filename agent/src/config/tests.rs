@@ -471,3 +471,35 @@ fn a_compact_document_without_its_service_list_is_refused() {
         assert!(err.contains("services: []"), "{text:?}: {err}");
     }
 }
+
+#[test]
+fn two_compact_files_in_a_directory_are_refused_naming_both() {
+    let dir = tmp_dir("two-compact");
+    let service = |name: &str, vip: &str| {
+        format!(
+            "services:\n  - name: {name}\n    vip: {vip}\n    backends:\n      - address: 127.0.0.1:8080\n"
+        )
+    };
+    std::fs::write(dir.join("a.yaml"), service("a", "198.18.0.1:80")).unwrap();
+    std::fs::write(dir.join("b.yaml"), service("b", "198.18.0.2:80")).unwrap();
+    let err = load(&dir).unwrap_err().to_string();
+    for file in ["a.yaml", "b.yaml"] {
+        let path = dir.join(file).display().to_string();
+        assert!(err.contains(&path), "{file} not named: {err}");
+    }
+    assert!(
+        err.contains("one compact-format file") && !err.contains("more than one document"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    // Two compact documents in one file are the other mistake, named as such.
+    let err = load_text(&format!(
+        "{}---\n{}",
+        service("a", "198.18.0.1:80"),
+        service("b", "198.18.0.2:80")
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("more than one document"), "{err}");
+}
