@@ -19,7 +19,7 @@ use crate::{
 #[derive(Debug, thiserror::Error)]
 pub enum MapWriteError {
     #[error(
-        "{op} in map {map} for service {service}: {source}; if the map is full, raise its size or remove services"
+        "{op} in map {map} for service {service} (if the map is full, raise its size or remove services)"
     )]
     Write {
         op: &'static str,
@@ -27,7 +27,7 @@ pub enum MapWriteError {
         service: String,
         source: Box<MapError>,
     },
-    #[error("opening map {map}: {source}")]
+    #[error("opening map {map}")]
     Open {
         map: &'static str,
         source: Box<MapError>,

@@ -22,10 +22,10 @@ pub const MAX_BACKENDS: usize = kmesh_common::MAX_BACKENDS as usize;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read mesh config {path}: {source}")]
+    #[error("cannot read mesh config {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error(
         "mesh config {path} is empty; a truncated write or an empty ConfigMap? To remove every service, write `services: []` (or, for Envoy resources, an empty list `[]`)"
@@ -59,7 +59,7 @@ struct Document {
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
     let read_err = |p: &Path| {
         let p = p.to_path_buf();
-        move |source| ConfigError::Read { path: p, source }
+        move |error| ConfigError::Read { path: p, error }
     };
     let meta = std::fs::metadata(path).map_err(read_err(path))?;
     let files = if meta.is_dir() {

@@ -503,3 +503,21 @@ fn two_compact_files_in_a_directory_are_refused_naming_both() {
     .to_string();
     assert!(err.contains("more than one document"), "{err}");
 }
+
+/// What the agent prints is the `{:#}` chain: each cause once.
+#[test]
+fn read_errors_name_the_file_and_say_the_cause_once() {
+    let dir = tmp_dir("unreadable");
+    let missing = dir.join("missing.yaml");
+    let not_utf8 = dir.join("latin1.yaml");
+    std::fs::write(&not_utf8, b"services:\n  - name: caf\xe9\n").unwrap();
+    for (path, cause) in [
+        (&missing, "No such file or directory (os error 2)"),
+        (&not_utf8, "stream did not contain valid UTF-8"),
+    ] {
+        let chain = format!("{:#}", anyhow::Error::from(load(path).unwrap_err()));
+        assert!(chain.contains(&path.display().to_string()), "{chain}");
+        assert_eq!(chain.matches(cause).count(), 1, "{chain}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
