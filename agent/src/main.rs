@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use kmesh_agent::{
     config,
     dataplane::{self, OnExit},
-    export::otlp::settings::OtlpArgs,
+    export::otlp::settings::{OtlpArgs, parse_duration},
     metrics::SeriesLimits,
     run::{self, MeshSource},
     xds::ads::settings::XdsArgs,
@@ -80,7 +80,7 @@ struct RunArgs {
     #[arg(long, env = "KMESH_ON_EXIT", value_enum, default_value_t = OnExit::Detach)]
     on_exit: OnExit,
     /// Address of the HTTP endpoint (/metrics, /healthz, /readyz, /v1/snapshot).
-    #[arg(long, env = "KMESH_METRICS_ADDR", default_value = "127.0.0.1:9464")]
+    #[arg(long, env = "KMESH_METRICS_ADDR", default_value = "127.0.0.1:9464", value_parser = parse_metrics_addr)]
     metrics_addr: SocketAddr,
     /// Unix socket of the admin API (kmesh-top); owner-only.
     #[arg(long, env = "KMESH_ADMIN_SOCKET", default_value = kmesh_api::v1::DEFAULT_SOCKET)]
@@ -99,7 +99,7 @@ struct RunArgs {
     max_series: usize,
     /// How long the series of a removed service or backend stays after
     /// its last connection closed (e.g. `5m`).
-    #[arg(long, env = "KMESH_SERIES_EXPIRY", default_value = "5m", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "KMESH_SERIES_EXPIRY", default_value = "5m", value_parser = parse_duration)]
     series_expiry: Duration,
     #[command(flatten)]
     otlp: OtlpArgs,
@@ -142,6 +142,14 @@ fn parse_ringbuf_bytes(s: &str) -> Result<u32, String> {
         return Err(format!("{v} is not a power of two of at least 4096"));
     }
     Ok(v)
+}
+
+fn parse_metrics_addr(s: &str) -> Result<SocketAddr, String> {
+    s.trim().parse().map_err(|_| {
+        format!(
+            "{s:?} is not an IP address and port; write one like 127.0.0.1:9464 or [::1]:9464 (host names are not resolved)"
+        )
+    })
 }
 
 /// OpenTelemetry's rule for its variables, applied to all of the agent's:
@@ -266,4 +274,31 @@ fn model(socket: PathBuf) -> anyhow::Result<()> {
     serde_json::to_writer_pretty(&mut out, &model)?;
     writeln!(out)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_error(flags: &[&str]) -> String {
+        let args = ["kmesh-agent", "run", "--config", "mesh.yaml"];
+        match Cli::try_parse_from(args.iter().chain(flags)) {
+            Ok(_) => panic!("{flags:?} accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn bad_flag_values_say_what_form_is_expected() {
+        let e = run_error(&["--series-expiry", "forever"]);
+        assert!(e.contains("5m") && e.contains("1h30m"), "{e}");
+        let e = run_error(&["--metrics-addr", "localhost:19501"]);
+        assert!(
+            e.contains("IP address and port")
+                && e.contains("127.0.0.1:9464")
+                && e.contains("[::1]:9464")
+                && e.contains("host names are not resolved"),
+            "{e}"
+        );
+    }
 }
