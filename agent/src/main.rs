@@ -79,7 +79,9 @@ struct RunArgs {
     /// agent takes over, as a DaemonSet's rolling update wants.
     #[arg(long, env = "KMESH_ON_EXIT", value_enum, default_value_t = OnExit::Detach)]
     on_exit: OnExit,
-    /// Address of the HTTP endpoint (/metrics, /healthz, /readyz, /v1/snapshot).
+    /// IP address and port of the HTTP endpoint: /metrics (Prometheus),
+    /// /healthz and /readyz. The admin API (snapshots, the connection feed,
+    /// the model; what kmesh-top reads) is on --admin-socket.
     #[arg(long, env = "KMESH_METRICS_ADDR", default_value = "127.0.0.1:9464", value_parser = parse_metrics_addr)]
     metrics_addr: SocketAddr,
     /// Unix socket of the admin API (kmesh-top); owner-only.
@@ -278,7 +280,32 @@ fn model(socket: PathBuf) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use clap::CommandFactory;
+
     use super::*;
+
+    /// The help `kmesh-agent <command> --help` prints for one flag.
+    fn flag_help(command: &str, flag: &str) -> String {
+        let cli = Cli::command();
+        let command = cli.find_subcommand(command).expect("the subcommand");
+        let arg = command
+            .get_arguments()
+            .find(|a| a.get_long() == Some(flag))
+            .expect("the flag");
+        arg.get_long_help()
+            .or(arg.get_help())
+            .map(ToString::to_string)
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn metrics_addr_help_names_what_it_serves() {
+        let help = flag_help("run", "metrics-addr");
+        assert!(!help.contains("/v1/"), "the admin API is not there: {help}");
+        for path in ["/metrics", "/healthz", "/readyz", "--admin-socket"] {
+            assert!(help.contains(path), "{path} missing: {help}");
+        }
+    }
 
     fn run_error(flags: &[&str]) -> String {
         let args = ["kmesh-agent", "run", "--config", "mesh.yaml"];
