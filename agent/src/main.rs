@@ -31,10 +31,18 @@ struct Cli {
 enum Command {
     /// Load the eBPF programs, apply the mesh config and serve metrics until SIGINT/SIGTERM.
     Run(Box<RunArgs>),
-    /// Validate a mesh config (file or directory; compact or Envoy format)
-    /// and print the services it defines and what could not be honoured.
+    /// Validate a mesh config as `run` reads it, without running.
+    ///
+    /// Reads the file or directory (compact format or Envoy resources) and
+    /// prints the services it defines (name, vip, policy, backends and
+    /// weights), then what could not be honoured: refused resources,
+    /// unrouted routes and findings. Exits 0 if `run` would take the
+    /// config; otherwise prints the reason (file, line, field) on stderr and
+    /// exits 1.
     Check {
-        #[arg(long)]
+        /// Mesh config to validate: a file or a directory of files, as
+        /// `run --config` takes it.
+        #[arg(long, env = "KMESH_CONFIG")]
         config: PathBuf,
     },
     /// Print the mesh a running agent routes by, as JSON: services,
@@ -284,18 +292,45 @@ mod tests {
 
     use super::*;
 
-    /// The help `kmesh-agent <command> --help` prints for one flag.
-    fn flag_help(command: &str, flag: &str) -> String {
-        let cli = Cli::command();
-        let command = cli.find_subcommand(command).expect("the subcommand");
-        let arg = command
+    fn flag(command: &str, flag: &str) -> clap::Arg {
+        Cli::command()
+            .find_subcommand(command)
+            .expect("the subcommand")
             .get_arguments()
             .find(|a| a.get_long() == Some(flag))
-            .expect("the flag");
+            .expect("the flag")
+            .clone()
+    }
+
+    /// The help `kmesh-agent <command> --help` prints for one flag.
+    fn flag_help(command: &str, name: &str) -> String {
+        let arg = flag(command, name);
         arg.get_long_help()
             .or(arg.get_help())
             .map(ToString::to_string)
             .unwrap_or_default()
+    }
+
+    #[test]
+    fn check_reads_the_config_as_run_does_and_says_what_it_does() {
+        for command in ["run", "check"] {
+            let env = flag(command, "config").get_env().map(|e| e.to_owned());
+            assert_eq!(env.as_deref(), Some("KMESH_CONFIG".as_ref()), "{command}");
+        }
+        let help = flag_help("check", "config");
+        assert!(help.contains("directory"), "--config: {help:?}");
+        let mut cli = Cli::command();
+        let help = cli
+            .find_subcommand_mut("check")
+            .expect("check")
+            .render_long_help()
+            .to_string();
+        for what in ["services", "backends", "findings", "exit", "KMESH_CONFIG"] {
+            assert!(
+                help.contains(what),
+                "check --help does not say {what:?}:\n{help}"
+            );
+        }
     }
 
     #[test]
