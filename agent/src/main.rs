@@ -35,10 +35,11 @@ enum Command {
     ///
     /// Reads the file or directory (compact format or Envoy resources) and
     /// prints the services it defines (name, vip, policy, backends and
-    /// weights), then what could not be honoured: refused resources,
-    /// unrouted routes and findings. Exits 0 if `run` would take the
-    /// config; otherwise prints the reason (file, line, field) on stderr and
-    /// exits 1.
+    /// weights), a note for each service that will not be routed (no
+    /// backends, or all drained), then what could not be honoured: refused
+    /// resources, unrouted routes and findings. Exits 0 if `run` would take
+    /// the config; otherwise prints the reason (file, line, field) on stderr
+    /// and exits 1.
     Check {
         /// Mesh config to validate: a file or a directory of files, as
         /// `run --config` takes it.
@@ -192,38 +193,48 @@ fn main() -> ExitCode {
         // and log collectors store them as text.
         .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .init();
+    // `run` is a daemon and reports through its log; the other commands are
+    // a person's, who wants the reason alone.
+    let logs_errors = matches!(cli.command, Command::Run(_));
     let result = match cli.command {
         Command::Run(args) => args.run(),
-        Command::Check { config } => check(&config),
+        Command::Check { config } => check(&config, &mut std::io::stdout().lock()),
         Command::Model { admin_socket } => model(admin_socket),
         Command::Cleanup { bpffs_dir } => cleanup(&bpffs_dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
+            if logs_errors {
+                tracing::error!("{e:#}");
+            } else {
+                eprintln!("kmesh-agent: {e:#}");
+            }
             ExitCode::FAILURE
         }
     }
 }
 
-fn check(path: &std::path::Path) -> anyhow::Result<()> {
+fn check(path: &std::path::Path, out: &mut impl Write) -> anyhow::Result<()> {
     let loaded = config::load(path)?;
     let mesh = &loaded.mesh;
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{}: {} services", path.display(), mesh.services.len())?;
+    let services = count(mesh.services.len(), "service", "services");
+    writeln!(out, "{}: {services}", path.display())?;
     for s in mesh.services.values() {
         writeln!(
             out,
-            "  {} {} {} ({} backends)",
+            "  {} {} {} ({})",
             s.name,
             s.vip,
             s.policy.as_str(),
-            s.backends.len()
+            count(s.backends.len(), "backend", "backends")
         )?;
         for b in &s.backends {
             writeln!(out, "    {} weight {}", b.addr, b.weight)?;
         }
+    }
+    for note in &loaded.notes {
+        writeln!(out, "note: {note}")?;
     }
     let report = &loaded.report;
     for r in &report.rejected {
@@ -253,6 +264,10 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
         )?;
     }
     Ok(())
+}
+
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 fn cleanup(dir: &std::path::Path) -> anyhow::Result<()> {
@@ -331,6 +346,39 @@ mod tests {
                 "check --help does not say {what:?}:\n{help}"
             );
         }
+    }
+
+    /// What `check` prints for a mesh file holding `text`.
+    fn check_output(tag: &str, text: &str) -> String {
+        let path =
+            std::env::temp_dir().join(format!("kmesh-check-{tag}-{}.yaml", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        let mut out = Vec::new();
+        let result = check(&path, &mut out);
+        let _ = std::fs::remove_file(&path);
+        result.unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn check_counts_in_words_and_notes_services_that_are_not_routed() {
+        let out = check_output(
+            "notes",
+            "services:\n  - name: lonely\n    vip: 198.18.0.1:80\n    backends: []\n  - name: drained\n    vip: 198.18.0.2:80\n    backends:\n      - address: 127.0.0.1:80\n        weight: 0\n",
+        );
+        assert!(out.contains(": 2 services\n"), "{out}");
+        assert!(
+            out.contains("(0 backends)") && out.contains("(1 backend)"),
+            "{out}"
+        );
+        for note in [
+            "note: service \"lonely\" (198.18.0.1:80) has no backends; connections to it are not routed\n",
+            "note: service \"drained\" (198.18.0.2:80) has every backend at weight 0 (drained); connections to it are not routed\n",
+        ] {
+            assert!(out.contains(note), "{note}\n{out}");
+        }
+        let out = check_output("one", "services:\n  - name: a\n    vip: 198.18.0.1:80\n");
+        assert!(out.contains(": 1 service\n"), "{out}");
     }
 
     #[test]

@@ -146,7 +146,7 @@ async fn serve(
     // An xDS agent keeps what an earlier agent left in the maps routing
     // until its first sync.
     if let Some(loaded) = &initial {
-        control.install(&loaded.mesh, &loaded.report)?;
+        control.install_file(loaded)?;
     }
 
     // The reader stops first and drains the ring; only then do the OTLP
@@ -319,10 +319,20 @@ impl Control {
         result
     }
 
+    /// Applies a mesh read from a file, then warns of the services it
+    /// leaves unrouted.
+    fn install_file(&mut self, loaded: &config::Loaded) -> anyhow::Result<()> {
+        self.install(&loaded.mesh, &loaded.report)?;
+        for note in &loaded.notes {
+            warn!("{note}");
+        }
+        Ok(())
+    }
+
     /// Re-reads the file; on any error the previous config stays in force.
     fn reload(&mut self, path: &Path) {
         let result = match config::load(path) {
-            Ok(loaded) => self.install(&loaded.mesh, &loaded.report),
+            Ok(loaded) => self.install_file(&loaded),
             Err(e) => {
                 let e = anyhow::Error::from(e);
                 self.model

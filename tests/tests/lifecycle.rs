@@ -114,6 +114,28 @@ fn a_removed_service_stops_being_routed() {
 }
 
 #[test]
+fn a_service_without_backends_is_warned_about_at_apply() {
+    if !privileged("a_service_without_backends_is_warned_about_at_apply") {
+        return;
+    }
+    let topo = Topology::new("nobackends");
+    let _servers = topo.serve(&["127.0.0.2:8080"], false);
+    let config = format!(
+        "{}  - name: lonely\n    vip: 198.18.0.31:80\n    backends: []\n",
+        mesh(&["127.0.0.2:8080"])
+    );
+    let agent = topo.start_agent(&config);
+    let log = agent.log();
+    assert!(
+        log.contains(
+            "service \"lonely\" (198.18.0.31:80) has no backends; connections to it are not routed"
+        ),
+        "{log}"
+    );
+    assert_eq!(topo.client(VIP, 3, &[]).ok, 3);
+}
+
+#[test]
 fn exit_leaves_no_program_or_pin_behind() {
     if !privileged("exit_leaves_no_program_or_pin_behind") {
         return;

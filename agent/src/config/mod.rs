@@ -44,6 +44,10 @@ pub enum ConfigError {
 pub struct Loaded {
     pub mesh: Mesh,
     pub report: Report,
+    /// Services of a compact file that will not be routed, which `check`
+    /// prints and the agent warns of when it applies them (Envoy resources
+    /// report theirs as findings).
+    pub notes: Vec<String>,
 }
 
 struct Document {
@@ -213,15 +217,42 @@ fn from_documents(root: &Path, docs: &[Document]) -> Result<Loaded, ConfigError>
                 });
             }
             Ok(Loaded {
+                notes: unrouted_notes(&mesh),
                 mesh,
                 report: Report::default(),
             })
         }
         None => {
             let (mesh, report, _) = xds::mesh_of(&set, ProbeSettings::default());
-            Ok(Loaded { mesh, report })
+            Ok(Loaded {
+                mesh,
+                report,
+                notes: Vec::new(),
+            })
         }
     }
+}
+
+/// A service with nothing to route to is valid (its backends may come
+/// later) but connections to its vip go out unchanged, which a user should
+/// hear of.
+fn unrouted_notes(mesh: &Mesh) -> Vec<String> {
+    mesh.services
+        .values()
+        .filter_map(|s| {
+            let why = if s.backends.is_empty() {
+                "has no backends"
+            } else if s.routable_backends().is_empty() {
+                "has every backend at weight 0 (drained)"
+            } else {
+                return None;
+            };
+            Some(format!(
+                "service {:?} ({}) {why}; connections to it are not routed",
+                s.name, s.vip
+            ))
+        })
+        .collect()
 }
 
 #[cfg(test)]
