@@ -124,10 +124,20 @@ impl Control {
         result
     }
 
+    /// Applies a mesh read from a file, then warns of the services it
+    /// leaves unrouted.
+    pub fn install_file(&mut self, loaded: &config::Loaded) -> anyhow::Result<()> {
+        self.install(&loaded.mesh, &loaded.report)?;
+        for note in &loaded.notes {
+            warn!("{note}");
+        }
+        Ok(())
+    }
+
     /// Re-reads the file; on any error the previous config stays in force.
     fn reload(&mut self, path: &Path) {
         let result = match config::load(path) {
-            Ok(loaded) => self.install(&loaded.mesh, &loaded.report),
+            Ok(loaded) => self.install_file(&loaded),
             Err(e) => {
                 let e = anyhow::Error::from(e);
                 self.model.lock().refused(format!("{e:#}"));

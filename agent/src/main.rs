@@ -12,7 +12,7 @@ use kmesh_agent::{
     aggregator::SeriesLimits,
     config,
     dataplane::{self, OnExit},
-    export::otlp::settings::OtlpArgs,
+    export::otlp::settings::{OtlpArgs, parse_duration},
     run::{self, MeshSource},
     xds::ads::settings::XdsArgs,
 };
@@ -31,10 +31,19 @@ struct Cli {
 enum Command {
     /// Load the eBPF programs, apply the mesh config and serve metrics until SIGINT/SIGTERM.
     Run(Box<RunArgs>),
-    /// Validate a mesh config (file or directory; compact or Envoy format)
-    /// and print the services it defines and what could not be honoured.
+    /// Validate a mesh config as `run` reads it, without running.
+    ///
+    /// Reads the file or directory (compact format or Envoy resources) and
+    /// prints the services it defines (name, vip, policy, backends and
+    /// weights), a note for each service that will not be routed (no
+    /// backends, or all drained), then what could not be honoured: refused
+    /// resources, unrouted routes and findings. Exits 0 if `run` would take
+    /// the config; otherwise prints the reason (file, line, field) on stderr
+    /// and exits 1.
     Check {
-        #[arg(long)]
+        /// Mesh config to validate: a file or a directory of files, as
+        /// `run --config` takes it.
+        #[arg(long, env = "KMESH_CONFIG")]
         config: PathBuf,
     },
     /// Print the mesh a running agent routes by, as JSON: services,
@@ -79,8 +88,10 @@ struct RunArgs {
     /// agent takes over, as a DaemonSet's rolling update wants.
     #[arg(long, env = "KMESH_ON_EXIT", value_enum, default_value_t = OnExit::Detach)]
     on_exit: OnExit,
-    /// Address of the HTTP endpoint (/metrics, /healthz, /readyz, /v1/snapshot).
-    #[arg(long, env = "KMESH_METRICS_ADDR", default_value = "127.0.0.1:9464")]
+    /// IP address and port of the HTTP endpoint: /metrics (Prometheus),
+    /// /healthz and /readyz. The admin API (snapshots, the connection feed,
+    /// the model; what kmesh-top reads) is on --admin-socket.
+    #[arg(long, env = "KMESH_METRICS_ADDR", default_value = "127.0.0.1:9464", value_parser = parse_metrics_addr)]
     metrics_addr: SocketAddr,
     /// Unix socket of the admin API (kmesh-top); owner-only.
     #[arg(long, env = "KMESH_ADMIN_SOCKET", default_value = kmesh_api::v1::DEFAULT_SOCKET)]
@@ -99,7 +110,7 @@ struct RunArgs {
     max_series: usize,
     /// How long the series of a removed service or backend stays after
     /// its last connection closed (e.g. `5m`).
-    #[arg(long, env = "KMESH_SERIES_EXPIRY", default_value = "5m", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "KMESH_SERIES_EXPIRY", default_value = "5m", value_parser = parse_duration)]
     series_expiry: Duration,
     #[command(flatten)]
     otlp: OtlpArgs,
@@ -144,6 +155,14 @@ fn parse_ringbuf_bytes(s: &str) -> Result<u32, String> {
     Ok(v)
 }
 
+fn parse_metrics_addr(s: &str) -> Result<SocketAddr, String> {
+    s.trim().parse().map_err(|_| {
+        format!(
+            "{s:?} is not an IP address and port; write one like 127.0.0.1:9464 or [::1]:9464 (host names are not resolved)"
+        )
+    })
+}
+
 /// OpenTelemetry's rule for its variables, applied to all of the agent's:
 /// an empty variable is unset. A ConfigMap key left empty (say
 /// `OTEL_EXPORTER_OTLP_ENDPOINT: ""`) then turns its setting off instead of
@@ -174,38 +193,48 @@ fn main() -> ExitCode {
         // and log collectors store them as text.
         .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .init();
+    // `run` is a daemon and reports through its log; the other commands are
+    // a person's, who wants the reason alone.
+    let logs_errors = matches!(cli.command, Command::Run(_));
     let result = match cli.command {
         Command::Run(args) => args.run(),
-        Command::Check { config } => check(&config),
+        Command::Check { config } => check(&config, &mut std::io::stdout().lock()),
         Command::Model { admin_socket } => model(admin_socket),
         Command::Cleanup { bpffs_dir } => cleanup(&bpffs_dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
+            if logs_errors {
+                tracing::error!("{e:#}");
+            } else {
+                eprintln!("kmesh-agent: {e:#}");
+            }
             ExitCode::FAILURE
         }
     }
 }
 
-fn check(path: &std::path::Path) -> anyhow::Result<()> {
+fn check(path: &std::path::Path, out: &mut impl Write) -> anyhow::Result<()> {
     let loaded = config::load(path)?;
     let mesh = &loaded.mesh;
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{}: {} services", path.display(), mesh.services.len())?;
+    let services = count(mesh.services.len(), "service", "services");
+    writeln!(out, "{}: {services}", path.display())?;
     for s in mesh.services.values() {
         writeln!(
             out,
-            "  {} {} {} ({} backends)",
+            "  {} {} {} ({})",
             s.name,
             s.vip,
             s.policy.as_str(),
-            s.backends.len()
+            count(s.backends.len(), "backend", "backends")
         )?;
         for b in &s.backends {
             writeln!(out, "    {} weight {}", b.addr, b.weight)?;
         }
+    }
+    for note in &loaded.notes {
+        writeln!(out, "note: {note}")?;
     }
     let report = &loaded.report;
     for r in &report.rejected {
@@ -237,6 +266,10 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 fn cleanup(dir: &std::path::Path) -> anyhow::Result<()> {
     let removed = dataplane::remove_left_state(dir)
         .with_context(|| format!("cleaning up {}", dir.display()))?;
@@ -266,4 +299,116 @@ fn model(socket: PathBuf) -> anyhow::Result<()> {
     serde_json::to_writer_pretty(&mut out, &model)?;
     writeln!(out)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    fn flag(command: &str, flag: &str) -> clap::Arg {
+        Cli::command()
+            .find_subcommand(command)
+            .expect("the subcommand")
+            .get_arguments()
+            .find(|a| a.get_long() == Some(flag))
+            .expect("the flag")
+            .clone()
+    }
+
+    /// The help `kmesh-agent <command> --help` prints for one flag.
+    fn flag_help(command: &str, name: &str) -> String {
+        let arg = flag(command, name);
+        arg.get_long_help()
+            .or(arg.get_help())
+            .map(ToString::to_string)
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn check_reads_the_config_as_run_does_and_says_what_it_does() {
+        for command in ["run", "check"] {
+            let env = flag(command, "config").get_env().map(|e| e.to_owned());
+            assert_eq!(env.as_deref(), Some("KMESH_CONFIG".as_ref()), "{command}");
+        }
+        let help = flag_help("check", "config");
+        assert!(help.contains("directory"), "--config: {help:?}");
+        let mut cli = Cli::command();
+        let help = cli
+            .find_subcommand_mut("check")
+            .expect("check")
+            .render_long_help()
+            .to_string();
+        for what in ["services", "backends", "findings", "exit", "KMESH_CONFIG"] {
+            assert!(
+                help.contains(what),
+                "check --help does not say {what:?}:\n{help}"
+            );
+        }
+    }
+
+    /// What `check` prints for a mesh file holding `text`.
+    fn check_output(tag: &str, text: &str) -> String {
+        let path =
+            std::env::temp_dir().join(format!("kmesh-check-{tag}-{}.yaml", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        let mut out = Vec::new();
+        let result = check(&path, &mut out);
+        let _ = std::fs::remove_file(&path);
+        result.unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn check_counts_in_words_and_notes_services_that_are_not_routed() {
+        let out = check_output(
+            "notes",
+            "services:\n  - name: lonely\n    vip: 198.18.0.1:80\n    backends: []\n  - name: drained\n    vip: 198.18.0.2:80\n    backends:\n      - address: 127.0.0.1:80\n        weight: 0\n",
+        );
+        assert!(out.contains(": 2 services\n"), "{out}");
+        assert!(
+            out.contains("(0 backends)") && out.contains("(1 backend)"),
+            "{out}"
+        );
+        for note in [
+            "note: service \"lonely\" (198.18.0.1:80) has no backends; connections to it are not routed\n",
+            "note: service \"drained\" (198.18.0.2:80) has every backend at weight 0 (drained); connections to it are not routed\n",
+        ] {
+            assert!(out.contains(note), "{note}\n{out}");
+        }
+        let out = check_output("one", "services:\n  - name: a\n    vip: 198.18.0.1:80\n");
+        assert!(out.contains(": 1 service\n"), "{out}");
+    }
+
+    #[test]
+    fn metrics_addr_help_names_what_it_serves() {
+        let help = flag_help("run", "metrics-addr");
+        assert!(!help.contains("/v1/"), "the admin API is not there: {help}");
+        for path in ["/metrics", "/healthz", "/readyz", "--admin-socket"] {
+            assert!(help.contains(path), "{path} missing: {help}");
+        }
+    }
+
+    fn run_error(flags: &[&str]) -> String {
+        let args = ["kmesh-agent", "run", "--config", "mesh.yaml"];
+        match Cli::try_parse_from(args.iter().chain(flags)) {
+            Ok(_) => panic!("{flags:?} accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn bad_flag_values_say_what_form_is_expected() {
+        let e = run_error(&["--series-expiry", "forever"]);
+        assert!(e.contains("5m") && e.contains("1h30m"), "{e}");
+        let e = run_error(&["--metrics-addr", "localhost:19501"]);
+        assert!(
+            e.contains("IP address and port")
+                && e.contains("127.0.0.1:9464")
+                && e.contains("[::1]:9464")
+                && e.contains("host names are not resolved"),
+            "{e}"
+        );
+    }
 }

@@ -16,13 +16,21 @@ use crate::{aggregator::SharedAggregator, spans::SpanSink};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeReaderError {
-    #[error("probe map {map}: {source}")]
+    #[error("probe map {map}")]
     Map {
         map: &'static str,
         source: aya::maps::MapError,
     },
     #[error("watching the ring buffer: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
+}
+
+// Not `#[from]`, which would make the error its source as well: the reader
+// thread logs its error with `%`, so the message carries the cause.
+impl From<std::io::Error> for ProbeReaderError {
+    fn from(e: std::io::Error) -> Self {
+        Self::Io(e)
+    }
 }
 
 /// How often the per-CPU drop counter is summed into the aggregator and

@@ -14,10 +14,10 @@ pub struct ProcessStats {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessStatsError {
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}: {error}")]
     Read {
         path: &'static str,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path} has no field {field}; is /proc a procfs mount?")]
     Field {
@@ -27,7 +27,7 @@ pub enum ProcessStatsError {
 }
 
 fn read(path: &'static str) -> Result<String, ProcessStatsError> {
-    std::fs::read_to_string(path).map_err(|source| ProcessStatsError::Read { path, source })
+    std::fs::read_to_string(path).map_err(|error| ProcessStatsError::Read { path, error })
 }
 
 /// Reads this process's figures from /proc/self.

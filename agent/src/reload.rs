@@ -7,10 +7,10 @@ use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 #[derive(Debug, thiserror::Error)]
-#[error("cannot watch {path} for changes: {source}")]
+#[error("cannot watch {path} for changes: {error}")]
 pub struct WatchError {
     path: PathBuf,
-    source: notify::Error,
+    error: notify::Error,
 }
 
 /// Sends `()` on `changed` whenever the file at `path` may have changed. The
@@ -21,9 +21,9 @@ pub fn watch(path: &Path, changed: mpsc::Sender<()>) -> Result<RecommendedWatche
         _ => PathBuf::from("."),
     };
     let name = path.file_name().map(|n| n.to_os_string());
-    let err = |source| WatchError {
+    let err = |error| WatchError {
         path: path.to_path_buf(),
-        source,
+        error,
     };
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
@@ -46,4 +46,17 @@ pub fn watch(path: &Path, changed: mpsc::Sender<()>) -> Result<RecommendedWatche
         .watch(&dir, RecursiveMode::NonRecursive)
         .map_err(err)?;
     Ok(watcher)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_directory_that_cannot_be_watched_is_named_with_the_cause_once() {
+        let (tx, _rx) = tokio::sync::mpsc::channel(1);
+        let err = super::watch(std::path::Path::new("/nonexistent/kmesh/mesh.yaml"), tx)
+            .expect_err("no such directory");
+        let chain = format!("{:#}", anyhow::Error::from(err));
+        assert!(chain.contains("/nonexistent/kmesh/mesh.yaml"), "{chain}");
+        assert_eq!(chain.matches("No path was found").count(), 1, "{chain}");
+    }
 }

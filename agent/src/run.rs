@@ -135,7 +135,7 @@ async fn serve(
     // An xDS agent keeps what an earlier agent left in the maps routing
     // until its first sync.
     if let Some(loaded) = &initial {
-        control.install(&loaded.mesh, &loaded.report)?;
+        control.install_file(loaded)?;
     }
 
     // The reader stops first and drains the ring; only then do the OTLP

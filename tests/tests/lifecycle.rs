@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use kmesh_tests::harness::{
-    AGENT_ATTACH_TYPES, Topology, attached_programs, echo_mesh, privileged,
+    AGENT_ATTACH_TYPES, Agent, Metrics, Topology, attached_programs, echo_mesh, privileged,
 };
 
 const VIP: &str = "198.18.0.30:80";
@@ -20,6 +20,20 @@ fn replace_config(path: &std::path::Path, text: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
+/// Waits until the agent counts a failed reload; asserts it counted exactly
+/// one. Returns the scrape and the log, which holds the reason.
+fn one_failed_reload(agent: &Agent) -> (Metrics, String) {
+    let failed = |m: &Metrics| m.value("kmesh_config_reloads_total", &[("result", "failure")]);
+    let m = agent.metrics_when(|m| failed(m) >= 1.0);
+    let log = agent.log();
+    assert_eq!(
+        failed(&m),
+        1.0,
+        "the file was not seen as a failed reload:\n{log}"
+    );
+    (m, log)
+}
+
 #[test]
 fn a_bad_config_is_rejected_and_the_previous_one_keeps_routing() {
     if !privileged("a_bad_config_is_rejected_and_the_previous_one_keeps_routing") {
@@ -34,17 +48,7 @@ fn a_bad_config_is_rejected_and_the_previous_one_keeps_routing() {
         &agent.config_path,
         "services:\n  - name: echo\n    vip: 198.18.0.30:80\n    policy: weighted\n    backends:\n      - address: 127.0.0.4:8080\n        weight: 0\n",
     );
-    let failed = |m: &kmesh_tests::harness::Metrics| {
-        m.value("kmesh_config_reloads_total", &[("result", "failure")])
-    };
-    let m = agent.metrics_when(|m| failed(m) >= 1.0);
-    assert_eq!(
-        failed(&m),
-        1.0,
-        "the bad file was not seen as a failed reload:\n{}",
-        agent.log()
-    );
-    let log = agent.log();
+    let (_, log) = one_failed_reload(&agent);
     let path = agent.config_path.display().to_string();
     assert!(
         log.contains(&path) && log.contains("line 2") && log.contains("all weights are 0"),
@@ -57,13 +61,40 @@ fn a_bad_config_is_rejected_and_the_previous_one_keeps_routing() {
 
     // A good file takes over.
     replace_config(&agent.config_path, &mesh(&all[2..]));
-    let ok = |m: &kmesh_tests::harness::Metrics| {
-        m.value("kmesh_config_reloads_total", &[("result", "success")])
-    };
+    let ok = |m: &Metrics| m.value("kmesh_config_reloads_total", &[("result", "success")]);
     let m = agent.metrics_when(|m| ok(m) >= 1.0);
     assert_eq!(ok(&m), 1.0, "{}", agent.log());
     let report = topo.client(VIP, 10, &[]);
     assert_eq!(report.backends.get(all[2]), Some(&10), "{report:?}");
+}
+
+/// A truncated write (here: the file cut to nothing in place, as `> file`
+/// or a crashed writer leaves it) is a failed reload, not an empty mesh.
+#[test]
+fn a_truncated_config_is_rejected_and_the_vip_stays_routed() {
+    if !privileged("a_truncated_config_is_rejected_and_the_vip_stays_routed") {
+        return;
+    }
+    let topo = Topology::new("truncate");
+    let _servers = topo.serve(&["127.0.0.2:8080"], false);
+    let agent = topo.start_agent(&mesh(&["127.0.0.2:8080"]));
+    assert_eq!(topo.client(VIP, 3, &[]).ok, 3);
+
+    std::fs::File::create(&agent.config_path).expect("truncating the config");
+    let (m, log) = one_failed_reload(&agent);
+    assert_eq!(m.value("kmesh_services", &[]), 1.0, "{log}");
+    let path = agent.config_path.display().to_string();
+    assert!(
+        log.contains(&format!("{path} is empty")) && log.contains("services: []"),
+        "the error must name the file and say how to remove every service:\n{log}"
+    );
+    let report = topo.client(VIP, 3, &[]);
+    assert_eq!(report.ok, 3, "{report:?}");
+    assert_eq!(
+        report.backends.get("127.0.0.2:8080"),
+        Some(&3),
+        "{report:?}"
+    );
 }
 
 #[test]
@@ -80,6 +111,28 @@ fn a_removed_service_stops_being_routed() {
     assert_eq!(m.value("kmesh_services", &[]), 0.0);
     let report = topo.client(VIP, 3, &[]);
     assert_eq!(report.failures.get("unreachable"), Some(&3), "{report:?}");
+}
+
+#[test]
+fn a_service_without_backends_is_warned_about_at_apply() {
+    if !privileged("a_service_without_backends_is_warned_about_at_apply") {
+        return;
+    }
+    let topo = Topology::new("nobackends");
+    let _servers = topo.serve(&["127.0.0.2:8080"], false);
+    let config = format!(
+        "{}  - name: lonely\n    vip: 198.18.0.31:80\n    backends: []\n",
+        mesh(&["127.0.0.2:8080"])
+    );
+    let agent = topo.start_agent(&config);
+    let log = agent.log();
+    assert!(
+        log.contains(
+            "service \"lonely\" (198.18.0.31:80) has no backends; connections to it are not routed"
+        ),
+        "{log}"
+    );
+    assert_eq!(topo.client(VIP, 3, &[]).ok, 3);
 }
 
 #[test]

@@ -24,10 +24,10 @@ pub enum AdminError {
         "{dir} is not private to the agent's user (owned by another user, or writable by others), so the admin socket in it could be replaced; use a directory only root can write, like the default /run/kmesh-rs"
     )]
     SharedDirectory { dir: PathBuf },
-    #[error("admin socket {path}: {source}")]
+    #[error("admin socket {path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -51,9 +51,9 @@ pub(super) struct SocketFile {
 
 /// Binds the socket, owner-only, replacing a stale one a crashed agent left.
 pub fn bind(path: &Path) -> Result<AdminSocket, AdminError> {
-    let io = |source| AdminError::Io {
+    let io = |error| AdminError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     };
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -71,9 +71,9 @@ pub fn bind(path: &Path) -> Result<AdminSocket, AdminError> {
     let lock_path = path.with_extension("lock");
     let lock = take_lock(&lock_path).map_err(|e| match e {
         LockError::Held => AdminError::InUse(path.to_path_buf()),
-        LockError::Io(source) => AdminError::Io {
+        LockError::Io(error) => AdminError::Io {
             path: lock_path.clone(),
-            source,
+            error,
         },
     })?;
     match std::fs::symlink_metadata(path) {

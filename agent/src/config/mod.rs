@@ -19,11 +19,19 @@ use crate::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read mesh config {path}: {source}")]
+    #[error("cannot read mesh config {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
+    #[error(
+        "mesh config {path} is empty; a truncated write or an empty ConfigMap? To remove every service, write `services: []` (or, for Envoy resources, an empty list `[]`)"
+    )]
+    Empty { path: PathBuf },
+    #[error(
+        "mesh config directory {path} holds no mesh file (*.yaml, *.yml or *.json; hidden entries are skipped); an empty ConfigMap? To remove every service, add a file with `services: []`"
+    )]
+    NoFiles { path: PathBuf },
     #[error("mesh config {path}: {message}")]
     Invalid { path: PathBuf, message: String },
 }
@@ -33,6 +41,10 @@ pub enum ConfigError {
 pub struct Loaded {
     pub mesh: Mesh,
     pub report: Report,
+    /// Services of a compact file that will not be routed, which `check`
+    /// prints and the agent warns of when it applies them (Envoy resources
+    /// report theirs as findings).
+    pub notes: Vec<String>,
 }
 
 struct Document {
@@ -41,15 +53,24 @@ struct Document {
     version: String,
 }
 
-/// Reads and validates the mesh at `path` (a file or a directory).
+/// Reads and validates the mesh at `path` (a file or a directory). A file
+/// with no document, or a directory with no mesh file, is refused: far more
+/// often a truncated write or an empty ConfigMap than a wish to route
+/// nothing, which `services: []` says.
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
     let read_err = |p: &Path| {
         let p = p.to_path_buf();
-        move |source| ConfigError::Read { path: p, source }
+        move |error| ConfigError::Read { path: p, error }
     };
     let meta = std::fs::metadata(path).map_err(read_err(path))?;
     let files = if meta.is_dir() {
-        config_files(path).map_err(read_err(path))?
+        let files = config_files(path).map_err(read_err(path))?;
+        if files.is_empty() {
+            return Err(ConfigError::NoFiles {
+                path: path.to_path_buf(),
+            });
+        }
+        files
     } else {
         vec![path.to_path_buf()]
     };
@@ -101,8 +122,15 @@ fn file_version(t: SystemTime) -> String {
     format!("file modified {}", humantime::format_rfc3339_seconds(t))
 }
 
-/// The values of a file: JSON, or YAML with one or more documents.
+/// The values of a file: JSON, or YAML with one or more documents; empty
+/// (null) YAML documents are left out.
 fn values_of(text: &str) -> Result<Vec<Value>, String> {
+    // Checked before parsing: YAML refuses a tab where a token could start,
+    // yet a file of blank lines and comments is empty whatever its spaces.
+    let blank_or_comment = |line: &str| line.trim().is_empty() || line.trim().starts_with('#');
+    if text.lines().all(blank_or_comment) {
+        return Ok(Vec::new());
+    }
     let trimmed = text.trim_start();
     if trimmed.starts_with('{') || trimmed.starts_with('[') {
         return serde_json::from_str(text)
@@ -129,6 +157,11 @@ fn from_documents(root: &Path, docs: &[Document]) -> Result<Loaded, ConfigError>
     let mut envoy_files = 0;
     for doc in docs {
         let values = values_of(&doc.text).map_err(|e| invalid(&doc.path, e))?;
+        if values.is_empty() {
+            return Err(ConfigError::Empty {
+                path: doc.path.clone(),
+            });
+        }
         for value in &values {
             if xds::json::is_ztunnel_dump(value) {
                 return Err(invalid(
@@ -140,12 +173,26 @@ fn from_documents(root: &Path, docs: &[Document]) -> Result<Loaded, ConfigError>
                 xds::json::read(value, &doc.version, &mut set)
                     .map_err(|e| invalid(&doc.path, e))?;
                 envoy_files += 1;
-            } else if compact.replace(doc).is_some() || values.len() > 1 {
-                return Err(invalid(
-                    &doc.path,
-                    "more than one document in the compact format; put every service in one file"
-                        .into(),
-                ));
+            } else {
+                match compact {
+                    None => compact = Some(doc),
+                    Some(first) if first.path == doc.path => {
+                        return Err(invalid(
+                            &doc.path,
+                            "more than one document in the compact format; put every service in one document".into(),
+                        ));
+                    }
+                    Some(first) => {
+                        return Err(invalid(
+                            root,
+                            format!(
+                                "{} and {} are both in the compact format, and a directory may hold one compact-format file; put every service in one of them",
+                                first.path.display(),
+                                doc.path.display()
+                            ),
+                        ));
+                    }
+                }
             }
         }
     }
@@ -167,15 +214,42 @@ fn from_documents(root: &Path, docs: &[Document]) -> Result<Loaded, ConfigError>
                 });
             }
             Ok(Loaded {
+                notes: unrouted_notes(&mesh),
                 mesh,
                 report: Report::default(),
             })
         }
         None => {
             let (mesh, report, _) = xds::mesh_of(&set, ProbeSettings::default());
-            Ok(Loaded { mesh, report })
+            Ok(Loaded {
+                mesh,
+                report,
+                notes: Vec::new(),
+            })
         }
     }
+}
+
+/// A service with nothing to route to is valid (its backends may come
+/// later) but connections to its vip go out unchanged, which a user should
+/// hear of.
+fn unrouted_notes(mesh: &Mesh) -> Vec<String> {
+    mesh.services
+        .values()
+        .filter_map(|s| {
+            let why = if s.backends.is_empty() {
+                "has no backends"
+            } else if s.routable_backends().is_empty() {
+                "has every backend at weight 0 (drained)"
+            } else {
+                return None;
+            };
+            Some(format!(
+                "service {:?} ({}) {why}; connections to it are not routed",
+                s.name, s.vip
+            ))
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -386,3 +386,138 @@ fn compact_and_envoy_documents_do_not_mix() {
     assert!(err.contains("use one format"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A truncated write or an empty ConfigMap must not read as "route nothing":
+/// files with no document, and directories with no mesh file, are refused.
+#[test]
+fn files_and_directories_without_a_document_are_refused() {
+    let dir = tmp_dir("empty");
+    for (i, text) in [
+        "",
+        "  \n\t\n",
+        "# only a comment\n\n\t# and another\n",
+        "---\n...\n",
+        "~\n",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let path = dir.join(format!("mesh{i}.yaml"));
+        std::fs::write(&path, text).unwrap();
+        let err = load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains(&path.display().to_string())
+                && err.contains("is empty")
+                && err.contains("services: []"),
+            "{text:?}: {err}"
+        );
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    let err = load(&dir).unwrap_err().to_string();
+    assert!(
+        err.contains(&dir.display().to_string()) && err.contains("no mesh file"),
+        "empty directory: {err}"
+    );
+    std::fs::write(dir.join("README.txt"), "not a mesh\n").unwrap();
+    std::fs::write(dir.join(".hidden.yaml"), "services: []\n").unwrap();
+    let err = load(&dir).unwrap_err().to_string();
+    assert!(
+        err.contains("no mesh file") && err.contains("services: []"),
+        "directory without a mesh file: {err}"
+    );
+
+    // One empty file among good ones is as much an accident.
+    std::fs::write(dir.join("a.yaml"), VIP_LISTENER).unwrap();
+    std::fs::write(dir.join("b.yaml"), "").unwrap();
+    let err = load(&dir).unwrap_err().to_string();
+    assert!(
+        err.contains(&dir.join("b.yaml").display().to_string()) && err.contains("is empty"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    let err = load_text("\n").unwrap_err().to_string();
+    assert!(err.contains("<memory> is empty"), "{err}");
+}
+
+/// Removing every service is a decision, written down: an empty service
+/// list, or an empty list of Envoy resources.
+#[test]
+fn explicitly_empty_meshes_are_accepted() {
+    for text in [
+        "services: []\n",
+        "probe:\n  report_interval_seconds: 5\nservices: []\n",
+        "[]\n",
+        "[]",
+        r#"{"version_info": "1", "resources": []}"#,
+        "static_resources: {}\n",
+    ] {
+        let loaded = load_text(text).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+        assert!(loaded.mesh.services.is_empty(), "{text:?}");
+    }
+}
+
+/// A compact file cut short before its service list (only `probe:` left,
+/// or `services:` with nothing after it) is refused, not read as empty.
+#[test]
+fn a_compact_document_without_its_service_list_is_refused() {
+    for text in [
+        "probe:\n  report_interval_seconds: 5\n",
+        "services:\n",
+        "{}\n",
+    ] {
+        let err = load_text(text).unwrap_err().to_string();
+        assert!(err.contains("services: []"), "{text:?}: {err}");
+    }
+}
+
+#[test]
+fn two_compact_files_in_a_directory_are_refused_naming_both() {
+    let dir = tmp_dir("two-compact");
+    let service = |name: &str, vip: &str| {
+        format!(
+            "services:\n  - name: {name}\n    vip: {vip}\n    backends:\n      - address: 127.0.0.1:8080\n"
+        )
+    };
+    std::fs::write(dir.join("a.yaml"), service("a", "198.18.0.1:80")).unwrap();
+    std::fs::write(dir.join("b.yaml"), service("b", "198.18.0.2:80")).unwrap();
+    let err = load(&dir).unwrap_err().to_string();
+    for file in ["a.yaml", "b.yaml"] {
+        let path = dir.join(file).display().to_string();
+        assert!(err.contains(&path), "{file} not named: {err}");
+    }
+    assert!(
+        err.contains("one compact-format file") && !err.contains("more than one document"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    // Two compact documents in one file are the other mistake, named as such.
+    let err = load_text(&format!(
+        "{}---\n{}",
+        service("a", "198.18.0.1:80"),
+        service("b", "198.18.0.2:80")
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("more than one document"), "{err}");
+}
+
+/// What the agent prints is the `{:#}` chain: each cause once.
+#[test]
+fn read_errors_name_the_file_and_say_the_cause_once() {
+    let dir = tmp_dir("unreadable");
+    let missing = dir.join("missing.yaml");
+    let not_utf8 = dir.join("latin1.yaml");
+    std::fs::write(&not_utf8, b"services:\n  - name: caf\xe9\n").unwrap();
+    for (path, cause) in [
+        (&missing, "No such file or directory (os error 2)"),
+        (&not_utf8, "stream did not contain valid UTF-8"),
+    ] {
+        let chain = format!("{:#}", anyhow::Error::from(load(path).unwrap_err()));
+        assert!(chain.contains(&path.display().to_string()), "{chain}");
+        assert_eq!(chain.matches(cause).count(), 1, "{chain}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

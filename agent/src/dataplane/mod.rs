@@ -65,19 +65,19 @@ pub enum DataPlaneError {
         "another kmesh-agent, or kmesh-agent cleanup, is using {path}; stop it first, or give this agent another --bpffs-dir"
     )]
     PinDirBusy { path: PathBuf },
-    #[error("loading the {object} eBPF object: {source}")]
+    #[error("loading the {object} eBPF object")]
     Load {
         object: &'static str,
         source: aya::EbpfError,
     },
-    #[error("{action} program {program}: {source}")]
+    #[error("{action} program {program}")]
     Program {
         action: &'static str,
         program: &'static str,
         source: aya::programs::ProgramError,
     },
     #[error(
-        "pinning program {program}: its link is not an fd link ({source}); kernels before 5.7 cannot keep routing across restarts, run with --on-exit detach"
+        "pinning program {program}: its link is not an fd link (kernels before 5.7 cannot keep routing across restarts, run with --on-exit detach)"
     )]
     Link {
         program: &'static str,
@@ -94,7 +94,7 @@ pub enum DataPlaneError {
         object: &'static str,
         name: &'static str,
     },
-    #[error("{0}")]
+    #[error(transparent)]
     Sys(#[from] sysfs::SysError),
 }
 

@@ -57,7 +57,7 @@ fn random_start() -> u64 {
 #[derive(Debug, thiserror::Error)]
 pub enum MapWriteError {
     #[error(
-        "{op} in map {map} for service {service}: {source}; if the map is full, raise its size or remove services"
+        "{op} in map {map} for service {service} (if the map is full, raise its size or remove services)"
     )]
     Write {
         op: &'static str,
@@ -65,7 +65,7 @@ pub enum MapWriteError {
         service: String,
         source: Box<MapError>,
     },
-    #[error("opening map {map}: {source}")]
+    #[error("opening map {map}")]
     Open {
         map: &'static str,
         source: Box<MapError>,

@@ -110,7 +110,7 @@ pub struct OtlpArgs {
     pub trace_sample_ratio: f64,
     /// A connection whose connect latency or smoothed RTT reaches this is
     /// slow, and always traced.
-    #[arg(long, env = "KMESH_TRACE_SLOW_THRESHOLD", default_value = "200ms", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "KMESH_TRACE_SLOW_THRESHOLD", default_value = "200ms", value_parser = parse_duration)]
     pub trace_slow_threshold: Duration,
     /// Spans waiting for export at most; beyond, new spans are dropped and counted.
     #[arg(long, env = "KMESH_OTLP_SPAN_QUEUE", default_value_t = 8192)]
@@ -151,20 +151,28 @@ pub enum SettingsError {
         "{what}: {url:?} is not an http:// URL (kmesh-agent sends OTLP in plain text; terminate TLS at a collector on the node)"
     )]
     Endpoint { what: &'static str, url: String },
+    /// `header` is the header's name, or the whole entry when it has none;
+    /// values are never shown, as they are often tokens.
     #[error(
-        "--otlp-headers / OTEL_EXPORTER_OTLP_HEADERS: {entry:?}: {reason} (headers are key=value, separated by commas)"
+        "--otlp-headers / OTEL_EXPORTER_OTLP_HEADERS: header {header:?}: {reason} (headers are key=value, separated by commas, values percent-encoded)"
     )]
-    Header { entry: String, reason: String },
+    Header { header: String, reason: String },
     #[error("--otlp-span-queue / KMESH_OTLP_SPAN_QUEUE must be at least 1")]
     SpanQueue,
     #[error("--otlp-metrics-interval / OTEL_METRIC_EXPORT_INTERVAL must be more than 0")]
     Interval,
 }
 
+/// The duration flags of `kmesh-agent run`, in humantime's units.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|_| format!("{s:?} is not a duration; write one like 500ms, 5m or 1h30m"))
+}
+
 fn parse_millis_or_duration(s: &str) -> Result<Duration, String> {
     match s.trim().parse::<u64>() {
         Ok(ms) => Ok(Duration::from_millis(ms)),
-        Err(_) => humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e}")),
+        Err(_) => parse_duration(s).map_err(|e| format!("{e}, or milliseconds (10000)")),
     }
 }
 
@@ -194,23 +202,27 @@ pub fn parse_headers(s: &str) -> Result<Vec<Header>, SettingsError> {
         .map(str::trim)
         .filter(|e| !e.is_empty())
         .map(|entry| {
-            let bad = |reason: &str| SettingsError::Header {
-                entry: entry.to_string(),
-                reason: reason.to_string(),
+            let bad = |header: &str, reason: String| SettingsError::Header {
+                header: header.to_string(),
+                reason,
             };
-            let (k, v) = entry.split_once('=').ok_or_else(|| bad("not key=value"))?;
+            let (k, v) = entry
+                .split_once('=')
+                .ok_or_else(|| bad(entry, "not key=value".into()))?;
             let name = k.trim().to_ascii_lowercase();
+            let bad_value = |reason: String| bad(&name, reason);
             let raw_value = v.trim().to_string();
+            check_percent_escapes(&raw_value).map_err(bad_value)?;
             let value = percent_decode_str(&raw_value)
                 .decode_utf8()
-                .map_err(|_| bad("the decoded value is not UTF-8"))?
+                .map_err(|_| bad_value("the decoded value is not UTF-8".into()))?
                 .into_owned();
             http::HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| bad("not a valid header name"))?;
+                .map_err(|_| bad_value("not a valid header name".into()))?;
             // gRPC metadata is stricter than HTTP: visible ASCII only.
             if value.is_empty() || !value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
-                return Err(bad(
-                    "the value must be printable ASCII (percent-encode anything else)",
+                return Err(bad_value(
+                    "the value must be printable ASCII (percent-encode anything else)".into(),
                 ));
             }
             Ok(Header {
@@ -220,6 +232,21 @@ pub fn parse_headers(s: &str) -> Result<Vec<Header>, SettingsError> {
             })
         })
         .collect()
+}
+
+/// Every `%` must start an escape of two hex digits: decoding passes a bad
+/// one through as text, which would send a value nobody wrote.
+fn check_percent_escapes(value: &str) -> Result<(), String> {
+    for (i, _) in value.match_indices('%') {
+        let escape = value.as_bytes().get(i + 1..i + 3);
+        if !escape.is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit)) {
+            let shown: String = value[i..].chars().take(3).collect();
+            return Err(format!(
+                "invalid percent-encoding {shown:?}: % must be followed by two hex digits (a literal % is %25)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The URL one signal goes to: the signal's own endpoint as given, or the
@@ -393,14 +420,43 @@ mod tests {
             .collect();
         assert_eq!(got, [("authorization", "Bearer abc"), ("x-tenant", "a=b")]);
         assert_eq!(h[0].raw_value, "Bearer%20abc");
-        for bad in ["bad name=v", "k=%FF", "k=caf%C3%A9", "k="] {
+        for bad in [
+            "bad name=v",
+            "k=%FF",
+            "k=caf%C3%A9",
+            "k=",
+            "k=%zz",
+            "k=50%",
+            "k=%4",
+        ] {
             let e = parse_headers(bad).unwrap_err().to_string();
             assert!(e.contains("OTEL_EXPORTER_OTLP_HEADERS"), "{bad}: {e}");
+        }
+        for bad in ["token=%zz", "token=abc%4", "token=100%"] {
+            let e = parse_headers(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("\"token\"") && e.contains("invalid percent-encoding"),
+                "{bad}: {e}"
+            );
         }
         assert_eq!(
             parse_millis_or_duration("2500"),
             Ok(Duration::from_millis(2500))
         );
         assert_eq!(parse_millis_or_duration("3s"), Ok(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn a_bad_duration_says_what_form_is_expected() {
+        for flag in ["--otlp-timeout", "--trace-slow-threshold"] {
+            let Err(e) = Cli::try_parse_from(["kmesh-agent", flag, "forever"]) else {
+                panic!("{flag} forever accepted");
+            };
+            let e = e.to_string();
+            assert!(
+                e.contains("\"forever\"") && e.contains("1h30m"),
+                "{flag}: {e}"
+            );
+        }
     }
 }

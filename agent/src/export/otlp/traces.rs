@@ -36,7 +36,7 @@ const FLUSH_DEADLINE: Duration = Duration::from_secs(3);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TraceExporterError {
-    #[error("OTLP traces endpoint {url}: {source}")]
+    #[error("OTLP traces endpoint {url}")]
     Build {
         url: String,
         source: opentelemetry_otlp::ExporterBuildError,

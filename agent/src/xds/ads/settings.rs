@@ -49,16 +49,16 @@ pub enum SettingsError {
     #[error("--xds-address {0:?}: {1}")]
     Address(String, String),
     #[error(
-        "--xds-ca-file {path}: {source}; give the PEM file of the CA that signed istiod's certificate"
+        "--xds-ca-file {path}: {error}; give the PEM file of the CA that signed istiod's certificate"
     )]
     Ca {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("--xds-token-file {path}: {source}")]
+    #[error("--xds-token-file {path}: {error}")]
     Token {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -107,17 +107,17 @@ impl XdsArgs {
             ));
         }
         let ca_pem = match &self.xds_ca_file {
-            Some(path) => Some(std::fs::read(path).map_err(|source| SettingsError::Ca {
+            Some(path) => Some(std::fs::read(path).map_err(|error| SettingsError::Ca {
                 path: path.clone(),
-                source,
+                error,
             })?),
             None => None,
         };
         // Read once now so a wrong path fails at start, not at first connect.
         if let Some(path) = &self.xds_token_file {
-            std::fs::metadata(path).map_err(|source| SettingsError::Token {
+            std::fs::metadata(path).map_err(|error| SettingsError::Token {
                 path: path.clone(),
-                source,
+                error,
             })?;
         }
         let mut node = NodeFacts::from_env(&self.xds_cluster_id).identity();
@@ -168,7 +168,8 @@ mod tests {
         }
         let mut a = args("istiod:15012");
         a.xds_ca_file = Some("/nonexistent/root-cert.pem".into());
-        let e = a.resolve().unwrap_err().to_string();
+        let e = format!("{:#}", anyhow::Error::from(a.resolve().unwrap_err()));
         assert!(e.contains("--xds-ca-file"), "{e}");
+        assert_eq!(e.matches("No such file or directory").count(), 1, "{e}");
     }
 }
