@@ -1,6 +1,8 @@
-//! Watches the mesh file and says when it may have changed. Editors and
-//! ConfigMap updates replace the file rather than write it in place, so the
-//! directory is watched and events are filtered by file name.
+//! Watches the mesh config and says when it may have changed. Editors and
+//! ConfigMap updates replace a file rather than write it in place, so a
+//! file's directory is watched and events are filtered by its name; a
+//! directory (a ConfigMap volume, as the DaemonSet mounts it) is watched
+//! itself, where the kubelet swaps its `..data` link on every update.
 use std::path::{Path, PathBuf};
 
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
@@ -13,14 +15,19 @@ pub struct WatchError {
     error: notify::Error,
 }
 
-/// Sends `()` on `changed` whenever the file at `path` may have changed. The
-/// watcher stops when the returned value is dropped.
+/// Sends `()` on `changed` whenever the file or directory at `path` may have
+/// changed. The watcher stops when the returned value is dropped.
 pub fn watch(path: &Path, changed: mpsc::Sender<()>) -> Result<RecommendedWatcher, WatchError> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
+    // `None`: every change in the watched directory is one of the config's.
+    let (dir, name) = if path.is_dir() {
+        (path.to_path_buf(), None)
+    } else {
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        (dir, path.file_name().map(|n| n.to_os_string()))
     };
-    let name = path.file_name().map(|n| n.to_os_string());
     let err = |error| WatchError {
         path: path.to_path_buf(),
         error,
@@ -32,10 +39,11 @@ pub fn watch(path: &Path, changed: mpsc::Sender<()>) -> Result<RecommendedWatche
         }
         // Kubernetes swaps a ConfigMap's `..data` symlink, so any change in
         // the directory may be a change of the file.
-        let ours = event.paths.iter().any(|p| {
-            p.file_name().map(|n| n.to_os_string()) == name
-                || p.file_name().is_some_and(|n| n == "..data")
-        });
+        let ours = name.is_none()
+            || event.paths.iter().any(|p| {
+                p.file_name().map(|n| n.to_os_string()) == name
+                    || p.file_name().is_some_and(|n| n == "..data")
+            });
         if ours {
             // A full channel already holds a pending reload.
             let _ = changed.try_send(());

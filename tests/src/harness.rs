@@ -202,6 +202,13 @@ impl Topology {
         Agent::start(self, Some(config), &[], &[])
     }
 
+    /// Starts the agent on a mesh config the test laid out itself (a
+    /// directory, say).
+    pub fn start_agent_on(&self, config: &Path) -> Agent {
+        let path = config.display().to_string();
+        Agent::start(self, None, &["--config", &path], &[])
+    }
+
     /// Starts the agent with extra `kmesh-agent run` flags.
     pub fn start_agent_with(&self, config: &str, flags: &[&str]) -> Agent {
         Agent::start(self, Some(config), flags, &[])

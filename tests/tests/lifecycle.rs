@@ -201,3 +201,58 @@ fn the_topology_is_removed_even_when_a_test_fails() {
         "netns {netns} left behind"
     );
 }
+
+/// A ConfigMap volume as the kubelet writes it: each file is a link into
+/// `..data`, itself a link to a timestamped directory that an update
+/// replaces by swapping the link.
+struct ConfigMapVolume {
+    root: std::path::PathBuf,
+    version: u32,
+}
+
+impl ConfigMapVolume {
+    fn new(root: std::path::PathBuf, mesh: &str) -> Self {
+        std::fs::create_dir_all(&root).unwrap();
+        let mut volume = Self { root, version: 0 };
+        volume.update(mesh);
+        std::os::unix::fs::symlink("..data/mesh.yaml", volume.root.join("mesh.yaml")).unwrap();
+        volume
+    }
+
+    fn update(&mut self, mesh: &str) {
+        let old = format!("..v{}", self.version);
+        self.version += 1;
+        let new = format!("..v{}", self.version);
+        std::fs::create_dir(self.root.join(&new)).unwrap();
+        std::fs::write(self.root.join(&new).join("mesh.yaml"), mesh).unwrap();
+        std::os::unix::fs::symlink(&new, self.root.join("..data_tmp")).unwrap();
+        std::fs::rename(self.root.join("..data_tmp"), self.root.join("..data")).unwrap();
+        let _ = std::fs::remove_dir_all(self.root.join(old));
+    }
+}
+
+#[test]
+fn a_configmap_volume_update_is_applied() {
+    if !privileged("a_configmap_volume_update_is_applied") {
+        return;
+    }
+    let topo = Topology::new("configmap");
+    let all = ["127.0.0.2:8080", "127.0.0.3:8080"];
+    let _servers = topo.serve(&all, false);
+    // As the DaemonSet runs it: --config is the volume's directory.
+    let mut volume = ConfigMapVolume::new(topo.workdir.join("mesh"), &mesh(&all[..1]));
+    let agent = topo.start_agent_on(&volume.root);
+    assert_eq!(topo.client(VIP, 4, &[]).backends.get(all[0]), Some(&4));
+
+    volume.update(&mesh(&all[1..]));
+    let ok = |m: &Metrics| m.value("kmesh_config_reloads_total", &[("result", "success")]);
+    let m = agent.metrics_when(|m| ok(m) >= 1.0);
+    assert_eq!(
+        ok(&m),
+        1.0,
+        "the ConfigMap update was not applied:\n{}",
+        agent.log()
+    );
+    let report = topo.client(VIP, 4, &[]);
+    assert_eq!(report.backends.get(all[1]), Some(&4), "{report:?}");
+}
