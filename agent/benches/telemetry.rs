@@ -196,11 +196,16 @@ fn bench(c: &mut Criterion) {
     g.bench_function("copy under the lock, with HDR buckets", |b| {
         b.iter(|| black_box(agg.view(true)))
     });
+    g.bench_function("admin API snapshot: copy under the lock", |b| {
+        b.iter(|| black_box(agg.view_with_hdr(&snapshot::QUANTILE_FAMILIES)))
+    });
+    let quantiles = agg.view_with_hdr(&snapshot::QUANTILE_FAMILIES);
+    g.bench_function(
+        "admin API snapshot: built from the copy, lock released",
+        |b| b.iter(|| black_box(snapshot::build(&quantiles, ControlFigures::default(), None))),
+    );
     let view = agg.view(true);
     let agent = AgentFigures::new(&view, ControlFigures::default(), Default::default());
-    g.bench_function("admin API snapshot (from the copy, lock released)", |b| {
-        b.iter(|| black_box(snapshot::build(&view, ControlFigures::default(), None)))
-    });
     g.bench_function("OTLP requests (explicit)", |b| {
         b.iter(|| {
             black_box(requests(

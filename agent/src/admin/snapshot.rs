@@ -78,7 +78,13 @@ fn figures(parts: &[&SeriesView]) -> v1::Figures {
     f
 }
 
-/// The snapshot of `view`, a copy taken with its HDR buckets.
+/// The HDR histograms a snapshot merges: pass them to
+/// [`Aggregator::view_with_hdr`](crate::aggregator::Aggregator::view_with_hdr).
+pub const QUANTILE_FAMILIES: [usize; 3] =
+    [families::CONNECT_LATENCY, families::RTT, families::DURATION];
+
+/// The snapshot of `view`, a copy taken with the HDR histograms of
+/// [`QUANTILE_FAMILIES`].
 pub fn build(
     view: &AggregateView,
     control: ControlFigures,
@@ -192,7 +198,11 @@ mod tests {
         ] {
             agg.record(&fixtures::echo_close(cookie, reason, srtt));
         }
-        let snap = build(&agg.view(true), ControlFigures::default(), None);
+        let snap = build(
+            &agg.view_with_hdr(&QUANTILE_FAMILIES),
+            ControlFigures::default(),
+            None,
+        );
         assert_eq!(snap.version, "v1");
         let [svc] = snap.services.as_slice() else {
             panic!("{:?}", snap.services);
@@ -228,7 +238,11 @@ mod tests {
         mesh.services.insert(vip, empty);
         let mut agg = crate::aggregator::Aggregator::new(Default::default());
         agg.update_labels(&mesh, std::iter::empty());
-        let snap = build(&agg.view(true), ControlFigures::default(), None);
+        let snap = build(
+            &agg.view_with_hdr(&QUANTILE_FAMILIES),
+            ControlFigures::default(),
+            None,
+        );
         let names: Vec<&str> = snap.services.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["echo", "drained"]);
         assert!(snap.services[1].backends.is_empty());

@@ -28,10 +28,15 @@ pub struct HistogramView {
     /// (value, count) of every HDR bucket with values, in recorded units;
     /// only filled when asked for (exponential histograms need them).
     pub recorded: Vec<(u64, u64)>,
+    /// The HDR histogram itself, when asked for: quantiles across series
+    /// are merged from it once the lock is released. Cloning is a copy of
+    /// memory, several times cheaper under the lock than walking the
+    /// buckets for `recorded`.
+    pub hdr: Option<Histogram<u64>>,
 }
 
 impl HistogramView {
-    pub fn of(d: &Distribution, recorded: bool) -> Self {
+    pub fn of(d: &Distribution, recorded: bool, hdr: bool) -> Self {
         let h = &d.hist;
         Self {
             count: d.count(),
@@ -49,22 +54,23 @@ impl HistogramView {
             } else {
                 Vec::new()
             },
+            hdr: hdr.then(|| h.clone()),
         }
     }
 }
 
 impl HistogramView {
-    /// An HDR histogram of what `parts` recorded (views taken with their
-    /// HDR buckets), for quantiles across series: each bucket's count goes
-    /// back into the bucket it came from, so the quantiles are those of the
-    /// aggregator's own histograms merged.
+    /// The HDR histograms of `parts` (views taken with them) as one, for
+    /// quantiles across series.
     pub fn merged_hdr(parts: &[&HistogramView]) -> Histogram<u64> {
-        let mut merged = Histogram::new(SIGFIGS).expect("2 significant figures is valid");
-        for part in parts {
-            for &(value, count) in &part.recorded {
-                // Auto-resizing histograms only fail beyond u64 range math.
-                let _ = merged.record_n(value, count);
-            }
+        let mut hdrs = parts.iter().filter_map(|p| p.hdr.as_ref());
+        let mut merged = hdrs
+            .next()
+            .cloned()
+            .unwrap_or_else(|| Histogram::new(SIGFIGS).expect("2 significant figures is valid"));
+        for h in hdrs {
+            // Auto-resizing histograms of the same precision always add.
+            let _ = merged.add(h);
         }
         merged
     }
@@ -114,6 +120,16 @@ impl Aggregator {
     /// Copies what the exporters need; `recorded` adds the HDR buckets the
     /// exponential histograms are built from.
     pub fn view(&self, recorded: bool) -> AggregateView {
+        self.copy(recorded, &[])
+    }
+
+    /// Copies what the exporters need, and the HDR histograms of the
+    /// `families` (positions in [`HISTOGRAMS`]) for quantiles across series.
+    pub fn view_with_hdr(&self, families: &[usize]) -> AggregateView {
+        self.copy(false, families)
+    }
+
+    fn copy(&self, recorded: bool, hdr_families: &[usize]) -> AggregateView {
         let mut series: Vec<SeriesView> = self
             .series()
             .map(|(key, s)| SeriesView {
@@ -122,7 +138,10 @@ impl Aggregator {
                 counts: s.counts,
                 histograms: HISTOGRAMS
                     .iter()
-                    .map(|f| HistogramView::of((f.get)(s), recorded))
+                    .enumerate()
+                    .map(|(i, f)| {
+                        HistogramView::of((f.get)(s), recorded, hdr_families.contains(&i))
+                    })
                     .collect(),
             })
             .collect();

@@ -87,7 +87,7 @@ mod tests {
         for v in values {
             d.record(*v);
         }
-        HistogramView::of(&d, true)
+        HistogramView::of(&d, true, false)
     }
 
     fn base(scale: i32) -> f64 {
