@@ -546,7 +546,7 @@ services:
     #[test]
     fn syntax_errors_name_the_line() {
         let err = error_of("services:\n  - name: a\n    vip: [not closed\n");
-        assert!(err.contains("line"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
     }
 
     #[test]
