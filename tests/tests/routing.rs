@@ -87,6 +87,36 @@ fn weighted_shares_hold_for_weights_near_the_u32_limit() {
 }
 
 #[test]
+fn a_weight_of_zero_drains_a_backend_of_a_weighted_service() {
+    if !privileged("a_weight_of_zero_drains_a_backend_of_a_weighted_service") {
+        return;
+    }
+    let topo = Topology::new("weighted-zero");
+    let _backends = topo.serve(&BACKENDS[..3], false);
+    // The drained backend sits between two live ones: the search over
+    // cumulative weights must step over it, whatever the draw.
+    let weights = [(BACKENDS[0], 1), (BACKENDS[1], 0), (BACKENDS[2], 1)];
+    let _agent = topo.start_agent(&mesh("weighted", &weights));
+    let n = 400;
+    let report = topo.client(VIP, n, &["--concurrency", "4"]);
+    assert_eq!(report.ok, n, "failures: {:?}", report.failures);
+    assert_eq!(
+        report.backends.get(BACKENDS[1]),
+        None,
+        "{:?}",
+        report.backends
+    );
+    let (lo, hi) = five_sigma(n, 0.5);
+    for b in [BACKENDS[0], BACKENDS[2]] {
+        let got = *report.backends.get(b).unwrap_or(&0) as f64;
+        assert!(
+            (lo..=hi).contains(&got),
+            "{b}: {got} outside [{lo:.0}, {hi:.0}]"
+        );
+    }
+}
+
+#[test]
 fn random_policy_uses_every_backend_evenly() {
     if !privileged("random_policy_uses_every_backend_evenly") {
         return;
