@@ -125,12 +125,19 @@ impl Topology {
         self.start_backends(addrs, reset, true)
     }
 
-    fn start_backends(&self, addrs: &[&str], reset: bool, in_cgroup: bool) -> Proc {
+    /// `kmesh-testbed` placed in the namespace, and in the cgroup when
+    /// `in_cgroup` (clients always are: the agent routes the cgroup).
+    fn testbed(&self, in_cgroup: bool) -> Command {
         let mut cmd = Command::new(target_bin("kmesh-testbed"));
         cmd.args(["--netns", &self.netns]);
         if in_cgroup {
             cmd.arg("--cgroup").arg(&self.cgroup);
         }
+        cmd
+    }
+
+    fn start_backends(&self, addrs: &[&str], reset: bool, in_cgroup: bool) -> Proc {
+        let mut cmd = self.testbed(in_cgroup);
         cmd.arg("serve");
         for a in addrs {
             cmd.args(["--listen", a]);
@@ -159,9 +166,8 @@ impl Topology {
     /// Runs `kmesh-testbed <args>` in the namespace and the cgroup, as a
     /// client; returns its standard output, as JSON.
     pub fn testbed_json(&self, args: &[&str]) -> serde_json::Value {
-        let out = Command::new(target_bin("kmesh-testbed"))
-            .args(["--netns", &self.netns, "--cgroup"])
-            .arg(&self.cgroup)
+        let out = self
+            .testbed(true)
             .args(args)
             .output()
             .expect("running kmesh-testbed");
@@ -180,9 +186,8 @@ impl Topology {
         connections: u64,
         extra: &[&str],
     ) -> BackgroundClient {
-        let child = Command::new(target_bin("kmesh-testbed"))
-            .args(["--netns", &self.netns, "--cgroup"])
-            .arg(&self.cgroup)
+        let child = self
+            .testbed(true)
             .args([
                 "client",
                 "--target",
