@@ -121,6 +121,10 @@ pub struct Figures {
     pub failed: u64,
     /// Closed by a reset, sent or received.
     pub resets: u64,
+    /// Closed because the peer stopped answering. Older agents did not send
+    /// it; it reads 0 from them.
+    #[serde(default)]
+    pub timeouts: u64,
     pub bytes_sent: u64,
     pub bytes_received: u64,
     pub retransmits: u64,
@@ -169,9 +173,15 @@ pub struct Connection {
     pub connect_latency_us: u64,
     pub bytes_sent: u64,
     pub bytes_received: u64,
+    /// Smoothed and minimum RTT while the connection carried data: as the
+    /// kernel had them when the close handshake began.
     pub srtt_us: u32,
+    /// Older agents did not send it; it reads 0 from them.
+    #[serde(default)]
+    pub min_rtt_us: u32,
     pub retransmits: u32,
-    /// `fin`, `rst_sent`, `rst_received`, `connect_refused`, `connect_failed`.
+    /// `fin`, `rst_sent`, `rst_received`, `timeout`, `connect_refused`,
+    /// `connect_failed`.
     pub close_reason: String,
 }
 
@@ -246,6 +256,7 @@ mod tests {
             bytes_sent: 2,
             bytes_received: 3,
             srtt_us: 4,
+            min_rtt_us: 3,
             retransmits: 0,
             close_reason: "fin".into(),
         };

@@ -144,6 +144,9 @@ pub mod close_reason {
     pub const CONNECT_REFUSED: u8 = 4;
     /// connect() never completed: timeout, unreachable, or closed while in SYN-SENT.
     pub const CONNECT_FAILED: u8 = 5;
+    /// The peer stopped answering: retransmissions, or `TCP_USER_TIMEOUT`,
+    /// gave up. No reset was sent or received.
+    pub const TIMEOUT: u8 = 6;
 }
 
 pub mod event_flags {
@@ -198,22 +201,42 @@ pub struct ConnState {
     /// counts the SYN there, which is not payload.
     pub base_acked: u64,
     pub base_received: u64,
-    pub direction: u8,
+    /// Smoothed and minimum RTT (µs) when the close handshake began
+    /// (`conn_flags::CLOSING`): later samples time FINs and their often
+    /// delayed ACKs, not the data.
+    pub closing_srtt_us: u32,
+    pub closing_min_rtt_us: u32,
+    /// Sequence number just past the peer's FIN, once a segment carrying it
+    /// was seen (`conn_flags::PEER_FIN_SEEN`).
+    pub peer_fin_end: u32,
+    /// Sequence number just past the newest payload that arrived after this
+    /// side sent its FIN (`conn_flags::LATE_DATA`).
+    pub late_data_end: u32,
     /// `conn_flags` bits.
-    pub flags: u8,
+    pub flags: u16,
+    pub direction: u8,
     pub last_state: u8,
-    pub _pad0: [u8; 5],
+    pub _pad0: u32,
     pub route: RouteDecision,
 }
 
 pub mod conn_flags {
-    pub const ROUTED: u8 = 1;
-    pub const RST_RECEIVED: u8 = 2;
-    pub const ESTABLISHED: u8 = 4;
+    pub const ROUTED: u16 = 1;
+    pub const RST_RECEIVED: u16 = 1 << 1;
+    pub const ESTABLISHED: u16 = 1 << 2;
     /// Our FIN was acknowledged: `bytes_acked` counts it, payload does not.
-    pub const FIN_ACKED: u8 = 8;
+    pub const FIN_ACKED: u16 = 1 << 3;
     /// The peer's FIN arrived: `bytes_received` counts it.
-    pub const FIN_RECEIVED: u8 = 16;
+    pub const FIN_RECEIVED: u16 = 1 << 4;
+    /// The kernel gave up retransmitting (an RTO callback said "expired").
+    pub const TIMED_OUT: u16 = 1 << 5;
+    /// A segment carrying the peer's FIN was seen; whether it was taken in
+    /// order shows in `rcv_nxt` at close.
+    pub const PEER_FIN_SEEN: u16 = 1 << 6;
+    /// Payload arrived after this side sent its FIN.
+    pub const LATE_DATA: u16 = 1 << 7;
+    /// The close handshake began; the RTT figures are frozen.
+    pub const CLOSING: u16 = 1 << 8;
 }
 
 /// Runtime switches the agent writes into index 0 of the probe-config array.
@@ -295,7 +318,7 @@ mod tests {
         assert_eq!(size_of::<BackendKey>(), 12);
         assert_eq!(size_of::<BackendValue>(), 24);
         assert_eq!(size_of::<RouteDecision>(), 72);
-        assert_eq!(size_of::<ConnState>(), 48 + 72);
+        assert_eq!(size_of::<ConnState>(), 64 + 72);
         assert_eq!(size_of::<ConnEvent>(), 16 + 32 + 56 + 16 + 72);
     }
 }

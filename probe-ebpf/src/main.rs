@@ -10,9 +10,10 @@ use core::ffi::c_void;
 use aya_ebpf::{
     bindings::{
         BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP,
-        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB,
-        BPF_SOCK_OPS_RTT_CB, BPF_SOCK_OPS_RTT_CB_FLAG, BPF_SOCK_OPS_STATE_CB,
-        BPF_SOCK_OPS_STATE_CB_FLAG, BPF_SOCK_OPS_TCP_CONNECT_CB,
+        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_PARSE_ALL_HDR_OPT_CB_FLAG,
+        BPF_SOCK_OPS_PARSE_HDR_OPT_CB, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB, BPF_SOCK_OPS_RTO_CB,
+        BPF_SOCK_OPS_RTO_CB_FLAG, BPF_SOCK_OPS_RTT_CB, BPF_SOCK_OPS_RTT_CB_FLAG,
+        BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG, BPF_SOCK_OPS_TCP_CONNECT_CB,
     },
     helpers::{bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_ktime_get_ns},
     macros::{btf_tracepoint, map, sock_ops},
@@ -51,6 +52,8 @@ pub fn observe_sockops(ctx: SockOpsContext) -> u32 {
         BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB => on_established(&ctx, direction::INBOUND),
         BPF_SOCK_OPS_STATE_CB => on_state_change(&ctx, ctx.arg(0), ctx.arg(1)),
         BPF_SOCK_OPS_RTT_CB => on_rtt_sample(&ctx),
+        BPF_SOCK_OPS_RTO_CB => on_retransmission_timeout(&ctx),
+        BPF_SOCK_OPS_PARSE_HDR_OPT_CB => on_segment_after_fin(&ctx),
         _ => {}
     }
     1
@@ -89,9 +92,11 @@ fn report_interval_ns() -> u64 {
     CONFIG.get(0).map_or(0, |c| c.report_interval_ns)
 }
 
-/// Asks the kernel for the callbacks the probe needs on this socket.
+/// Asks the kernel for the callbacks the probe needs on this socket: state
+/// changes, and RTOs, the only sign that the kernel gave up on a peer
+/// rather than aborted.
 fn watch_socket(ctx: &SockOpsContext) {
-    let mut flags = ctx.cb_flags() | BPF_SOCK_OPS_STATE_CB_FLAG;
+    let mut flags = ctx.cb_flags() | BPF_SOCK_OPS_STATE_CB_FLAG | BPF_SOCK_OPS_RTO_CB_FLAG;
     if report_interval_ns() > 0 {
         flags |= BPF_SOCK_OPS_RTT_CB_FLAG;
     }
@@ -166,38 +171,81 @@ fn on_state_change(ctx: &SockOpsContext, old: u32, new: u32) {
         return;
     };
     // SAFETY: a live map value of this socket.
-    let state_ref = unsafe { &mut *state };
-    state_ref.flags |= fin_flags(state_ref.flags, old, new);
+    let state = unsafe { &mut *state };
+    if state.flags & conn_flags::CLOSING == 0
+        && matches!(
+            new,
+            tcp_state::FIN_WAIT1 | tcp_state::CLOSE_WAIT | tcp_state::CLOSE
+        )
+    {
+        freeze_rtt(ctx, state);
+    }
+    match new {
+        // Only the peer's FIN moves a socket here.
+        tcp_state::CLOSE_WAIT | tcp_state::CLOSING => state.flags |= conn_flags::FIN_RECEIVED,
+        // Only the ACK of our FIN does.
+        tcp_state::FIN_WAIT2 => state.flags |= conn_flags::FIN_ACKED,
+        // From here on the state changes no longer tell which FINs crossed
+        // (FIN_WAIT2 -> CLOSE is the same whether the peer's FIN arrived or
+        // an orphan's wait was cut short), so the probe reads the segments
+        // themselves: a few per connection, during its close only.
+        tcp_state::FIN_WAIT1 => {
+            let _ =
+                ctx.set_cb_flags((ctx.cb_flags() | BPF_SOCK_OPS_PARSE_ALL_HDR_OPT_CB_FLAG) as i32);
+        }
+        _ => {}
+    }
     if new != tcp_state::CLOSE {
-        state_ref.last_state = new as u8;
+        state.last_state = new as u8;
         return;
     }
-    let reason = close_reason_of(state_ref.flags, old);
-    emit(ctx, cookie, state_ref, event_kind::CLOSED, reason, now_ns());
+    // SAFETY: a full socket's sock_ops fields.
+    let (rcv_nxt, snd_una, snd_nxt) =
+        unsafe { ((*ctx.ops).rcv_nxt, (*ctx.ops).snd_una, (*ctx.ops).snd_nxt) };
+    if state.flags & conn_flags::PEER_FIN_SEEN != 0 && rcv_nxt == state.peer_fin_end {
+        state.flags |= conn_flags::FIN_RECEIVED;
+    }
+    // LAST_ACK and CLOSING end on the ACK of our FIN, or on a reset or a
+    // timeout, when the FIN is still outstanding.
+    if matches!(old, tcp_state::LAST_ACK | tcp_state::CLOSING)
+        && state.flags & (conn_flags::RST_RECEIVED | conn_flags::TIMED_OUT) == 0
+        && snd_una == snd_nxt
+    {
+        state.flags |= conn_flags::FIN_ACKED;
+    }
+    // Payload after our FIN, to a socket that has stopped reading, makes
+    // the kernel reset the connection: tcp_reset() runs (the reset tracepoint
+    // fires) and the segment is never taken (rcv_nxt stays short of it).
+    let aborted_on_data = state.flags & conn_flags::LATE_DATA != 0
+        && matches!(old, tcp_state::FIN_WAIT1 | tcp_state::FIN_WAIT2)
+        && seq_after(state.late_data_end, rcv_nxt);
+    let reason = close_reason_of(state.flags, old, aborted_on_data);
+    emit(ctx, cookie, state, event_kind::CLOSED, reason, now_ns());
     let _ = CONNS.remove(cookie);
     let _ = SOCK_ROUTES.remove(cookie);
 }
 
-/// Which FINs a state change proves were exchanged. The kernel's byte
-/// counters include them (one sequence number each), payload does not.
-fn fin_flags(flags: u8, old: u32, new: u32) -> u8 {
-    match new {
-        tcp_state::CLOSE_WAIT | tcp_state::CLOSING => conn_flags::FIN_RECEIVED,
-        tcp_state::FIN_WAIT2 => conn_flags::FIN_ACKED,
-        tcp_state::CLOSE if flags & conn_flags::RST_RECEIVED == 0 => match old {
-            // LAST_ACK and CLOSING end when our FIN is acknowledged.
-            tcp_state::LAST_ACK | tcp_state::CLOSING => conn_flags::FIN_ACKED,
-            // FIN_WAIT2 ends (into TIME_WAIT) when the peer's FIN arrives.
-            tcp_state::FIN_WAIT2 => conn_flags::FIN_RECEIVED,
-            _ => 0,
-        },
-        _ => 0,
+/// Keeps the RTT the connection had while it carried data: once the close
+/// handshake begins, samples time FINs and their (often delayed) ACKs.
+fn freeze_rtt(ctx: &SockOpsContext, state: &mut ConnState) {
+    // SAFETY: sock_ops field reads.
+    unsafe {
+        state.closing_srtt_us = (*ctx.ops).srtt_us >> 3;
+        state.closing_min_rtt_us = (*ctx.ops).rtt_min;
     }
+    state.flags |= conn_flags::CLOSING;
+}
+
+/// `a` comes after `b` in sequence space (RFC 1982 arithmetic, as the
+/// kernel's `after()`).
+#[inline(always)]
+fn seq_after(a: u32, b: u32) -> bool {
+    (b.wrapping_sub(a) as i32) < 0
 }
 
 /// Why a connection reached CLOSE, from where it came from and what the
-/// tracepoints saw on the way.
-fn close_reason_of(flags: u8, old_state: u32) -> u8 {
+/// callbacks and tracepoints saw on the way.
+fn close_reason_of(flags: u16, old_state: u32, aborted_on_data: bool) -> u8 {
     let reset = flags & conn_flags::RST_RECEIVED != 0;
     if flags & conn_flags::ESTABLISHED == 0 {
         return if reset {
@@ -206,17 +254,70 @@ fn close_reason_of(flags: u8, old_state: u32) -> u8 {
             close_reason::CONNECT_FAILED
         };
     }
+    if flags & conn_flags::TIMED_OUT != 0 {
+        return close_reason::TIMEOUT;
+    }
+    if aborted_on_data {
+        return close_reason::RST_SENT;
+    }
     if reset {
         return close_reason::RST_RECEIVED;
     }
-    // An orderly close passes through FIN_WAIT*/CLOSING/LAST_ACK; jumping to
-    // CLOSE straight from a data state means this side sent a reset.
-    if old_state == tcp_state::ESTABLISHED || old_state == tcp_state::CLOSE_WAIT {
-        close_reason::RST_SENT
-    } else {
-        close_reason::FIN
+    match old_state {
+        // Straight to CLOSE from a data state, or before our FIN was
+        // acknowledged, with no reset received and no timeout: this side
+        // sent a reset (close with unread data, SO_LINGER 0, keepalive).
+        tcp_state::ESTABLISHED | tcp_state::CLOSE_WAIT | tcp_state::FIN_WAIT1 => {
+            close_reason::RST_SENT
+        }
+        _ => close_reason::FIN,
     }
 }
+
+/// The kernel's retransmission timer fired; its third argument says the
+/// connection has run out of retries (or `TCP_USER_TIMEOUT`) and is about
+/// to be closed with ETIMEDOUT, no reset sent.
+fn on_retransmission_timeout(ctx: &SockOpsContext) {
+    if ctx.arg(2) == 0 {
+        return;
+    }
+    if let Some(state) = CONNS.get_ptr_mut(cookie_of(ctx)) {
+        // SAFETY: a live map value; only this flag bit is written.
+        unsafe { (*state).flags |= conn_flags::TIMED_OUT };
+    }
+}
+
+/// A segment that passed the kernel's checks, on a socket that has sent its
+/// FIN (see `on_state_change`): notes the peer's FIN and late payload.
+fn on_segment_after_fin(ctx: &SockOpsContext) {
+    let Some(state) = CONNS.get_ptr_mut(cookie_of(ctx)) else {
+        return;
+    };
+    let ops = ctx.ops;
+    // SAFETY: in this callback skb_data..skb_data_end is the segment's TCP
+    // header, which the bounds check below keeps every read inside.
+    unsafe {
+        let data = (*ops).__bindgen_anon_3.skb_data as usize;
+        let end = (*ops).__bindgen_anon_4.skb_data_end as usize;
+        if data + 20 > end {
+            return;
+        }
+        let seq = u32::from_be(core::ptr::read_unaligned((data + 4) as *const u32));
+        let header_len = u32::from(*((data + 12) as *const u8) >> 4) * 4;
+        let payload = (*ops).skb_len.saturating_sub(header_len);
+        let end_seq = seq.wrapping_add(payload);
+        if payload > 0 {
+            (*state).late_data_end = end_seq;
+            (*state).flags |= conn_flags::LATE_DATA;
+        }
+        if (*ops).skb_tcp_flags & TCP_FLAG_FIN != 0 {
+            (*state).peer_fin_end = end_seq.wrapping_add(1);
+            (*state).flags |= conn_flags::PEER_FIN_SEEN;
+        }
+    }
+}
+
+const TCP_FLAG_FIN: u32 = 0x01;
 
 /// Every RTT sample of a watched socket: report a long-lived connection's
 /// totals once per interval.
@@ -278,7 +379,21 @@ fn emit(ctx: &SockOpsContext, cookie: u64, state: &ConnState, kind: u8, reason: 
         (*ev).local_port = (*ops).local_port as u16;
         (*ev).remote_port = remote_port((*ops).remote_port);
         (*ev)._pad0 = 0;
-        (*ev).srtt_us = (*ops).srtt_us >> 3;
+        // Both ctx fields are read whichever is used: the verifier refuses
+        // a load through a pointer LLVM picked between ctx and map memory.
+        let live_srtt = core::ptr::read_volatile(&raw const (*ops).srtt_us) >> 3;
+        let live_min_rtt = core::ptr::read_volatile(&raw const (*ops).rtt_min);
+        let frozen = state.flags & conn_flags::CLOSING != 0;
+        (*ev).srtt_us = if frozen {
+            state.closing_srtt_us
+        } else {
+            live_srtt
+        };
+        (*ev).min_rtt_us = if frozen {
+            state.closing_min_rtt_us
+        } else {
+            live_min_rtt
+        };
         if family == AF_INET {
             (*ev).local_addr = [(*ops).local_ip4, 0, 0, 0];
             (*ev).remote_addr = [(*ops).remote_ip4, 0, 0, 0];
@@ -304,7 +419,6 @@ fn emit(ctx: &SockOpsContext, cookie: u64, state: &ConnState, kind: u8, reason: 
         (*ev).bytes_received = (*ops)
             .bytes_received
             .saturating_sub(state.base_received + fin_received);
-        (*ev).min_rtt_us = (*ops).rtt_min;
         (*ev).total_retrans = (*ops).total_retrans;
         (*ev).segs_in = (*ops).segs_in;
         (*ev).segs_out = (*ops).segs_out;

@@ -10,9 +10,17 @@ use std::{
     time::{Duration, Instant},
 };
 
-use kmesh_api::{client::AdminClient, v1::Snapshot};
+use clap::ValueEnum;
+use kmesh_api::{
+    client::AdminClient,
+    v1::{Connection, MAX_PAGE, Snapshot},
+};
 
-use crate::{ClientReport, http_get};
+use crate::{ClientReport, http_get, protocol::Ending};
+
+fn ending_of(reset: bool) -> Ending {
+    if reset { Ending::Reset } else { Ending::Close }
+}
 
 /// Whether this process may run privileged tests. Outside CI a test that
 /// cannot run says why and is skipped; under `CI=true` it fails.
@@ -116,13 +124,13 @@ impl Topology {
 
     /// Starts backends on `addrs` inside the namespace (outside the cgroup).
     pub fn serve(&self, addrs: &[&str], reset: bool) -> Proc {
-        self.start_backends(addrs, reset, false)
+        self.serve_ending(addrs, ending_of(reset), false)
     }
 
     /// Starts backends inside the namespace and the cgroup, so the probe
     /// sees their side (inbound) too.
     pub fn serve_in_cgroup(&self, addrs: &[&str], reset: bool) -> Proc {
-        self.start_backends(addrs, reset, true)
+        self.serve_ending(addrs, ending_of(reset), true)
     }
 
     /// `kmesh-testbed` placed in the namespace, and in the cgroup when
@@ -136,15 +144,16 @@ impl Topology {
         cmd
     }
 
-    fn start_backends(&self, addrs: &[&str], reset: bool, in_cgroup: bool) -> Proc {
+    /// Starts backends that end each connection as `ending` says, in the
+    /// namespace, and in the cgroup when `in_cgroup`.
+    pub fn serve_ending(&self, addrs: &[&str], ending: Ending, in_cgroup: bool) -> Proc {
         let mut cmd = self.testbed(in_cgroup);
         cmd.arg("serve");
         for a in addrs {
             cmd.args(["--listen", a]);
         }
-        if reset {
-            cmd.arg("--reset");
-        }
+        let ending = ending.to_possible_value().expect("every ending has a name");
+        cmd.args(["--ending", ending.get_name()]);
         let mut child = cmd
             .stdout(Stdio::piped())
             .spawn()
@@ -434,6 +443,46 @@ impl Agent {
     pub fn snapshot(&self) -> Snapshot {
         let client = AdminClient::new(&self.admin_socket);
         block_on(client.snapshot()).expect("GET /v1/snapshot on the admin socket")
+    }
+
+    /// Every closed connection the agent still keeps, oldest first.
+    pub fn connections(&self) -> Vec<Connection> {
+        let client = AdminClient::new(&self.admin_socket);
+        let mut all = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = block_on(client.connections(after, MAX_PAGE))
+                .expect("GET /v1/connections on the admin socket");
+            let done = page.records.len() < MAX_PAGE;
+            all.extend(page.records);
+            after = page.next_after;
+            if done {
+                return all;
+            }
+        }
+    }
+
+    /// Polls the admin API until it holds a closed connection from each of
+    /// `sources` (client `address:port`s) in `direction`, at most 10 s;
+    /// returns what it holds of them either way, by source.
+    pub fn connections_from(
+        &self,
+        sources: &[&str],
+        direction: kmesh_api::v1::Direction,
+    ) -> std::collections::HashMap<String, Connection> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let found: std::collections::HashMap<String, Connection> = self
+                .connections()
+                .into_iter()
+                .filter(|c| c.direction == direction && sources.contains(&c.source.as_str()))
+                .map(|c| (c.source.clone(), c))
+                .collect();
+            if found.len() == sources.len() || Instant::now() > deadline {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Polls /metrics until `ready` holds (the ring buffer is read

@@ -10,6 +10,7 @@ pub mod prometheus;
 pub mod protocol;
 mod report;
 pub mod rotel;
+pub mod sessions;
 pub mod xds_data;
 
 use std::{

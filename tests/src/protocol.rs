@@ -54,10 +54,7 @@ pub fn call(target: SocketAddr, request_bytes: u32, reply_bytes: u32, hold: Dura
         Ok(addr) => addr.to_string(),
         Err(e) => format!("getpeername failed: {e}"),
     };
-    let mut message = Vec::with_capacity(8 + request_bytes as usize);
-    message.extend_from_slice(&request_bytes.to_le_bytes());
-    message.extend_from_slice(&reply_bytes.to_le_bytes());
-    message.resize(8 + request_bytes as usize, b'q');
+    let message = request(request_bytes, reply_bytes);
     if let Err(e) = stream.write_all(&message) {
         return Outcome::Failed {
             kind: classify(&e),
@@ -92,8 +89,41 @@ pub fn call(target: SocketAddr, request_bytes: u32, reply_bytes: u32, hold: Dura
     }
 }
 
-/// Serves one connection; with `reset`, aborts it after reading the request.
-pub fn serve_one(mut stream: TcpStream, id: &str, reset: bool) -> std::io::Result<()> {
+/// The request for `request_bytes` of payload and a reply of `reply_bytes`.
+pub fn request(request_bytes: u32, reply_bytes: u32) -> Vec<u8> {
+    let mut message = Vec::with_capacity(request_len(request_bytes) as usize);
+    message.extend_from_slice(&request_bytes.to_le_bytes());
+    message.extend_from_slice(&reply_bytes.to_le_bytes());
+    message.resize(request_len(request_bytes) as usize, b'q');
+    message
+}
+
+/// Bytes on the wire for a request of `request_bytes`: the header and them.
+pub fn request_len(request_bytes: u32) -> u64 {
+    8 + u64::from(request_bytes)
+}
+
+/// How the server ends a connection once it has read the request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Ending {
+    /// Reply, then close at once.
+    Close,
+    /// Abort with a reset instead of replying.
+    Reset,
+    /// Reply, wait for the client's EOF, then close 200 ms later: the
+    /// client closes first, as HTTP/1.1 clients do.
+    AwaitEof,
+    /// Reply, wait for the client's EOF, then write 1000 bytes more at once
+    /// (they carry the ACK of the client's FIN), which a client that has
+    /// closed answers with a reset.
+    WriteAfterEof,
+    /// As `write-after-eof`, 100 ms after the EOF: the ACK of the client's
+    /// FIN has gone ahead on its own.
+    WriteLateAfterEof,
+}
+
+/// Serves one connection, ending it as `ending` says.
+pub fn serve_one(mut stream: TcpStream, id: &str, ending: Ending) -> std::io::Result<()> {
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     let mut header = [0u8; 8];
     stream.read_exact(&mut header)?;
@@ -103,7 +133,7 @@ pub fn serve_one(mut stream: TcpStream, id: &str, reset: bool) -> std::io::Resul
         &mut (&mut stream).take(u64::from(request)),
         &mut std::io::sink(),
     )?;
-    if reset {
+    if ending == Ending::Reset {
         // SO_LINGER with a zero timeout turns close() into a reset.
         let linger = libc::linger {
             l_onoff: 1,
@@ -125,5 +155,21 @@ pub fn serve_one(mut stream: TcpStream, id: &str, reset: bool) -> std::io::Resul
     if body.len() < reply as usize {
         body.resize(reply as usize, b'.');
     }
-    stream.write_all(&body)
+    stream.write_all(&body)?;
+    if matches!(ending, Ending::Close) {
+        return Ok(());
+    }
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    std::io::copy(&mut stream, &mut std::io::sink())?;
+    match ending {
+        Ending::WriteAfterEof => stream.write_all(&[b'!'; 1000]),
+        Ending::WriteLateAfterEof => {
+            std::thread::sleep(Duration::from_millis(100));
+            stream.write_all(&[b'!'; 1000])
+        }
+        _ => {
+            std::thread::sleep(Duration::from_millis(200));
+            Ok(())
+        }
+    }
 }

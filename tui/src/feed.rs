@@ -111,6 +111,7 @@ mod tests {
             bytes_sent: 1,
             bytes_received: 1,
             srtt_us: 1,
+            min_rtt_us: 1,
             retransmits: 0,
             close_reason: "fin".into(),
         }

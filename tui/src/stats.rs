@@ -24,6 +24,7 @@ pub struct Rates {
     pub retransmits: f64,
     pub failed: f64,
     pub resets: f64,
+    pub timeouts: f64,
 }
 
 impl Rates {
@@ -32,7 +33,7 @@ impl Rates {
     }
 
     pub fn errors(&self) -> f64 {
-        self.failed + self.resets
+        self.failed + self.resets + self.timeouts
     }
 }
 
@@ -145,6 +146,7 @@ fn rates(now: &Figures, before: &Figures, seconds: f64) -> Rates {
         retransmits: per_second(|f| f.retransmits),
         failed: per_second(|f| f.failed),
         resets: per_second(|f| f.resets),
+        timeouts: per_second(|f| f.timeouts),
     }
 }
 

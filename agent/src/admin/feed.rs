@@ -64,6 +64,7 @@ fn to_api(r: &ClosedConnection) -> v1::Connection {
         bytes_sent: r.bytes_sent,
         bytes_received: r.bytes_received,
         srtt_us: r.srtt_us,
+        min_rtt_us: r.min_rtt_us,
         retransmits: r.retransmits,
         close_reason: close_reason_name(r.close_reason).to_string(),
     }

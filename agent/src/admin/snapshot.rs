@@ -64,8 +64,10 @@ fn figures(parts: &[&SeriesView]) -> v1::Figures {
             if n > 0 {
                 *f.close_reasons.entry(name.to_string()).or_default() += n;
             }
-            if matches!(*code, close_reason::RST_SENT | close_reason::RST_RECEIVED) {
-                f.resets += c.closed[i];
+            match *code {
+                close_reason::RST_SENT | close_reason::RST_RECEIVED => f.resets += c.closed[i],
+                close_reason::TIMEOUT => f.timeouts += c.closed[i],
+                _ => {}
             }
         }
     }

@@ -28,10 +28,11 @@ use crate::model::{Mesh, UNKNOWN};
 /// Two significant digits: 1% resolution at ~20 KiB per histogram.
 pub const SIGFIGS: u8 = 2;
 
-pub const CLOSE_REASONS: [(u8, &str); 5] = [
+pub const CLOSE_REASONS: [(u8, &str); 6] = [
     (close_reason::FIN, "fin"),
     (close_reason::RST_SENT, "rst_sent"),
     (close_reason::RST_RECEIVED, "rst_received"),
+    (close_reason::TIMEOUT, "timeout"),
     (close_reason::CONNECT_REFUSED, "connect_refused"),
     (close_reason::CONNECT_FAILED, "connect_failed"),
 ];

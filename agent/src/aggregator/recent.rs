@@ -27,6 +27,7 @@ pub struct ClosedConnection {
     pub bytes_sent: u64,
     pub bytes_received: u64,
     pub srtt_us: u32,
+    pub min_rtt_us: u32,
     pub retransmits: u32,
     pub close_reason: u8,
 }
@@ -77,6 +78,7 @@ impl RecentConnections {
             bytes_sent: ev.bytes_sent,
             bytes_received: ev.bytes_received,
             srtt_us: ev.srtt_us,
+            min_rtt_us: ev.min_rtt_us,
             retransmits: ev.total_retrans,
             close_reason: ev.close_reason,
         });

@@ -79,6 +79,7 @@ mod tests {
         for reason in [
             close_reason::RST_SENT,
             close_reason::RST_RECEIVED,
+            close_reason::TIMEOUT,
             close_reason::CONNECT_REFUSED,
             close_reason::CONNECT_FAILED,
         ] {

@@ -10,7 +10,11 @@ use std::{
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use kmesh_tests::{ClientReport, Place, protocol};
+use kmesh_tests::{
+    ClientReport, Place, protocol,
+    protocol::Ending,
+    sessions::{self, AfterVanish, CloseOrder, SessionOptions},
+};
 
 #[derive(Parser)]
 #[command(about = "Backends and clients for kmesh-rs tests and demos")]
@@ -27,9 +31,9 @@ enum Command {
     Serve {
         #[arg(long = "listen", required = true)]
         listen: Vec<SocketAddr>,
-        /// Abort every connection with a reset after reading the request.
-        #[arg(long)]
-        reset: bool,
+        /// How each connection ends once the request is read.
+        #[arg(long, value_enum, default_value_t = Ending::Close)]
+        ending: Ending,
     },
     /// Make connections to a target and print a JSON report of what happened.
     Client {
@@ -49,6 +53,42 @@ enum Command {
         /// Keep each connection open this long after the reply.
         #[arg(long, default_value_t = 0)]
         hold_ms: u64,
+    },
+    /// Make connections one after another, each closed in `--order`;
+    /// print, as JSON, each one's figures and its TCP_INFO before the close.
+    Sessions {
+        #[arg(long)]
+        target: SocketAddr,
+        #[arg(long, default_value_t = 10)]
+        connections: u64,
+        #[arg(long, default_value_t = 100)]
+        request_bytes: u32,
+        #[arg(long, default_value_t = 200)]
+        reply_bytes: u32,
+        #[arg(long, value_enum)]
+        order: CloseOrder,
+        #[command(flatten)]
+        options: SessionOptions,
+    },
+    /// One connection whose peer vanishes after the reply (its segments are
+    /// dropped with nftables in this namespace); print its figures as JSON.
+    Vanish {
+        #[arg(long)]
+        target: SocketAddr,
+        #[arg(long, default_value_t = 100)]
+        request_bytes: u32,
+        #[arg(long, default_value_t = 200)]
+        reply_bytes: u32,
+        /// server-first: the server has closed before it vanishes.
+        #[arg(long, value_enum, default_value_t = CloseOrder::ClientFirst)]
+        order: CloseOrder,
+        #[arg(long, value_enum)]
+        then: AfterVanish,
+        /// Bytes written after the peer vanished.
+        #[arg(long, default_value_t = 0)]
+        extra_bytes: u32,
+        #[command(flatten)]
+        options: SessionOptions,
     },
     /// Connect one socket to `--first` and then, whatever became of that,
     /// the same socket to `--then`; print what each connect() and the
@@ -72,7 +112,42 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     cli.place.enter()?;
     match cli.command {
-        Command::Serve { listen, reset } => serve(&listen, reset),
+        Command::Serve { listen, ending } => serve(&listen, ending),
+        Command::Sessions {
+            target,
+            connections,
+            request_bytes,
+            reply_bytes,
+            order,
+            options,
+        } => {
+            let sessions = (0..connections)
+                .map(|_| sessions::session(target, request_bytes, reply_bytes, order, options))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            println!("{}", serde_json::to_string(&sessions)?);
+            Ok(())
+        }
+        Command::Vanish {
+            target,
+            request_bytes,
+            reply_bytes,
+            order,
+            then,
+            extra_bytes,
+            options,
+        } => {
+            let session = sessions::vanish(
+                target,
+                request_bytes,
+                reply_bytes,
+                order,
+                then,
+                extra_bytes,
+                options,
+            )?;
+            println!("{}", serde_json::to_string(&session)?);
+            Ok(())
+        }
         Command::Client {
             target,
             connections,
@@ -141,14 +216,14 @@ fn reconnect(first: SocketAddr, then: SocketAddr) -> anyhow::Result<Reconnected>
     Ok(Reconnected { first, then, peer })
 }
 
-fn serve(addrs: &[SocketAddr], reset: bool) -> anyhow::Result<()> {
+fn serve(addrs: &[SocketAddr], ending: Ending) -> anyhow::Result<()> {
     let mut threads = Vec::new();
     for &addr in addrs {
         let listener = TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
         threads.push(std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 std::thread::spawn(move || {
-                    let _ = protocol::serve_one(stream, &addr.to_string(), reset);
+                    let _ = protocol::serve_one(stream, &addr.to_string(), ending);
                 });
             }
         }));

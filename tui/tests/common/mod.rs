@@ -46,6 +46,7 @@ fn figures(opened: u64, latency: &[(usize, u64)], active: u64, failed: u64) -> F
         closed: opened - active - failed,
         failed,
         resets: 1,
+        timeouts: 0,
         bytes_sent: opened * 1000,
         bytes_received: opened * 4000,
         retransmits: 0,
@@ -83,6 +84,7 @@ fn sum(a: &Figures, b: &Figures) -> Figures {
         closed: a.closed + b.closed,
         failed: a.failed + b.failed,
         resets: a.resets + b.resets,
+        timeouts: a.timeouts + b.timeouts,
         bytes_sent: a.bytes_sent + b.bytes_sent,
         bytes_received: a.bytes_received + b.bytes_received,
         connect_latency_us: latency,
@@ -175,6 +177,7 @@ pub fn connection(seq: u64, backend: &str, close_reason: &str) -> Connection {
         bytes_sent: 1536,
         bytes_received: 4096,
         srtt_us: 150,
+        min_rtt_us: 120,
         retransmits: 0,
         close_reason: close_reason.into(),
     }
