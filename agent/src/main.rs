@@ -372,8 +372,8 @@ mod tests {
             "{out}"
         );
         for note in [
-            "note: service \"lonely\" (198.18.0.1:80) has no backends; connections to it are not routed\n",
-            "note: service \"drained\" (198.18.0.2:80) has every backend at weight 0 (drained); connections to it are not routed\n",
+            "note: service \"lonely\" (198.18.0.1:80) has no backends; connect() to it is refused (EPERM) until it has a backend\n",
+            "note: service \"drained\" (198.18.0.2:80) has every backend at weight 0 (drained); connect() to it is refused (EPERM) until it has a backend\n",
         ] {
             assert!(out.contains(note), "{note}\n{out}");
         }

@@ -5,7 +5,7 @@ use std::{thread::JoinHandle, time::Duration};
 use std::collections::HashSet;
 
 use aya::maps::{HashMap, Map, MapData, MapError, PerCpuArray, RingBuf};
-use kmesh_common::ConnState;
+use kmesh_common::{ConnState, refused};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     sync::watch,
@@ -51,10 +51,12 @@ pub fn wakeup_bytes(ringbuf_bytes: u32) -> u32 {
     ringbuf_bytes / 4
 }
 
-/// The probe maps the reader owns.
+/// The kernel maps the reader owns: the probe's, and orchestration's
+/// refused-connects counter, which it sums with the drop counter.
 pub struct ProbeMaps {
     pub events: Map,
     pub drops: Map,
+    pub refused: Map,
     /// The probe's per-socket table: a socket missing from it is closed.
     pub conns: Map,
 }
@@ -75,6 +77,12 @@ pub fn spawn(
             map: "drops",
             source,
         })?;
+    let refused: PerCpuArray<MapData, u64> =
+        PerCpuArray::try_from(maps.refused).map_err(|source| ProbeReaderError::Map {
+            map: "refused connects",
+            source,
+        })?;
+    let counters = KernelCounters { drops, refused };
     let conns: HashMap<MapData, u64, ConnState> =
         HashMap::try_from(maps.conns).map_err(|source| ProbeReaderError::Map {
             map: "conns",
@@ -87,16 +95,22 @@ pub fn spawn(
                 .enable_all()
                 .build()
                 .expect("a current-thread runtime");
-            if let Err(e) = runtime.block_on(read_loop(ring, drops, conns, aggregator, spans, stop)) {
+            if let Err(e) = runtime.block_on(read_loop(ring, counters, conns, aggregator, spans, stop)) {
                 error!(error = %e, "probe reader stopped; no more connection records will be counted");
             }
         })?;
     Ok(handle)
 }
 
+/// Per-CPU counters the kernel programs keep, summed into the aggregator.
+struct KernelCounters {
+    drops: PerCpuArray<MapData, u64>,
+    refused: PerCpuArray<MapData, u64>,
+}
+
 async fn read_loop(
     ring: RingBuf<MapData>,
-    drops: PerCpuArray<MapData, u64>,
+    counters: KernelCounters,
     conns: HashMap<MapData, u64, ConnState>,
     aggregator: SharedAggregator,
     mut spans: Option<SpanSink>,
@@ -120,7 +134,7 @@ async fn read_loop(
             }
             _ = timed_drain.tick() => drain(fd.get_mut(), &aggregator, &mut spans),
             _ = tick.tick() => {
-                publish_drops(&drops, &aggregator);
+                publish_counters(&counters, &aggregator);
                 aggregator
                     .lock()
                     .expire_series(std::time::Instant::now());
@@ -128,7 +142,7 @@ async fn read_loop(
             _ = sweep.tick() => suspects = close_lost(&conns, &aggregator, &mut spans, suspects),
             _ = stop.changed() => {
                 drain(fd.get_mut(), &aggregator, &mut spans);
-                publish_drops(&drops, &aggregator);
+                publish_counters(&counters, &aggregator);
                 return Ok(());
             }
         }
@@ -178,12 +192,29 @@ fn close_lost(
     missing
 }
 
-fn publish_drops(drops: &PerCpuArray<MapData, u64>, aggregator: &SharedAggregator) {
-    match drops.get(&0, 0) {
-        Ok(per_cpu) => {
-            let total: u64 = per_cpu.iter().sum();
-            aggregator.lock().agent.ringbuf_drops = total;
+fn publish_counters(counters: &KernelCounters, aggregator: &SharedAggregator) {
+    let sum = |map: &PerCpuArray<MapData, u64>, slot: u32, what: &str| match map.get(&slot, 0) {
+        Ok(per_cpu) => Some(per_cpu.iter().sum::<u64>()),
+        Err(e) => {
+            warn!(error = %e, "cannot read the {what} counter");
+            None
         }
-        Err(e) => warn!(error = %e, "cannot read the ring-buffer drop counter"),
+    };
+    let drops = sum(&counters.drops, 0, "ring-buffer drop");
+    let no_backends = sum(&counters.refused, refused::NO_BACKENDS, "refused-connects");
+    let backend_missing = sum(
+        &counters.refused,
+        refused::BACKEND_MISSING,
+        "refused-connects",
+    );
+    let mut agg = aggregator.lock();
+    if let Some(n) = drops {
+        agg.agent.ringbuf_drops = n;
+    }
+    if let Some(n) = no_backends {
+        agg.agent.refused_no_backends = n;
+    }
+    if let Some(n) = backend_missing {
+        agg.agent.refused_backend_missing = n;
     }
 }

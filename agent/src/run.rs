@@ -170,6 +170,7 @@ async fn serve(
         probe::ProbeMaps {
             events: dataplane.take_probe_map(map_names::EVENTS)?,
             drops: dataplane.take_probe_map(map_names::DROPS)?,
+            refused: dataplane.take_orchestration_map(map_names::REFUSED_CONNECTS)?,
             conns: dataplane.take_probe_map(map_names::CONNS)?,
         },
         control.aggregator.clone(),

@@ -27,6 +27,20 @@ pub mod map_names {
     pub const EVENTS: &str = "KM_EVENTS";
     pub const DROPS: &str = "KM_DROPS";
     pub const PROBE_CONFIG: &str = "KM_PROBE_CFG";
+    pub const REFUSED_CONNECTS: &str = "KM_REFUSED";
+}
+
+/// Slots of the refused-connects counter (a per-CPU array): connect()s to a
+/// service VIP that orchestration refused (EPERM) rather than let through
+/// to an address nothing serves.
+pub mod refused {
+    /// The service has no backends.
+    pub const NO_BACKENDS: u32 = 0;
+    /// The backend picked was not in the map, even after reading the
+    /// service again: the agent replaced its backends twice within one
+    /// connect().
+    pub const BACKEND_MISSING: u32 = 1;
+    pub const SLOTS: u32 = 2;
 }
 
 /// Capacities (max_entries) of the hash maps, shared so the agent can report

@@ -17,17 +17,19 @@ use aya_ebpf::{
         bpf_get_current_cgroup_id, bpf_get_prandom_u32, bpf_get_socket_cookie, bpf_ktime_get_ns,
     },
     macros::{cgroup_sock_addr, map},
-    maps::{HashMap, LruHashMap},
+    maps::{HashMap, LruHashMap, PerCpuArray},
     programs::SockAddrContext,
 };
 use kmesh_common::{
     AF_INET, AF_INET6, BACKEND_SEARCH_STEPS, BackendKey, BackendValue, MAX_BACKENDS, RouteDecision,
-    ServiceKey, ServiceValue, map_capacity, policy, read_addr_words,
+    ServiceKey, ServiceValue, map_capacity, policy, read_addr_words, refused,
 };
 
 const IPPROTO_TCP: u32 = 6;
 /// Return value of a cgroup/sock_addr program that lets the call proceed.
 const ALLOW: i32 = 1;
+/// ... and that fails it with EPERM.
+const DENY: i32 = 0;
 /// Third word of an IPv4-mapped IPv6 address (::ffff:a.b.c.d), network order.
 const V4_MAPPED_WORD: u32 = 0x0000_ffffu32.to_be();
 
@@ -49,6 +51,20 @@ static BACKENDS: HashMap<BackendKey, BackendValue> =
 static SOCK_ROUTES: LruHashMap<u64, RouteDecision> =
     LruHashMap::pinned(map_capacity::SOCK_ROUTES, 0);
 
+/// connect()s refused, by `refused` slot, per CPU.
+#[map(name = "KM_REFUSED")]
+static REFUSED: PerCpuArray<u64> = PerCpuArray::with_max_entries(refused::SLOTS, 0);
+
+/// What connect() does with a destination.
+enum Verdict {
+    /// Not a service: the connection goes where it was dialled.
+    PassThrough,
+    Route(RouteDecision),
+    /// A service that cannot be routed now (a `refused` slot): letting the
+    /// connection through to the VIP would send it nowhere.
+    Refuse(u32),
+}
+
 #[cgroup_sock_addr(connect4)]
 pub fn route_connect4(ctx: SockAddrContext) -> i32 {
     let sa = ctx.sock_addr;
@@ -63,11 +79,12 @@ pub fn route_connect4(ctx: SockAddrContext) -> i32 {
             family: AF_INET,
         };
         match decide(&ctx, &key) {
-            Some(decision) => {
+            Verdict::Route(decision) => {
                 (*sa).user_ip4 = decision.backend_addr[0];
                 (*sa).user_port = port_to_ctx(decision.backend_port);
             }
-            None => forget_stale_route(&ctx, &key),
+            Verdict::PassThrough => forget_stale_route(&ctx, &key),
+            Verdict::Refuse(slot) => return refuse(slot),
         }
     }
     ALLOW
@@ -98,7 +115,7 @@ pub fn route_connect6(ctx: SockAddrContext) -> i32 {
             }
         };
         match decide(&ctx, &key) {
-            Some(decision) => {
+            Verdict::Route(decision) => {
                 let dst = if v4_mapped {
                     [0, 0, V4_MAPPED_WORD, decision.backend_addr[0]]
                 } else {
@@ -107,7 +124,8 @@ pub fn route_connect6(ctx: SockAddrContext) -> i32 {
                 write_ip6(sa, dst);
                 (*sa).user_port = port_to_ctx(decision.backend_port);
             }
-            None => forget_stale_route(&ctx, &key),
+            Verdict::PassThrough => forget_stale_route(&ctx, &key),
+            Verdict::Refuse(slot) => return refuse(slot),
         }
     }
     ALLOW
@@ -146,43 +164,82 @@ pub fn vip_getpeername6(ctx: SockAddrContext) -> i32 {
     ALLOW
 }
 
+fn refuse(slot: u32) -> i32 {
+    if let Some(count) = REFUSED.get_ptr_mut(slot) {
+        // SAFETY: this CPU's slot; per-CPU maps need no atomics.
+        unsafe { *count += 1 };
+    }
+    DENY
+}
+
 /// Picks a backend for `key` if it is a service, and records the decision
 /// under the socket's cookie for getpeername() and the probe.
 #[inline(always)]
-unsafe fn decide(ctx: &SockAddrContext, key: &ServiceKey) -> Option<RouteDecision> {
-    let svc = SERVICES.get_ptr_mut(key)?;
-    // SAFETY: map values stay valid for the program's run (NO_PREALLOC + RCU).
-    let (service_id, generation, count, total, pol) = unsafe {
-        (
-            (*svc).service_id,
-            (*svc).generation,
-            (*svc).backend_count,
-            (*svc).total_weight,
-            (*svc).policy,
-        )
-    };
-    if count == 0 || count > MAX_BACKENDS {
-        return None;
-    }
-    let index = match pol {
-        policy::ROUND_ROBIN => {
-            // SAFETY: the cursor is a u64 inside a live map value; the
-            // kernel's atomic add keeps concurrent connect()s from sharing a turn.
-            let turn = unsafe {
-                atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(&raw mut (*svc).rr_cursor, 1)
-            };
-            turn.checked_rem(u64::from(count)).unwrap_or(0) as u32
+unsafe fn decide(ctx: &SockAddrContext, key: &ServiceKey) -> Verdict {
+    // The agent points a service at a new generation of backends and keeps
+    // the old one until its next update, so a backend missing here means
+    // the service changed since it was read: read it again, once.
+    for _ in 0..2 {
+        let Some(svc) = SERVICES.get_ptr_mut(key) else {
+            return Verdict::PassThrough;
+        };
+        // SAFETY: map values stay valid for the program's run (NO_PREALLOC + RCU).
+        let (service_id, generation, count, total, pol) = unsafe {
+            (
+                (*svc).service_id,
+                (*svc).generation,
+                (*svc).backend_count,
+                (*svc).total_weight,
+                (*svc).policy,
+            )
+        };
+        if count == 0 || count > MAX_BACKENDS {
+            return Verdict::Refuse(refused::NO_BACKENDS);
         }
-        policy::WEIGHTED if total > 0 => weighted_pick(service_id, generation, count, total)?,
-        _ => random_below(count),
-    };
-    let backend = unsafe {
-        BACKENDS.get(BackendKey {
+        let index = match pol {
+            policy::ROUND_ROBIN => {
+                // SAFETY: the cursor is a u64 inside a live map value; the
+                // kernel's atomic add keeps concurrent connect()s from
+                // sharing a turn.
+                let turn = unsafe {
+                    atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(
+                        &raw mut (*svc).rr_cursor,
+                        1,
+                    )
+                };
+                turn.checked_rem(u64::from(count)).unwrap_or(0) as u32
+            }
+            policy::WEIGHTED if total > 0 => {
+                match weighted_pick(service_id, generation, count, total) {
+                    Some(index) => index,
+                    None => continue,
+                }
+            }
+            _ => random_below(count),
+        };
+        let key_of_backend = BackendKey {
             service_id,
             generation,
             index,
-        })
-    }?;
+        };
+        if let Some(backend) = unsafe { BACKENDS.get(key_of_backend) } {
+            return Verdict::Route(record(ctx, key, backend, service_id, index, pol));
+        }
+    }
+    Verdict::Refuse(refused::BACKEND_MISSING)
+}
+
+/// The decision for a connect() to `key` routed to `backend`, recorded
+/// under the socket's cookie for getpeername() and the probe.
+#[inline(always)]
+fn record(
+    ctx: &SockAddrContext,
+    key: &ServiceKey,
+    backend: &BackendValue,
+    service_id: u32,
+    index: u32,
+    pol: u32,
+) -> RouteDecision {
     let decision = RouteDecision {
         orig_addr: key.addr,
         backend_addr: backend.addr,
@@ -201,7 +258,7 @@ unsafe fn decide(ctx: &SockAddrContext, key: &ServiceKey) -> Option<RouteDecisio
     // If the decision cannot be stored the connection is still routed; it
     // only loses getpeername() rewriting and its route labels.
     let _ = SOCK_ROUTES.insert(cookie, decision, 0);
-    Some(decision)
+    decision
 }
 
 /// Drops what an earlier connect() of this socket decided, for one that

@@ -34,6 +34,8 @@ pub fn classify(e: &std::io::Error) -> &'static str {
         ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted => "reset",
         ErrorKind::TimedOut | ErrorKind::WouldBlock => "timeout",
         ErrorKind::NetworkUnreachable | ErrorKind::HostUnreachable => "unreachable",
+        // EPERM: a cgroup program (orchestration) refused the connect().
+        ErrorKind::PermissionDenied => "denied",
         _ => "other",
     }
 }

@@ -128,11 +128,20 @@ fn a_service_without_backends_is_warned_about_at_apply() {
     let log = agent.log();
     assert!(
         log.contains(
-            "service \"lonely\" (198.18.0.31:80) has no backends; connections to it are not routed"
+            "service \"lonely\" (198.18.0.31:80) has no backends; connect() to it is refused (EPERM) until it has a backend"
         ),
         "{log}"
     );
     assert_eq!(topo.client(VIP, 3, &[]).ok, 3);
+    // Refused at once, not sent to the VIP, and counted.
+    let lonely = topo.client("198.18.0.31:80", 4, &[]);
+    assert_eq!(lonely.failures.get("denied"), Some(&4), "{lonely:?}");
+    let refused = |m: &kmesh_tests::harness::Metrics, reason| {
+        m.value("kmesh_route_refused_connects_total", &[("reason", reason)])
+    };
+    let m = agent.metrics_when(|m| refused(m, "no_backends") >= 4.0);
+    assert_eq!(refused(&m, "no_backends"), 4.0, "{}", m.0);
+    assert_eq!(refused(&m, "backend_missing"), 0.0);
 }
 
 #[test]

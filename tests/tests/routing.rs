@@ -304,3 +304,41 @@ fn round_robin_goes_on_where_it_was_after_an_update() {
         "the first backend's share of six connections"
     );
 }
+
+#[test]
+fn a_service_whose_backends_vanished_refuses_the_connect_instead_of_passing_it_through() {
+    if !privileged(
+        "a_service_whose_backends_vanished_refuses_the_connect_instead_of_passing_it_through",
+    ) {
+        return;
+    }
+    // The window a connect() could fall in, its service's backends replaced
+    // twice between its two reads, held open: the service now points at a
+    // generation that has no backends.
+    use aya::maps::{HashMap, Map, MapData};
+    use kmesh_common::{ServiceKey, ServiceValue};
+    let topo = Topology::new("vanished");
+    let _servers = topo.serve(&[BACKENDS[0]], false);
+    let agent = topo.start_agent(&mesh("random", &[(BACKENDS[0], 1)]));
+    assert_eq!(topo.client(VIP, 2, &[]).ok, 2);
+    let pinned = MapData::from_pin(topo.bpffs.join("KM_SERVICES")).expect("the pinned KM_SERVICES");
+    let mut services: HashMap<MapData, ServiceKey, ServiceValue> =
+        HashMap::try_from(Map::HashMap(pinned)).expect("KM_SERVICES as a hash map");
+    let entries: Vec<(ServiceKey, ServiceValue)> = services.iter().map(|e| e.unwrap()).collect();
+    assert_eq!(entries.len(), 1);
+    for (key, mut value) in entries {
+        value.generation += 1000;
+        services
+            .insert(key, value, 0)
+            .expect("rewriting the service");
+    }
+
+    let report = topo.client(VIP, 3, &[]);
+    assert_eq!(report.failures.get("denied"), Some(&3), "{report:?}");
+    let refused = |m: &kmesh_tests::harness::Metrics, reason| {
+        m.value("kmesh_route_refused_connects_total", &[("reason", reason)])
+    };
+    let m = agent.metrics_when(|m| refused(m, "backend_missing") >= 3.0);
+    assert_eq!(refused(&m, "backend_missing"), 3.0, "{}", m.0);
+    assert_eq!(refused(&m, "no_backends"), 0.0);
+}

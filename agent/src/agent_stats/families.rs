@@ -59,7 +59,7 @@ pub struct AgentFamily {
     pub points: fn(&AgentFigures) -> Vec<Point>,
 }
 
-pub const AGENT_FAMILIES: [AgentFamily; 13] = [
+pub const AGENT_FAMILIES: [AgentFamily; 14] = [
     AgentFamily {
         name: "kmesh_probe_events",
         otlp_name: "kmesh.probe.events",
@@ -85,6 +85,21 @@ pub const AGENT_FAMILIES: [AgentFamily; 13] = [
         unit: "{record}",
         labels: &[],
         points: |f| vec![(&[], f.probe.ringbuf_drops)],
+    },
+    AgentFamily {
+        name: "kmesh_route_refused_connects",
+        otlp_name: "kmesh.route.refused_connects",
+        help: "connect()s to a service VIP refused with EPERM instead of sent to an address nothing serves: no_backends (the service has none), backend_missing (its backends were replaced twice during one connect()).",
+        kind: Kind::Counter,
+        unit: "{connect}",
+        labels: &[("reason", "kmesh.refused.reason")],
+        points: |f| {
+            let p = &f.probe;
+            vec![
+                (&["no_backends"], p.refused_no_backends),
+                (&["backend_missing"], p.refused_backend_missing),
+            ]
+        },
     },
     AgentFamily {
         name: "kmesh_probe_lost_closes",

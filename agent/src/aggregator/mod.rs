@@ -167,6 +167,10 @@ pub struct AgentStats {
     /// Connections closed by the agent because the kernel no longer had
     /// them and their close record never arrived.
     pub lost_closes: u64,
+    /// connect()s to a VIP refused (EPERM) because the service had no
+    /// backends, and because its backend vanished twice within one connect().
+    pub refused_no_backends: u64,
+    pub refused_backend_missing: u64,
 }
 
 /// Bounds on the aggregator's label sets.

@@ -245,7 +245,7 @@ fn unrouted_notes(mesh: &Mesh) -> Vec<String> {
                 return None;
             };
             Some(format!(
-                "service {:?} ({}) {why}; connections to it are not routed",
+                "service {:?} ({}) {why}; connect() to it is refused (EPERM) until it has a backend",
                 s.name, s.vip
             ))
         })

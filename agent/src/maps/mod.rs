@@ -2,15 +2,18 @@
 //! [`Mesh`], touching only what changed.
 //!
 //! A changed service gets its backends written under a new generation first;
-//! only then is the service entry pointed at that generation, and the old
-//! generation deleted. A connect() racing the update sees the old backend
-//! set or the new one, never a mix.
+//! only then is the service entry pointed at that generation. The old
+//! generation (and a removed service's backends) stays until the next apply:
+//! a connect() that read the service just before the swap still finds the
+//! backends it picked from, and one that is slower still reads the service
+//! again when its backend is gone. A connect() sees the old backend set or
+//! the new one, never a mix and never none.
 //!
 //! The writer reaches the maps through [`RoutingMaps`]: the kernel's in
 //! production ([`KernelMaps`]), an in-memory fake in unit tests, so the
 //! generation swap is tested without root.
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashSet},
     net::SocketAddr,
 };
 
@@ -97,9 +100,20 @@ struct Installed {
     backends: Vec<BackendValue>,
 }
 
+/// A generation of one service's backends that no service entry points at
+/// any more, kept until the apply after the one that replaced it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Retired {
+    service_id: u32,
+    generation: u32,
+    count: usize,
+}
+
 pub struct MapWriter<M: RoutingMaps = KernelMaps> {
     maps: M,
     installed: BTreeMap<ServiceKey, Installed>,
+    /// Generations replaced or removed by the last apply.
+    retired: Vec<Retired>,
     next_id: u32,
 }
 
@@ -165,6 +179,7 @@ impl<M: RoutingMaps> MapWriter<M> {
         let mut writer = Self {
             maps,
             installed: BTreeMap::new(),
+            retired: Vec::new(),
             next_id: 1,
         };
         writer.adopt_existing();
@@ -201,15 +216,18 @@ impl<M: RoutingMaps> MapWriter<M> {
         }
     }
 
-    /// Entries in the services and backends maps now.
+    /// Entries in the services and backends maps now, retired generations
+    /// included: they take room until the next apply.
     pub fn entries(&self) -> MapEntries {
+        let installed: u64 = self
+            .installed
+            .values()
+            .map(|i| i.backends.len() as u64)
+            .sum();
+        let retired: u64 = self.retired.iter().map(|r| r.count as u64).sum();
         MapEntries {
             services: self.installed.len() as u64,
-            backends: self
-                .installed
-                .values()
-                .map(|i| i.backends.len() as u64)
-                .sum(),
+            backends: installed + retired,
         }
     }
 
@@ -221,6 +239,19 @@ impl<M: RoutingMaps> MapWriter<M> {
     }
 
     pub fn apply(&mut self, mesh: &Mesh) -> Result<ApplyReport, MapWriteError> {
+        let expired = std::mem::take(&mut self.retired);
+        let report = self.write(mesh);
+        // Whatever became of this apply, what the last one retired has had
+        // its apply of grace. (If this one failed half-way, what it retired
+        // so far waits for the next.)
+        for r in expired {
+            self.remove_backends(r);
+        }
+        self.sweep_orphan_backends();
+        report
+    }
+
+    fn write(&mut self, mesh: &Mesh) -> Result<ApplyReport, MapWriteError> {
         let mut report = ApplyReport::default();
         let mut wanted = BTreeMap::new();
         for service in mesh.services.values() {
@@ -256,7 +287,6 @@ impl<M: RoutingMaps> MapWriter<M> {
             self.uninstall(&key)?;
             report.removed += 1;
         }
-        self.sweep_orphan_backends();
         Ok(report)
     }
 
@@ -315,7 +345,7 @@ impl<M: RoutingMaps> MapWriter<M> {
             },
         );
         if let Some(prev) = previous {
-            self.remove_backends(prev.service_id, prev.generation, prev.backends.len());
+            self.retire(&prev);
         }
         debug!(service = %service.name, vip = %service.vip, generation, "service written");
         Ok(())
@@ -333,34 +363,44 @@ impl<M: RoutingMaps> MapWriter<M> {
             });
         }
         if let Some(prev) = self.installed.remove(key) {
-            self.remove_backends(prev.service_id, prev.generation, prev.backends.len());
+            self.retire(&prev);
         }
         Ok(())
     }
 
-    fn remove_backends(&mut self, service_id: u32, generation: u32, count: usize) {
-        for index in 0..count as u32 {
+    fn retire(&mut self, gone: &Installed) {
+        self.retired.push(Retired {
+            service_id: gone.service_id,
+            generation: gone.generation,
+            count: gone.backends.len(),
+        });
+    }
+
+    fn remove_backends(&mut self, r: Retired) {
+        for index in 0..r.count as u32 {
             let _ = self.maps.remove_backend(&BackendKey {
-                service_id,
-                generation,
+                service_id: r.service_id,
+                generation: r.generation,
                 index,
             });
         }
     }
 
-    /// Deletes backend entries no installed service points at: leftovers of
-    /// an agent that stopped between writing and cleaning up.
+    /// Deletes backend entries neither an installed service nor the grace of
+    /// a retired generation accounts for: leftovers of an agent that stopped
+    /// between writing and cleaning up.
     fn sweep_orphan_backends(&mut self) {
-        let live: HashMap<u32, u32> = self
+        let live: HashSet<(u32, u32)> = self
             .installed
             .values()
             .map(|i| (i.service_id, i.generation))
+            .chain(self.retired.iter().map(|r| (r.service_id, r.generation)))
             .collect();
         let orphans: Vec<BackendKey> = self
             .maps
             .backend_keys()
             .into_iter()
-            .filter(|k| live.get(&k.service_id) != Some(&k.generation))
+            .filter(|k| !live.contains(&(k.service_id, k.generation)))
             .collect();
         for key in orphans {
             let _ = self.maps.remove_backend(&key);

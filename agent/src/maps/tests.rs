@@ -152,21 +152,27 @@ fn apply_checking_connect(
     result
 }
 
-/// The backends map holds exactly the live generation of every service.
-fn assert_only_live_generations(maps: &FakeMaps) {
+/// The backends map holds exactly the live generation of every service and
+/// the generations the last apply retired; after one more apply of the same
+/// mesh, only the live ones.
+fn assert_live_and_last_retired_generations(writer: &mut MapWriter<FakeMaps>) {
+    let maps = &writer.maps;
     let live: BTreeSet<(u32, u32)> = maps
         .services
         .values()
         .map(|v| (v.service_id, v.generation))
+        .chain(writer.retired.iter().map(|r| (r.service_id, r.generation)))
         .collect();
     for key in maps.backends.keys() {
         assert!(
             live.contains(&(key.service_id, key.generation)),
-            "{key:?} is left from a generation no service points at"
+            "{key:?} is left from a generation neither live nor retired by the last apply"
         );
     }
     let live_backends: u32 = maps.services.values().map(|v| v.backend_count).sum();
-    assert_eq!(maps.backends.len(), live_backends as usize);
+    let retired: usize = writer.retired.iter().map(|r| r.count).sum();
+    assert_eq!(maps.backends.len(), live_backends as usize + retired);
+    assert_eq!(writer.entries().backends, maps.backends.len() as u64);
 }
 
 fn service_value(maps: &FakeMaps, service: &Service) -> ServiceValue {
@@ -260,7 +266,7 @@ fn a_new_mesh_is_written_with_ids_generations_policies_and_cumulative_weights() 
             backends: 6
         }
     );
-    assert_only_live_generations(&writer.maps);
+    assert_live_and_last_retired_generations(&mut writer);
 }
 
 #[test]
@@ -304,7 +310,7 @@ fn connect_sees_the_old_backends_or_the_new_never_a_mix() {
     );
     let value = service_value(&writer.maps, &after);
     assert_eq!((value.service_id, value.generation), (id, 2));
-    assert_only_live_generations(&writer.maps);
+    assert_live_and_last_retired_generations(&mut writer);
 }
 
 #[test]
@@ -332,33 +338,104 @@ fn adding_and_removing_services_keeps_every_service_whole() {
     );
 
     assert_eq!(writer.maps.services.len(), 1);
-    assert_only_live_generations(&writer.maps);
+    assert_live_and_last_retired_generations(&mut writer);
 }
 
 #[test]
-fn a_removed_service_leaves_the_services_map_before_its_backends() {
+fn a_removed_service_keeps_its_backends_one_apply_longer() {
     let canary = canary();
     let mut writer = writer_with(&mesh([canary.clone(), cache()]));
     let id = service_value(&writer.maps, &canary).service_id;
+    let removed_backends = |writes: &[Write]| {
+        writes
+            .iter()
+            .filter(|w| matches!(w, Write::RemoveBackend(k) if k.service_id == id))
+            .count()
+    };
 
     writer.apply(&mesh([cache()])).unwrap();
-
-    let writes = &writer.maps.writes;
-    let service_removed = writes
-        .iter()
-        .position(|w| *w == Write::RemoveService(service_key(&canary)))
-        .expect("the service entry removed");
-    let backends_removed: Vec<usize> = writes
-        .iter()
-        .enumerate()
-        .filter(|(_, w)| matches!(w, Write::RemoveBackend(k) if k.service_id == id))
-        .map(|(step, _)| step)
-        .collect();
-    assert_eq!(backends_removed.len(), canary.backends.len());
     assert!(
-        backends_removed.iter().all(|&step| step > service_removed),
-        "{writes:?}"
+        writer
+            .maps
+            .writes
+            .contains(&Write::RemoveService(service_key(&canary)))
     );
+    assert_eq!(removed_backends(&writer.maps.writes), 0, "removed at once");
+
+    writer.maps.writes.clear();
+    writer.apply(&mesh([cache()])).unwrap();
+    assert_eq!(removed_backends(&writer.maps.writes), canary.backends.len());
+    assert_live_and_last_retired_generations(&mut writer);
+    assert!(writer.retired.is_empty());
+}
+
+/// Replays `writes` on `maps`, calling `check` with the maps and the write
+/// after each write; returns the maps at the end.
+fn replay(
+    mut maps: FakeMaps,
+    writes: &[Write],
+    mut check: impl FnMut(&FakeMaps, &Write),
+) -> FakeMaps {
+    for write in writes {
+        let _ = maps.perform(*write);
+        check(&maps, write);
+    }
+    maps
+}
+
+fn has_all_backends(maps: &FakeMaps, value: &ServiceValue) -> bool {
+    (0..value.backend_count).all(|index| {
+        maps.backend(&BackendKey {
+            service_id: value.service_id,
+            generation: value.generation,
+            index,
+        })
+        .is_some()
+    })
+}
+
+#[test]
+fn a_connect_slowed_by_a_whole_apply_still_finds_the_backends_it_picked_from() {
+    // connect() reads the service, then one backend of the generation it
+    // read; orchestration reads the service again when that backend is gone.
+    // The writer keeps that safe for a connect() stalled between its two
+    // reads for as long as a whole apply: every service value visible at
+    // any write of one apply keeps its backends through the writes of the
+    // next, until that apply's removals, which come after its own swaps.
+    let versions = [
+        echo(&[("10.0.0.1:80", 1), ("10.0.0.2:80", 1)]),
+        echo(&[("10.0.0.3:80", 1)]),
+        echo(&[("10.0.0.4:80", 1), ("10.0.0.5:80", 1), ("10.0.0.6:80", 1)]),
+        echo(&[("10.0.0.7:80", 1)]),
+    ];
+    let key = service_key(&versions[0]);
+    let mut writer = writer_with(&mesh([versions[0].clone()]));
+    let mut read_during_last_apply = vec![writer.maps.services[&key]];
+    for version in &versions[1..] {
+        writer.maps.writes.clear();
+        let before = writer.maps.clone();
+        writer.apply(&mesh([version.clone()])).unwrap();
+        let mut read_now = vec![before.services[&key]];
+        let mut removing = false;
+        replay(before, &writer.maps.writes, |maps, write| {
+            read_now.push(maps.services[&key]);
+            removing |= matches!(write, Write::RemoveBackend(_));
+            if removing {
+                // Removals come last, with the service on its newest
+                // generation, whole, for the connect() that reads it again.
+                assert!(has_all_backends(maps, &maps.services[&key]), "{write:?}");
+                return;
+            }
+            for value in read_during_last_apply.iter().chain(&read_now) {
+                assert!(
+                    has_all_backends(maps, value),
+                    "after {write:?}, a connect() that read generation {} finds its backends gone",
+                    value.generation
+                );
+            }
+        });
+        read_during_last_apply = read_now;
+    }
 }
 
 #[test]
@@ -370,7 +447,7 @@ fn a_service_entry_already_gone_from_the_map_is_still_removed() {
     let report = writer.apply(&mesh([cache()])).unwrap();
 
     assert_eq!(report.removed, 1);
-    assert_only_live_generations(&writer.maps);
+    assert_live_and_last_retired_generations(&mut writer);
     assert_eq!(writer.entries().services, 1);
 }
 
@@ -449,7 +526,7 @@ fn adopts_an_earlier_agents_maps_and_sweeps_their_orphan_backends() {
         .collect();
     removed.sort_by_key(|k| (k.service_id, k.generation, k.index));
     assert_eq!(removed, [orphans[1], orphans[0]]);
-    assert_only_live_generations(&writer.maps);
+    assert_live_and_last_retired_generations(&mut writer);
 
     writer.apply(&mesh([echo, canary, cache()])).unwrap();
     let added = service_value(&writer.maps, &cache());
@@ -472,12 +549,16 @@ fn a_full_backends_map_fails_the_apply_and_the_service_keeps_its_old_generation(
     }
     let value = service_value(&writer.maps, &before);
     assert_eq!(value.generation, 1);
-    assert_eq!(writer.maps.backends.len(), 2, "the partial new generation");
+    assert_eq!(
+        writer.maps.backends.len(),
+        1,
+        "the partial new generation is swept at once"
+    );
 
     // The operator goes back to the mesh that fits.
     let report = apply_checking_connect(&mut writer, &mesh([before])).unwrap();
     assert_eq!(report.unchanged, 1);
-    assert_only_live_generations(&writer.maps);
+    assert_live_and_last_retired_generations(&mut writer);
 }
 
 #[test]
