@@ -265,3 +265,22 @@ fn a_configmap_volume_update_is_applied() {
     let report = topo.client(VIP, 4, &[]);
     assert_eq!(report.backends.get(all[1]), Some(&4), "{report:?}");
 }
+
+#[test]
+fn sighup_reloads_the_config_file() {
+    if !privileged("sighup_reloads_the_config_file") {
+        return;
+    }
+    let topo = Topology::new("sighup");
+    let _servers = topo.serve(&["127.0.0.2:8080"], false);
+    let agent = topo.start_agent(&mesh(&["127.0.0.2:8080"]));
+    let ok = |m: &Metrics| m.value("kmesh_config_reloads_total", &[("result", "success")]);
+    assert_eq!(ok(&agent.metrics()), 0.0, "the start is not a reload");
+    // The file is untouched, so no watcher event can be what reloads it.
+    let pid = agent.pid().expect("the agent runs") as i32;
+    // SAFETY: signalling the agent this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    let m = agent.metrics_when(|m| ok(m) >= 1.0);
+    assert_eq!(ok(&m), 1.0, "SIGHUP did not reload:\n{}", agent.log());
+    assert_eq!(topo.client(VIP, 3, &[]).ok, 3, "routing after the reload");
+}

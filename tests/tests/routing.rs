@@ -177,6 +177,13 @@ fn ipv6_and_v4_mapped_clients_are_routed() {
     let mapped = topo.client("[::ffff:198.18.0.10]:80", 10, &[]);
     assert_eq!(mapped.ok, 10, "failures: {:?}", mapped.failures);
     assert_eq!(mapped.backends.get(BACKENDS[0]), Some(&10));
+    // getpeername() on the v6 socket answers in the form it dialled.
+    assert_eq!(
+        mapped.peer_names.get("[::ffff:198.18.0.10]:80"),
+        Some(&10),
+        "{:?}",
+        mapped.peer_names
+    );
 }
 
 #[test]
@@ -201,6 +208,15 @@ fn other_destinations_pass_untouched() {
         "{:?}",
         other_port.failures
     );
+    // Only TCP is routed: UDP to the service's own VIP and port goes to the
+    // VIP, unreachable here, while a UDP listener waits on the backend.
+    let udp = topo.testbed_json(&["udp", "--target", VIP, "--listen", BACKENDS[0]]);
+    assert_eq!(udp["connect"], "unreachable", "{udp}");
+    assert_eq!(udp["datagrams_at_backend"], 0, "{udp}");
+    // The same datagram sent to the backend itself arrives: the check can see one.
+    let direct = topo.testbed_json(&["udp", "--target", BACKENDS[0], "--listen", BACKENDS[0]]);
+    assert_eq!(direct["connect"], "ok", "{direct}");
+    assert_eq!(direct["datagrams_at_backend"], 1, "{direct}");
 }
 
 #[test]

@@ -119,4 +119,42 @@ mod tests {
             Decision::Keep("ratio")
         );
     }
+
+    /// The ratio decision is the one OpenTelemetry's own `TraceIdRatioBased`
+    /// sampler makes for the same trace id, so a trace the agent keeps is
+    /// kept by every SDK sampling at the same ratio, and the other way round.
+    #[test]
+    fn the_ratio_decides_as_opentelemetrys_trace_id_ratio_sampler() {
+        use opentelemetry::trace::SpanKind;
+        use opentelemetry_sdk::trace::{
+            IdGenerator, RandomIdGenerator, Sampler, SamplingDecision, ShouldSample,
+        };
+        let fin = closed(close_reason::FIN, 10);
+        let random = RandomIdGenerator::default();
+        // Random ids, and ones at the edges of the lower 64 bits.
+        let ids: Vec<TraceId> = (0..20_000)
+            .map(|_| random.new_trace_id())
+            .chain(
+                [0, 1, u64::MAX >> 1, u64::MAX, 1 << 63, (1 << 62) + 1]
+                    .map(|low| TraceId::from(u128::from(low) | (0xfeed_u128 << 64))),
+            )
+            .collect();
+        for ratio in [0.0, 1e-6, 0.01, 0.25, 0.5, 0.999, 1.0] {
+            let sdk = Sampler::TraceIdRatioBased(ratio);
+            let mut kept = 0;
+            for &id in &ids {
+                let theirs = sdk
+                    .should_sample(None, id, "connection", &SpanKind::Client, &[], &[])
+                    .decision
+                    == SamplingDecision::RecordAndSample;
+                let ours = decide(&settings(ratio), id, &fin, 0) != Decision::Drop;
+                assert_eq!(ours, theirs, "ratio {ratio}, trace id {id}");
+                kept += usize::from(ours);
+            }
+            // Not a vacuous agreement: the middle ratios keep some and drop some.
+            if ratio > 0.0 && ratio < 1.0 && ratio >= 0.01 {
+                assert!(kept > 0 && kept < ids.len(), "ratio {ratio} kept {kept}");
+            }
+        }
+    }
 }

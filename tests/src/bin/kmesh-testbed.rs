@@ -90,6 +90,15 @@ enum Command {
         #[command(flatten)]
         options: SessionOptions,
     },
+    /// Bind a UDP socket on `--listen`, then connect() a second one to
+    /// `--target` and send one datagram; print, as JSON, what connect() said
+    /// and how many datagrams the listener got.
+    Udp {
+        #[arg(long)]
+        target: SocketAddr,
+        #[arg(long)]
+        listen: SocketAddr,
+    },
     /// Connect one socket to `--first` and then, whatever became of that,
     /// the same socket to `--then`; print what each connect() and the
     /// final getpeername() said, as JSON.
@@ -169,6 +178,10 @@ fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&report)?);
             Ok(())
         }
+        Command::Udp { target, listen } => {
+            println!("{}", serde_json::to_string(&udp(target, listen)?)?);
+            Ok(())
+        }
         Command::Reconnect { first, then } => {
             println!("{}", serde_json::to_string(&reconnect(first, then)?)?);
             Ok(())
@@ -195,6 +208,37 @@ struct Reconnected {
     first: String,
     then: String,
     peer: String,
+}
+
+#[derive(serde::Serialize)]
+struct UdpOutcome {
+    connect: String,
+    datagrams_at_backend: u32,
+}
+
+fn udp(target: SocketAddr, listen: SocketAddr) -> anyhow::Result<UdpOutcome> {
+    use std::net::UdpSocket;
+    let listener = UdpSocket::bind(listen).with_context(|| format!("binding UDP {listen}"))?;
+    listener.set_read_timeout(Some(Duration::from_millis(500)))?;
+    let any: SocketAddr = if target.is_ipv4() {
+        "0.0.0.0:0".parse()?
+    } else {
+        "[::]:0".parse()?
+    };
+    let sender = UdpSocket::bind(any)?;
+    let connect = match sender.connect(target).and_then(|()| sender.send(b"ping")) {
+        Ok(_) => "ok".to_string(),
+        Err(e) => protocol::classify(&e).to_string(),
+    };
+    let mut datagrams_at_backend = 0;
+    let mut buf = [0u8; 16];
+    while listener.recv(&mut buf).is_ok() {
+        datagrams_at_backend += 1;
+    }
+    Ok(UdpOutcome {
+        connect,
+        datagrams_at_backend,
+    })
 }
 
 fn reconnect(first: SocketAddr, then: SocketAddr) -> anyhow::Result<Reconnected> {
