@@ -152,7 +152,7 @@ mod tests {
                 kept += usize::from(ours);
             }
             // Not a vacuous agreement: the middle ratios keep some and drop some.
-            if ratio > 0.0 && ratio < 1.0 && ratio >= 0.01 {
+            if (0.01..1.0).contains(&ratio) {
                 assert!(kept > 0 && kept < ids.len(), "ratio {ratio} kept {kept}");
             }
         }
