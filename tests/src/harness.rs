@@ -212,6 +212,36 @@ impl Topology {
         BackgroundClient(Some(child))
     }
 
+    /// Starts a client that makes connections to `target` (at most
+    /// `bound`) until [`OpenClient::stop`]; the test follows its progress.
+    pub fn client_until_stopped(&self, target: &str, bound: u64, extra: &[&str]) -> OpenClient {
+        let mut child = self
+            .testbed(true)
+            .args(["client", "--target", target, "--until-stdin-closes"])
+            .args(["--connections", &bound.to_string()])
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("running kmesh-testbed client");
+        let stdout = child.stdout.take().expect("stdout");
+        let (lines, from_client) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if lines.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        OpenClient {
+            stdin: child.stdin.take(),
+            child: Proc(child),
+            lines: from_client,
+            done: 0,
+            report: None,
+        }
+    }
+
     pub fn start_agent(&self, config: &str) -> Agent {
         Agent::start(self, Some(config), &[], &[])
     }
@@ -282,6 +312,74 @@ impl Drop for BackgroundClient {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// A client started by [`Topology::client_until_stopped`].
+pub struct OpenClient {
+    child: Proc,
+    stdin: Option<std::process::ChildStdin>,
+    lines: std::sync::mpsc::Receiver<String>,
+    /// Connections finished so far (ok or failed).
+    done: u64,
+    report: Option<String>,
+}
+
+impl OpenClient {
+    /// Connections the client has finished, as of its last line read.
+    pub fn done(&self) -> u64 {
+        self.done
+    }
+
+    /// Reads one line of the client's output; false once it has ended.
+    fn read(&mut self) -> bool {
+        // A hang guard only: at any rate a test uses, a connection takes
+        // a fraction of this.
+        match self.lines.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) => {
+                match line.trim().parse() {
+                    Ok(done) => self.done = done,
+                    Err(_) => self.report = Some(line),
+                }
+                true
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => false,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                panic!(
+                    "the client finished no connection in 30 s (after {})",
+                    self.done
+                )
+            }
+        }
+    }
+
+    /// Waits until the client has finished `n` connections in all. With
+    /// one worker, the connection after one a test saw finish starts
+    /// after it: waiting for `done() + 2` proves a connection was made
+    /// entirely after that moment.
+    pub fn wait_for(&mut self, n: u64) {
+        while self.done < n {
+            assert!(
+                self.read(),
+                "the client ended after {} connections, before {n}",
+                self.done
+            );
+        }
+    }
+
+    /// Tells the client to stop (closes its standard input) and returns
+    /// its report.
+    pub fn stop(mut self) -> ClientReport {
+        drop(self.stdin.take());
+        while self.read() {}
+        let status = self
+            .child
+            .0
+            .wait()
+            .expect("waiting for kmesh-testbed client");
+        assert!(status.success(), "client failed: {status}");
+        let report = self.report.take().expect("the client printed no report");
+        serde_json::from_str(&report).expect("client report JSON")
     }
 }
 

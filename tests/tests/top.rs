@@ -154,6 +154,39 @@ fn row(screen: &str, header: &str, first: &str) -> HashMap<String, String> {
         .collect()
 }
 
+/// Words of a line with the columns (in characters) each spans.
+fn spans(line: &str) -> Vec<(String, std::ops::Range<usize>)> {
+    let mut words = Vec::new();
+    let mut start = None;
+    for (i, c) in line.chars().chain([' ']).enumerate() {
+        match (c.is_whitespace(), start) {
+            (false, None) => start = Some(i),
+            (true, Some(s)) => {
+                let word: String = line.chars().skip(s).take(i - s).collect();
+                words.push((word.trim_end_matches(['▲', '▼']).to_string(), s..i));
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    words
+}
+
+/// The cell under the title `column` in the first row holding the word
+/// `key`, below the first header line holding the title `title`, if the
+/// screen shows them. By position, so a cell of two words ("3 (75.0%)")
+/// does not shift the others.
+fn cell(screen: &str, title: &str, key: &str, column: &str) -> Option<String> {
+    let mut lines = screen.lines().map(spans);
+    let titles = lines.find(|l| l.iter().any(|(w, _)| w == title))?;
+    let values = lines.find(|l| l.iter().any(|(w, _)| w == key))?;
+    let (_, at) = titles.iter().find(|(w, _)| w == column)?;
+    values
+        .into_iter()
+        .find(|(_, span)| span.start < at.end && at.start < span.end)
+        .map(|(w, _)| w)
+}
+
 /// Whether an SGR escape in `text` sets a colour (not just bold/reverse).
 fn has_colour(text: &str) -> bool {
     text.split("\x1b[").skip(1).any(|rest| {
@@ -188,7 +221,8 @@ fn kmesh_top_shows_the_mesh_the_traffic_made() {
     let mesh =
         kmesh_tests::harness::echo_mesh(VIP, "weighted", &[(BACKENDS[0], 3), (BACKENDS[1], 1)]);
     let agent = topo.start_agent(&mesh);
-    // Steady traffic for the whole test: 40 connections a second.
+    // Steady traffic for the whole test. (What rate kmesh-top shows is
+    // checked exactly against scripted snapshots, below.)
     let _traffic = Proc(
         Command::new(target_bin("kmesh-testbed"))
             .args(["--netns", &topo.netns, "--cgroup"])
@@ -220,8 +254,6 @@ fn kmesh_top_shows_the_mesh_the_traffic_made() {
     let echo = row(&screen, "SERVICE", "echo");
     assert_eq!(echo["VIP:PORT"], VIP, "{screen}");
     assert_eq!(echo["POLICY"], "weighted", "{screen}");
-    let rate: f64 = echo["NEW/s"].parse().unwrap();
-    assert!((20.0..=60.0).contains(&rate), "about 40/s: {screen}");
     assert!(
         echo["P99"].ends_with("µs") || echo["P99"].ends_with("ms"),
         "{screen}"
@@ -440,4 +472,158 @@ fn kmesh_top_prints_for_scripts_and_explains_a_missing_agent() {
         !err.contains("panicked") && err.lines().count() == 1,
         "one clear line: {err}"
     );
+}
+
+/// Serves the admin API on a Unix socket as an agent would, but from a
+/// script: the `k`-th snapshot (from 0) comes from `snapshot(k)`; the
+/// connection feed is empty. Stops when dropped.
+struct ScriptedAgent {
+    socket: std::path::PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl ScriptedAgent {
+    fn start(socket: &Path, snapshot: fn(u64) -> v1::Snapshot) -> Self {
+        use std::{
+            io::{BufRead, BufReader, Write},
+            sync::atomic::Ordering,
+        };
+        let _ = std::fs::remove_file(socket);
+        let listener = std::os::unix::net::UnixListener::bind(socket).expect("binding the socket");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        std::thread::spawn(move || {
+            let mut served = 0;
+            for stream in listener.incoming() {
+                if stopped.load(Ordering::Relaxed) {
+                    return;
+                }
+                let Ok(mut stream) = stream else { continue };
+                let mut request = String::new();
+                let mut reader = BufReader::new(&stream);
+                if reader.read_line(&mut request).is_err() {
+                    continue;
+                }
+                let mut header = String::new();
+                while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
+                    header.clear();
+                }
+                let path = request.split_whitespace().nth(1).unwrap_or("");
+                let body = if path == v1::SNAPSHOT_PATH {
+                    served += 1;
+                    serde_json::to_string(&snapshot(served - 1)).unwrap()
+                } else if path.starts_with(v1::CONNECTIONS_PATH) {
+                    r#"{"next_after":0,"missed":0,"records":[]}"#.to_string()
+                } else {
+                    r#"{"error":"not found"}"#.to_string()
+                };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        Self {
+            socket: socket.to_path_buf(),
+            stop,
+        }
+    }
+}
+
+impl Drop for ScriptedAgent {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = std::os::unix::net::UnixStream::connect(&self.socket);
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// Figures with `opened` connections, all closed.
+fn opened(opened: u64) -> v1::Figures {
+    v1::Figures {
+        opened,
+        closed: opened,
+        ..v1::Figures::default()
+    }
+}
+
+/// Snapshot `k` of an agent whose uptime advances 0.25 s from one to the
+/// next (its wall clock 1 s, whatever time really passes), while echo's
+/// first backend opens 2 connections and its second 1: 8/s, 4/s and
+/// 12/s for the service. Any other time base (wall clock, kmesh-top's
+/// own interval) or counter (a total instead of a difference) shows
+/// another figure.
+fn scripted_snapshot(k: u64) -> v1::Snapshot {
+    let backend = |address: &str, weight, per_step| v1::Backend {
+        address: address.to_string(),
+        weight,
+        outbound: opened(1000 + per_step * k),
+        inbound: v1::Figures::default(),
+    };
+    v1::Snapshot {
+        version: v1::VERSION.to_string(),
+        taken_at_unix_ms: 1_700_000_000_000 + 1000 * k,
+        uptime_seconds: 100.0 + 0.25 * k as f64,
+        latency_bounds_us: Vec::new(),
+        agent: v1::AgentHealth::default(),
+        services: vec![v1::Service {
+            name: "echo".to_string(),
+            vip: VIP.to_string(),
+            policy: "weighted".to_string(),
+            outbound: opened(2000 + 3 * k),
+            backends: vec![backend(BACKENDS[0], 3, 2), backend(BACKENDS[1], 1, 1)],
+        }],
+        other: Vec::new(),
+    }
+}
+
+#[test]
+fn kmesh_top_shows_the_rate_of_the_counters_over_the_agents_uptime() {
+    let dir = std::env::temp_dir().join(format!("kmt-top-rate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("admin.sock");
+    let _agent = ScriptedAgent::start(&socket, scripted_snapshot);
+
+    // Once, for scripts: two snapshots --interval apart.
+    let out = kmesh_top(&socket, &["--once", "--interval", "200ms"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rates = |screen: &str| {
+        [
+            cell(screen, "VIP:PORT", VIP, "NEW/s"),
+            cell(screen, "WEIGHT", BACKENDS[0], "NEW/s"),
+            cell(screen, "WEIGHT", BACKENDS[1], "NEW/s"),
+        ]
+    };
+    let expected = ["12", "8", "4"].map(|r| Some(r.to_string()));
+    assert_eq!(rates(&text), expected, "service, backends:\n{text}");
+
+    // The dashboard: every interval it shows is the same.
+    let command = format!(
+        "NO_COLOR=1 exec {} --admin-socket {} --interval 300ms",
+        target_bin("kmesh-top").display(),
+        socket.display()
+    );
+    let top = Session::start("top-rate", 140, 30, &command);
+    let shown = |s: &str, title, key| {
+        cell(s, title, key, "NEW/s").is_some_and(|r| r.parse::<f64>().is_ok())
+    };
+    let screen = top.wait_for("echo with a connection rate", |s| shown(s, "VIP:PORT", VIP));
+    assert_eq!(
+        cell(&screen, "VIP:PORT", VIP, "NEW/s").as_deref(),
+        Some("12"),
+        "{screen}"
+    );
+    top.keys(&["Enter"]);
+    let screen = top.wait_for("echo's backends with rates", |s| {
+        s.contains("BACKENDS of echo") && shown(s, "WEIGHT", BACKENDS[1])
+    });
+    assert_eq!(rates(&screen)[1..], expected[1..], "{screen}");
+    drop(top);
+    let _ = std::fs::remove_dir_all(&dir);
 }

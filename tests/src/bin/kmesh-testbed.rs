@@ -4,7 +4,10 @@
 use std::{
     io::Write,
     net::{SocketAddr, TcpListener},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -36,24 +39,7 @@ enum Command {
         ending: Ending,
     },
     /// Make connections to a target and print a JSON report of what happened.
-    Client {
-        #[arg(long)]
-        target: SocketAddr,
-        #[arg(long, default_value_t = 100)]
-        connections: u64,
-        #[arg(long, default_value_t = 1)]
-        concurrency: u64,
-        #[arg(long, default_value_t = 100)]
-        request_bytes: u32,
-        #[arg(long, default_value_t = 200)]
-        reply_bytes: u32,
-        /// New connections per second across all workers; 0 = as fast as possible.
-        #[arg(long, default_value_t = 0.0)]
-        rate: f64,
-        /// Keep each connection open this long after the reply.
-        #[arg(long, default_value_t = 0)]
-        hold_ms: u64,
-    },
+    Client(ClientArgs),
     /// Make connections one after another, each closed in `--order`;
     /// print, as JSON, each one's figures and its TCP_INFO before the close.
     Sessions {
@@ -117,6 +103,31 @@ enum Command {
     },
 }
 
+#[derive(clap::Args)]
+struct ClientArgs {
+    #[arg(long)]
+    target: SocketAddr,
+    #[arg(long, default_value_t = 100)]
+    connections: u64,
+    #[arg(long, default_value_t = 1)]
+    concurrency: u64,
+    #[arg(long, default_value_t = 100)]
+    request_bytes: u32,
+    #[arg(long, default_value_t = 200)]
+    reply_bytes: u32,
+    /// New connections per second across all workers; 0 = as fast as possible.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Keep each connection open this long after the reply.
+    #[arg(long, default_value_t = 0)]
+    hold_ms: u64,
+    /// Stop once standard input closes (or after `--connections`, a
+    /// bound); print the number of connections done so far, one line
+    /// after each, before the report.
+    #[arg(long)]
+    until_stdin_closes: bool,
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     cli.place.enter()?;
@@ -157,25 +168,8 @@ fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&session)?);
             Ok(())
         }
-        Command::Client {
-            target,
-            connections,
-            concurrency,
-            request_bytes,
-            reply_bytes,
-            rate,
-            hold_ms,
-        } => {
-            let report = client(
-                target,
-                connections,
-                concurrency.max(1),
-                request_bytes,
-                reply_bytes,
-                rate,
-                Duration::from_millis(hold_ms),
-            );
-            println!("{}", serde_json::to_string(&report)?);
+        Command::Client(args) => {
+            println!("{}", serde_json::to_string(&client(&args))?);
             Ok(())
         }
         Command::Udp { target, listen } => {
@@ -280,26 +274,37 @@ fn serve(addrs: &[SocketAddr], ending: Ending) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn client(
-    target: SocketAddr,
-    connections: u64,
-    concurrency: u64,
-    request_bytes: u32,
-    reply_bytes: u32,
-    rate: f64,
-    hold: Duration,
-) -> ClientReport {
+fn client(args: &ClientArgs) -> ClientReport {
     let report = Arc::new(Mutex::new(ClientReport::default()));
     let next = Arc::new(Mutex::new(0u64));
+    let ClientArgs {
+        target,
+        connections,
+        concurrency,
+        request_bytes,
+        reply_bytes,
+        rate,
+        hold_ms,
+        until_stdin_closes,
+    } = *args;
+    let hold = Duration::from_millis(hold_ms);
+    let stop = Arc::new(AtomicBool::new(false));
+    if until_stdin_closes {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+            stop.store(true, Ordering::Relaxed);
+        });
+    }
     let start = Instant::now();
-    let workers: Vec<_> = (0..concurrency)
+    let workers: Vec<_> = (0..concurrency.max(1))
         .map(|_| {
-            let (report, next) = (report.clone(), next.clone());
+            let (report, next, stop) = (report.clone(), next.clone(), stop.clone());
             std::thread::spawn(move || {
                 loop {
                     let n = {
                         let mut next = next.lock().unwrap();
-                        if *next >= connections {
+                        if *next >= connections || stop.load(Ordering::Relaxed) {
                             return;
                         }
                         *next += 1;
@@ -310,7 +315,13 @@ fn client(
                         std::thread::sleep(due.saturating_duration_since(Instant::now()));
                     }
                     let outcome = protocol::call(target, request_bytes, reply_bytes, hold);
-                    report.lock().unwrap().add(outcome);
+                    let mut report = report.lock().unwrap();
+                    report.add(outcome);
+                    if until_stdin_closes {
+                        let done = report.ok + report.failures.values().sum::<u64>();
+                        let mut out = std::io::stdout().lock();
+                        let _ = writeln!(out, "{done}").and_then(|()| out.flush());
+                    }
                 }
             })
         })
