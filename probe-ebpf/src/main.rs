@@ -320,7 +320,10 @@ fn on_segment_after_fin(ctx: &SockOpsContext) {
 const TCP_FLAG_FIN: u32 = 0x01;
 
 /// Every RTT sample of a watched socket: report a long-lived connection's
-/// totals once per interval.
+/// totals once per interval, until its own FIN is out. The ACK of that FIN
+/// is an RTT sample too, taken before the state change that tells the FIN
+/// apart from data: a report then would count it as a byte sent. The close
+/// record carries the final totals.
 fn on_rtt_sample(ctx: &SockOpsContext) {
     let interval = report_interval_ns();
     if interval == 0 {
@@ -333,7 +336,13 @@ fn on_rtt_sample(ctx: &SockOpsContext) {
     let now = now_ns();
     // SAFETY: a live map value of this socket.
     unsafe {
-        if (*state).flags & conn_flags::ESTABLISHED == 0 || now - (*state).last_report_ns < interval
+        let fin_out = matches!(
+            u32::from((*state).last_state),
+            tcp_state::FIN_WAIT1 | tcp_state::CLOSING | tcp_state::LAST_ACK
+        );
+        if (*state).flags & conn_flags::ESTABLISHED == 0
+            || fin_out
+            || now - (*state).last_report_ns < interval
         {
             return;
         }

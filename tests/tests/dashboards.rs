@@ -11,7 +11,8 @@ use std::{
 
 use kmesh_tests::{
     harness::{Metrics, Topology, echo_mesh, privileged},
-    prometheus::{self, Prometheus},
+    prometheus::{self, Prometheus, Sample},
+    rotel::Rotel,
 };
 use serde_json::Value;
 
@@ -60,7 +61,17 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
         "{}  - name: ledger\n    vip: {OTHER_VIP}\n    policy: round_robin\n    backends:\n      - address: {OTHER_BACKEND}\n",
         echo_mesh(VIP, "weighted", &weights)
     );
-    let agent = topo.start_agent(&mesh);
+    // A collector, so the OTLP panels divide by exports that happened.
+    let rotel = Rotel::start(&topo.workdir);
+    let agent = topo.start_agent_with(
+        &mesh,
+        &[
+            "--otlp-endpoint",
+            &format!("http://{}", rotel.grpc),
+            "--otlp-metrics-interval",
+            "1s",
+        ],
+    );
     // Declared after the topology: dropped (killed, data removed) first.
     let prom = Prometheus::start(&bin, &topo.workdir, agent.addr)
         .unwrap_or_else(|e| panic!("starting prometheus: {e:#}"));
@@ -547,14 +558,14 @@ fn check_dashboard(
             ran += 1;
             match prom.query(&expr, Some(at)) {
                 Err(e) => why.push(format!("Prometheus rejected it: {e:#}")),
-                Ok(samples) if samples.is_empty() => why.push("returned no data".into()),
                 Ok(samples) => {
                     if verbose {
                         eprintln!("{} › {}\n    {expr}", d.file, q.place);
-                        for s in samples {
+                        for s in &samples {
                             eprintln!("      {:?} = {}", s.labels, s.value);
                         }
                     }
+                    why.extend(no_value(&samples, never_completes));
                 }
             }
         }
@@ -563,6 +574,63 @@ fn check_dashboard(
         }
     }
     ran
+}
+
+/// The series of the backend that refuses every connection: it has no
+/// connect latency, RTT or duration, so a quantile of them is NaN.
+fn never_completes(labels: &BTreeMap<String, String>) -> bool {
+    labels.get("destination_backend").map(String::as_str) == Some(REFUSES.0)
+}
+
+/// Why a panel query's result is not data: nothing at all, or a series
+/// whose value is NaN (0/0, a quantile of no observations), which Grafana
+/// draws as a gap, the same as no data; except for series `may_be_nan`
+/// says have nothing to show.
+fn no_value(
+    samples: &[Sample],
+    may_be_nan: impl Fn(&BTreeMap<String, String>) -> bool,
+) -> Option<String> {
+    if samples.is_empty() {
+        return Some("returned no data".into());
+    }
+    let nan: Vec<_> = samples
+        .iter()
+        .filter(|s| s.value.is_nan() && !may_be_nan(&s.labels))
+        .map(|s| &s.labels)
+        .collect();
+    (!nan.is_empty()).then(|| {
+        format!(
+            "returned NaN for {} of {} series: {nan:?}",
+            nan.len(),
+            samples.len()
+        )
+    })
+}
+
+#[test]
+fn nan_and_empty_results_are_not_data() {
+    let sample = |backend: &str, value: f64| Sample {
+        labels: [("destination_backend".to_string(), backend.to_string())].into(),
+        value,
+    };
+    let (ok, refused) = (BACKENDS[0].0, REFUSES.0);
+    assert_eq!(
+        no_value(&[], never_completes),
+        Some("returned no data".into())
+    );
+    let nan = no_value(&[sample(ok, f64::NAN)], never_completes).expect("NaN is not data");
+    assert!(nan.contains("NaN for 1 of 1"), "{nan}");
+    let one_of_two = no_value(&[sample(ok, 0.5), sample(ok, f64::NAN)], never_completes)
+        .expect("one NaN series");
+    assert!(one_of_two.contains("NaN for 1 of 2"), "{one_of_two}");
+    assert_eq!(
+        no_value(
+            &[sample(ok, 0.0), sample(refused, f64::NAN)],
+            never_completes
+        ),
+        None,
+        "the refusing backend has no latency to show"
+    );
 }
 
 #[test]

@@ -4,8 +4,9 @@
 use std::time::{Duration, Instant};
 
 use kmesh_tests::{
-    harness::{Agent, Topology, privileged},
-    rotel::{Rotel, latest, parse_points, parse_spans},
+    harness::{Agent, Metrics, Topology, privileged},
+    rotel::{Rotel, Span, latest, parse_points, parse_spans},
+    sessions::Session,
 };
 
 const ECHO_VIP: &str = "198.18.0.10:80";
@@ -263,15 +264,14 @@ fn a_dead_collector_is_counted_and_the_agent_recovers_when_it_returns() {
             .value("kmesh_otlp_spans_total", &[("outcome", "export_failed")])
             >= 1.0
     });
-    let m = agent.metrics();
-    assert_eq!(
+    let opened = |m: &Metrics| {
         m.value(
             "kmesh_tcp_connections_opened_total",
-            &[("destination_service", "echo")]
-        ),
-        n as f64,
-        "the probe kept counting"
-    );
+            &[("destination_service", "echo")],
+        )
+    };
+    let m = agent.metrics_when(|m| opened(m) >= n as f64);
+    assert_eq!(opened(&m), n as f64, "the probe kept counting:\n{}", m.0);
     // The failure itself, not the start-up line that names the endpoint too.
     let failure = format!("OTLP export to http://{} failed", rotel.grpc);
     assert!(
@@ -283,8 +283,20 @@ fn a_dead_collector_is_counted_and_the_agent_recovers_when_it_returns() {
     rotel.restart();
     let before = exports("success");
     eventually("exports to succeed again", || exports("success") > before);
-    let m2 = n + 3;
-    assert_eq!(topo.client(ECHO_VIP, 3, &[]).ok, 3);
+    // Three connections whose client addresses the test knows, so their
+    // spans can be told from any other.
+    let after: Vec<Session> = serde_json::from_value(topo.testbed_json(&[
+        "sessions",
+        "--target",
+        ECHO_VIP,
+        "--connections",
+        "3",
+        "--order",
+        "server-first",
+    ]))
+    .expect("sessions as JSON");
+    assert!(after.iter().all(|s| s.outcome == "ok"), "{after:?}");
+    let m2 = n + after.len() as u64;
     eventually("the returned collector to get the totals", || {
         let points = parse_points(&rotel.output());
         latest(
@@ -293,9 +305,42 @@ fn a_dead_collector_is_counted_and_the_agent_recovers_when_it_returns() {
             &[("destination_service", "echo"), ("reporter", "source")],
         ) == Some(m2 as f64)
     });
-    eventually("new spans to arrive after recovery", || {
-        parse_spans(&rotel.output()).len() >= 3
+    // Each of the three is one span in the returned collector, the client
+    // hop of that very connection.
+    let of = |spans: &[Span], session: &Session| -> Vec<Span> {
+        spans
+            .iter()
+            .filter(|s| {
+                s.attr("network.local.address")
+                    .zip(s.attr("network.local.port"))
+                    .is_some_and(|(a, p)| format!("{a}:{p}") == session.local)
+            })
+            .cloned()
+            .collect()
+    };
+    eventually("a span of each new connection after recovery", || {
+        let spans = parse_spans(&rotel.output_since_start());
+        after.iter().all(|c| !of(&spans, c).is_empty())
     });
+    let spans = parse_spans(&rotel.output_since_start());
+    for c in &after {
+        let mine = of(&spans, c);
+        assert_eq!(mine.len(), 1, "spans of {}: {mine:#?}", c.local);
+        let span = &mine[0];
+        assert_eq!(span.kind, "SPAN_KIND_CLIENT", "{span:#?}");
+        assert_eq!(span.attr("kmesh.vip"), Some(ECHO_VIP), "{span:#?}");
+        assert_eq!(span.attr("kmesh.backend"), Some(ECHO_BACKEND), "{span:#?}");
+        assert_eq!(
+            span.attr("kmesh.bytes.sent"),
+            Some(c.written.to_string().as_str()),
+            "{span:#?}"
+        );
+        assert_eq!(
+            span.attr("kmesh.bytes.received"),
+            Some(c.read.to_string().as_str()),
+            "{span:#?}"
+        );
+    }
     assert!(
         agent.log().contains("OTLP export recovered"),
         "{}",

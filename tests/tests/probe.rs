@@ -1,5 +1,5 @@
 //! What the probe reports, checked against what the client actually did.
-use kmesh_tests::harness::{Topology, echo_mesh, privileged};
+use kmesh_tests::harness::{Metrics, Topology, echo_mesh, privileged};
 
 const VIP: &str = "198.18.0.20:80";
 
@@ -183,29 +183,63 @@ fn long_lived_connections_report_while_open() {
         return;
     }
     let topo = Topology::new("periodic");
-    let _servers = topo.serve(&["127.0.0.2:8080"], false);
+    let backend = "127.0.0.2:8080";
+    let _servers = topo.serve(&[backend], false);
+    // Reports come with RTT samples, which a client's socket takes when its
+    // own data is acknowledged: a 16 MB request takes many, and at a 1 ms
+    // interval some of them report while the request is still going out.
     let agent = topo.start_agent(&format!(
-        "probe:\n  report_interval_seconds: 0.2\n{}",
-        echo_mesh(VIP, "random", &[("127.0.0.2:8080", 1)])
+        "probe:\n  report_interval_seconds: 0.001\n{}",
+        echo_mesh(VIP, "random", &[(backend, 1)])
     ));
-    // A large reply keeps ACKs (and so RTT samples) flowing; the connection
-    // then stays open for a second.
-    let report = topo.client(VIP, 3, &["--reply-bytes", "8000000", "--hold-ms", "1000"]);
-    assert_eq!(report.ok, 3);
-    let m = agent.metrics_when(|m| {
-        m.value(
-            "kmesh_tcp_connections_closed_total",
-            &labels("127.0.0.2:8080"),
-        ) >= 3.0
-    });
-    assert!(
-        m.value("kmesh_probe_events_total", &[("kind", "periodic")]) >= 1.0,
-        "{}",
-        m.0
+    let (n, request, reply) = (3u64, 16_000_000u64, 3_000u64);
+    // Held open well past the transfer: what /metrics says meanwhile was
+    // reported by connections still open.
+    let client = topo.client_in_background(
+        VIP,
+        n,
+        &[
+            "--concurrency",
+            "3",
+            "--request-bytes",
+            &request.to_string(),
+            "--reply-bytes",
+            &reply.to_string(),
+            "--hold-ms",
+            "8000",
+        ],
     );
+    let at = |m: &Metrics, name: &str| m.value(name, &labels(backend));
+    let periodic = |m: &Metrics| m.value("kmesh_probe_events_total", &[("kind", "periodic")]);
+    let (active, closed, sent, received) = (
+        "kmesh_tcp_connections_active",
+        "kmesh_tcp_connections_closed_total",
+        "kmesh_tcp_sent_bytes_total",
+        "kmesh_tcp_received_bytes_total",
+    );
+    let open =
+        agent.metrics_when(|m| at(m, active) == n as f64 && periodic(m) > 0.0 && at(m, sent) > 0.0);
     assert_eq!(
-        m.value("kmesh_tcp_received_bytes_total", &labels("127.0.0.2:8080")),
-        3.0 * 8_000_000.0
+        (at(&open, active), at(&open, closed)),
+        (n as f64, 0.0),
+        "when periodic reports and bytes sent first showed, all {n} connections open and none closed yet (reports that come only at close fail here):\n{}",
+        open.0
+    );
+    assert!(
+        periodic(&open) > 0.0 && at(&open, sent) > 0.0,
+        "no periodic report, or no bytes sent counted, while the connections were open:\n{}",
+        open.0
+    );
+
+    let report = client.report();
+    assert_eq!(report.ok, n, "{report:?}");
+    let end = agent.metrics_when(|m| at(m, closed) >= n as f64);
+    // The running totals and the close add up to the traffic, once.
+    assert_eq!(
+        [closed, active, sent, received].map(|name| at(&end, name)),
+        [n, 0, n * (8 + request), n * reply].map(|v| v as f64),
+        "closed, active, sent and received after the close:\n{}",
+        end.0
     );
 }
 

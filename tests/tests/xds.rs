@@ -10,7 +10,7 @@ use envoy_types::pb::{
 use kmesh_api::{client::AdminClient, v1};
 use kmesh_tests::{
     ads::{self, AdsOptions, AdsServer},
-    harness::{Agent, Topology, block_on, privileged},
+    harness::{Agent, Metrics, Topology, block_on, privileged},
     xds_data::{self, eds_cluster, endpoints, vip_listener},
 };
 
@@ -162,7 +162,29 @@ fn endpoint_updates_under_live_traffic_take_effect_by_the_ack() {
     let held = 20;
     let long_lived =
         topo.client_in_background(VIP, held, &["--concurrency", "20", "--hold-ms", "3000"]);
-    agent.metrics_when(|m| m.value("kmesh_tcp_connections_active", &[]) >= held as f64);
+    // The precondition: all of them open, some through A, when the update
+    // arrives; otherwise "established connections survive it" tests nothing.
+    let echo = [
+        ("destination_service", "echo.test.svc.cluster.local"),
+        ("direction", "outbound"),
+    ];
+    let active = |m: &Metrics, backend: Option<&str>| {
+        let mut labels = echo.to_vec();
+        labels.extend(backend.map(|b| ("destination_backend", b)));
+        m.value("kmesh_tcp_connections_active", &labels)
+    };
+    let open = agent.metrics_when(|m| active(m, None) == held as f64);
+    assert_eq!(
+        active(&open, None),
+        held as f64,
+        "the long-lived connections were not all open before the update:\n{}",
+        open.0
+    );
+    assert!(
+        active(&open, Some(A)) >= 1.0,
+        "none of them to A, the backend the update removes:\n{}",
+        open.0
+    );
 
     // A leaves, C arrives with three times B's weight.
     server.set(

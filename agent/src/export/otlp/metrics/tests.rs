@@ -117,8 +117,26 @@ fn exponential_histograms_are_an_option() {
     };
     let p = &h.data_points[0];
     assert_eq!(p.count, 3);
+    assert_eq!(p.zero_count, 0);
+    // 40 µs .. 4 ms spans log2(100) = 6.64 powers of two: at scale 4 (16
+    // buckets a power) that is 107 buckets, within 160; scale 5 would need
+    // 213. Bucket i is (2^(i/16), 2^((i+1)/16)] seconds, and
+    // ceil(16 log2 x) - 1 is, by hand (not by the code under test, so a
+    // wrong scale or offset fails here): 40 µs: 16 (2 - 16.61) = -233.75
+    // -> -234; 400 µs: 16 (2 - 13.29) = -180.60 -> -181; 4 ms:
+    // 16 (2 - 9.97) = -127.45 -> -128.
+    assert_eq!(p.scale, 4, "{p:?}");
     let buckets = p.positive.as_ref().unwrap();
-    assert_eq!(buckets.bucket_counts.iter().sum::<u64>(), 3);
+    assert_eq!(buckets.offset, -234, "40 µs is the first bucket");
+    let mut expected = vec![0u64; 107];
+    expected[0] = 1; // 40 µs, bucket -234
+    expected[53] = 1; // 400 µs, bucket -181
+    expected[106] = 1; // 4 ms, bucket -128
+    assert_eq!(buckets.bucket_counts, expected);
+    let sum = p.sum.unwrap();
+    assert!((sum - 0.004_44).abs() < 1e-9, "{sum}");
+    assert_eq!((p.min, p.max), (Some(0.000_04), Some(0.004)));
+    assert!(p.negative.is_none());
 }
 
 #[test]
