@@ -125,63 +125,63 @@ fn set_tcp_option(stream: &TcpStream, option: libc::c_int, value: u32) -> std::i
     Ok(())
 }
 
-/// Connects, applies `options` and sends the testbed request.
-fn open(
-    target: SocketAddr,
-    request_bytes: u32,
-    reply_bytes: u32,
-    options: SessionOptions,
-) -> anyhow::Result<TcpStream> {
-    let mut stream = TcpStream::connect_timeout(&target, Duration::from_secs(5))
-        .with_context(|| format!("connecting to {target}"))?;
-    if options.user_timeout_ms > 0 {
-        set_tcp_option(&stream, libc::TCP_USER_TIMEOUT, options.user_timeout_ms)
+/// One testbed request and reply: where, how big, and the socket options.
+#[derive(Clone, Copy, Debug, clap::Args)]
+pub struct Exchange {
+    #[arg(long)]
+    pub target: SocketAddr,
+    #[arg(long, default_value_t = 100)]
+    pub request_bytes: u32,
+    #[arg(long, default_value_t = 200)]
+    pub reply_bytes: u32,
+    #[command(flatten)]
+    pub options: SessionOptions,
+}
+
+/// Connects, applies the options, sends the request and reads the reply as
+/// `order` has it; returns the open socket and the session so far, with
+/// `TCP_INFO` taken now.
+fn exchange(x: &Exchange, order: CloseOrder) -> anyhow::Result<(TcpStream, Session)> {
+    let mut stream = TcpStream::connect_timeout(&x.target, Duration::from_secs(5))
+        .with_context(|| format!("connecting to {}", x.target))?;
+    if x.options.user_timeout_ms > 0 {
+        set_tcp_option(&stream, libc::TCP_USER_TIMEOUT, x.options.user_timeout_ms)
             .context("setting TCP_USER_TIMEOUT")?;
     }
-    if options.fin_wait2_secs > 0 {
-        set_tcp_option(&stream, libc::TCP_LINGER2, options.fin_wait2_secs)
+    if x.options.fin_wait2_secs > 0 {
+        set_tcp_option(&stream, libc::TCP_LINGER2, x.options.fin_wait2_secs)
             .context("setting TCP_LINGER2")?;
     }
     stream.set_read_timeout(Some(Duration::from_secs(120)))?;
     stream
-        .write_all(&protocol::request(request_bytes, reply_bytes))
+        .write_all(&protocol::request(x.request_bytes, x.reply_bytes))
         .context("sending the request")?;
-    Ok(stream)
-}
-
-fn read_reply(stream: &mut TcpStream, reply_bytes: u32, order: CloseOrder) -> anyhow::Result<u64> {
-    match order {
+    let read = match order {
         CloseOrder::ClientFirst => {
-            let mut reply = vec![0; reply_bytes as usize];
+            let mut reply = vec![0; x.reply_bytes as usize];
             stream.read_exact(&mut reply).context("reading the reply")?;
-            Ok(u64::from(reply_bytes))
+            u64::from(x.reply_bytes)
         }
         CloseOrder::ServerFirst => {
             let mut reply = Vec::new();
             stream.read_to_end(&mut reply).context("reading to EOF")?;
-            Ok(reply.len() as u64)
+            reply.len() as u64
         }
-    }
-}
-
-/// One request and reply, closed in `order`.
-pub fn session(
-    target: SocketAddr,
-    request_bytes: u32,
-    reply_bytes: u32,
-    order: CloseOrder,
-    options: SessionOptions,
-) -> anyhow::Result<Session> {
-    let mut stream = open(target, request_bytes, reply_bytes, options)?;
-    let read = read_reply(&mut stream, reply_bytes, order)?;
+    };
     let session = Session {
         local: stream.local_addr()?.to_string(),
-        written: protocol::request_len(request_bytes),
+        written: protocol::request_len(x.request_bytes),
         read,
         before_close: tcp_info(&stream)?,
         after_end: None,
         outcome: "ok".to_string(),
     };
+    Ok((stream, session))
+}
+
+/// One request and reply, closed in `order`.
+pub fn session(x: &Exchange, order: CloseOrder) -> anyhow::Result<Session> {
+    let (stream, session) = exchange(x, order)?;
     drop(stream);
     Ok(session)
 }
@@ -190,27 +190,20 @@ pub fn session(
 /// socket is dropped) and the client does `then`, with `extra_bytes` more
 /// written first.
 pub fn vanish(
-    target: SocketAddr,
-    request_bytes: u32,
-    reply_bytes: u32,
+    x: &Exchange,
     order: CloseOrder,
     then: AfterVanish,
     extra_bytes: u32,
-    options: SessionOptions,
 ) -> anyhow::Result<Session> {
-    let mut stream = open(target, request_bytes, reply_bytes, options)?;
-    let read = read_reply(&mut stream, reply_bytes, order)?;
-    let local = stream.local_addr()?;
-    let before_close = tcp_info(&stream)?;
-    drop_segments_to(local.port())?;
-    let mut written = protocol::request_len(request_bytes);
+    let (mut stream, mut session) = exchange(x, order)?;
+    drop_segments_to(stream.local_addr()?.port())?;
     if extra_bytes > 0 {
         stream
             .write_all(&vec![b'x'; extra_bytes as usize])
             .context("writing after the peer vanished")?;
-        written += u64::from(extra_bytes);
+        session.written += u64::from(extra_bytes);
     }
-    let (outcome, after_end) = match then {
+    (session.outcome, session.after_end) = match then {
         AfterVanish::Read => {
             let outcome = match stream.read(&mut [0; 64]) {
                 Ok(n) => format!("read {n} bytes"),
@@ -220,14 +213,7 @@ pub fn vanish(
         }
         AfterVanish::Close => ("closed".to_string(), None),
     };
-    Ok(Session {
-        local: local.to_string(),
-        written,
-        read,
-        before_close,
-        after_end,
-        outcome,
-    })
+    Ok(session)
 }
 
 /// Drops every TCP segment to `port` in this network namespace: the peer

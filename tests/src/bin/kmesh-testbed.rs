@@ -16,7 +16,7 @@ use clap::{Parser, Subcommand};
 use kmesh_tests::{
     ClientReport, Place, protocol,
     protocol::Ending,
-    sessions::{self, AfterVanish, CloseOrder, SessionOptions},
+    sessions::{self, AfterVanish, CloseOrder, Exchange},
 };
 
 #[derive(Parser)]
@@ -43,28 +43,18 @@ enum Command {
     /// Make connections one after another, each closed in `--order`;
     /// print, as JSON, each one's figures and its TCP_INFO before the close.
     Sessions {
-        #[arg(long)]
-        target: SocketAddr,
+        #[command(flatten)]
+        exchange: Exchange,
         #[arg(long, default_value_t = 10)]
         connections: u64,
-        #[arg(long, default_value_t = 100)]
-        request_bytes: u32,
-        #[arg(long, default_value_t = 200)]
-        reply_bytes: u32,
         #[arg(long, value_enum)]
         order: CloseOrder,
-        #[command(flatten)]
-        options: SessionOptions,
     },
     /// One connection whose peer vanishes after the reply (its segments are
     /// dropped with nftables in this namespace); print its figures as JSON.
     Vanish {
-        #[arg(long)]
-        target: SocketAddr,
-        #[arg(long, default_value_t = 100)]
-        request_bytes: u32,
-        #[arg(long, default_value_t = 200)]
-        reply_bytes: u32,
+        #[command(flatten)]
+        exchange: Exchange,
         /// server-first: the server has closed before it vanishes.
         #[arg(long, value_enum, default_value_t = CloseOrder::ClientFirst)]
         order: CloseOrder,
@@ -73,8 +63,6 @@ enum Command {
         /// Bytes written after the peer vanished.
         #[arg(long, default_value_t = 0)]
         extra_bytes: u32,
-        #[command(flatten)]
-        options: SessionOptions,
     },
     /// Bind a UDP socket on `--listen`, then connect() a second one to
     /// `--target` and send one datagram; print, as JSON, what connect() said
@@ -134,37 +122,23 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { listen, ending } => serve(&listen, ending),
         Command::Sessions {
-            target,
+            exchange,
             connections,
-            request_bytes,
-            reply_bytes,
             order,
-            options,
         } => {
             let sessions = (0..connections)
-                .map(|_| sessions::session(target, request_bytes, reply_bytes, order, options))
+                .map(|_| sessions::session(&exchange, order))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             println!("{}", serde_json::to_string(&sessions)?);
             Ok(())
         }
         Command::Vanish {
-            target,
-            request_bytes,
-            reply_bytes,
+            exchange,
             order,
             then,
             extra_bytes,
-            options,
         } => {
-            let session = sessions::vanish(
-                target,
-                request_bytes,
-                reply_bytes,
-                order,
-                then,
-                extra_bytes,
-                options,
-            )?;
+            let session = sessions::vanish(&exchange, order, then, extra_bytes)?;
             println!("{}", serde_json::to_string(&session)?);
             Ok(())
         }
