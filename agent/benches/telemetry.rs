@@ -35,16 +35,14 @@ fn mesh() -> (Mesh, Vec<SocketAddr>) {
     for svc in 0..8u8 {
         let vip: SocketAddr = format!("198.18.1.{svc}:80").parse().unwrap();
         let list: Vec<Backend> = (0..64u8)
-            .map(|i| Backend {
-                addr: format!("10.0.{svc}.{i}:8080").parse().unwrap(),
-                weight: 1,
-            })
+            .map(|i| Backend::new(format!("10.0.{svc}.{i}:8080").parse().unwrap(), 1))
             .collect();
         backends.extend(list.iter().map(|b| b.addr));
         mesh.services.insert(
             vip,
             Service {
                 name: format!("svc-{svc}"),
+                namespace: None,
                 vip,
                 policy: Policy::Random,
                 backends: list,

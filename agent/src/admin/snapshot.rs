@@ -232,6 +232,7 @@ mod tests {
         let vip = "198.18.0.11:80".parse().unwrap();
         let empty = Service {
             name: "drained".into(),
+            namespace: None,
             vip,
             policy: Policy::Random,
             backends: Vec::new(),

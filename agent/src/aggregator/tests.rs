@@ -131,10 +131,7 @@ fn wide_mesh(n: u8) -> Mesh {
     let mut mesh = mesh();
     let service = mesh.services.values_mut().next().unwrap();
     service.backends = (1..=n)
-        .map(|i| Backend {
-            addr: format!("127.0.1.{i}:8080").parse().unwrap(),
-            weight: 1,
-        })
+        .map(|i| Backend::new(format!("127.0.1.{i}:8080").parse().unwrap(), 1))
         .collect();
     mesh
 }

@@ -157,6 +157,7 @@ impl<'de> Visitor<'de> for ServiceVisitor {
         }
         Ok(ValidService(Service {
             name,
+            namespace: None,
             vip,
             policy,
             backends,
@@ -352,7 +353,7 @@ impl<'de> Visitor<'de> for BackendSeed<'_, '_> {
                 1
             }
         };
-        Ok(Backend { addr, weight })
+        Ok(Backend::new(addr, weight))
     }
 }
 
@@ -489,7 +490,11 @@ pub fn parse(text: &str) -> Result<Mesh, String> {
         }
         probe.report_interval = Duration::from_secs_f64(secs);
     }
-    Ok(Mesh { services, probe })
+    Ok(Mesh {
+        services,
+        workloads: Default::default(),
+        probe,
+    })
 }
 
 #[cfg(test)]

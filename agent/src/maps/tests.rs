@@ -9,14 +9,12 @@ use crate::model::{Backend, Origin};
 fn service(name: &str, vip: &str, policy: Policy, backends: &[(&str, u32)]) -> Service {
     Service {
         name: name.into(),
+        namespace: None,
         vip: vip.parse().unwrap(),
         policy,
         backends: backends
             .iter()
-            .map(|(addr, weight)| Backend {
-                addr: addr.parse().unwrap(),
-                weight: *weight,
-            })
+            .map(|(addr, weight)| Backend::new(addr.parse().unwrap(), *weight))
             .collect(),
         origin: Origin::default(),
     }

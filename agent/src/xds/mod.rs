@@ -38,5 +38,13 @@ pub fn mesh_of(set: &ResourceSet, probe: ProbeSettings) -> (Mesh, Report, BTreeS
         findings,
         unrouted,
     };
-    (Mesh { services, probe }, report, pending)
+    (
+        Mesh {
+            services,
+            workloads: Default::default(),
+            probe,
+        },
+        report,
+        pending,
+    )
 }

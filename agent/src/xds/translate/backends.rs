@@ -152,7 +152,7 @@ pub fn resolve(set: &ResourceSet, target: &Target, vip: SocketAddr, f: &mut Find
     r.backends = merged
         .keys()
         .zip(weights)
-        .map(|(&addr, weight)| Backend { addr, weight })
+        .map(|(&addr, weight)| Backend::new(addr, weight))
         .collect();
     (r.policy, r.policy_reason) = service_policy(&r.backends, &policies);
     Outcome::Routed(r)

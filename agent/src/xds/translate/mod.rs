@@ -587,6 +587,7 @@ impl<'a> Translator<'a> {
         resources.extend(r.resources);
         let mut service = Service {
             name: checked_name(name, vip),
+            namespace: None,
             vip,
             policy: r.policy,
             backends: r.backends,

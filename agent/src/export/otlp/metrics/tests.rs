@@ -160,10 +160,7 @@ fn a_large_mesh_is_split_into_requests_a_receiver_accepts() {
     for svc in 0..4u8 {
         let vip: std::net::SocketAddr = format!("198.18.1.{svc}:80").parse().unwrap();
         let backends: Vec<Backend> = (0..250u8)
-            .map(|i| Backend {
-                addr: format!("10.0.{svc}.{i}:8080").parse().unwrap(),
-                weight: 1,
-            })
+            .map(|i| Backend::new(format!("10.0.{svc}.{i}:8080").parse().unwrap(), 1))
             .collect();
         addrs.extend(backends.iter().map(|b| b.addr));
         let name = format!("svc-{svc}");
@@ -171,6 +168,7 @@ fn a_large_mesh_is_split_into_requests_a_receiver_accepts() {
             vip,
             Service {
                 name,
+                namespace: None,
                 vip,
                 policy: Policy::Random,
                 backends,

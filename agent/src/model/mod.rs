@@ -1,8 +1,12 @@
 //! The mesh as the agent understands it, whatever source it came from: the
 //! one validated input of the map writer and of the metrics' label table.
+mod workload;
+
 use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
 use serde::Deserialize;
+
+pub use self::workload::{AddressClash, DEFAULT_TRUST_DOMAIN, Workload, Workloads};
 
 /// Largest backend set one service may have (the kernel's search is bounded).
 pub const MAX_BACKENDS: usize = kmesh_common::MAX_BACKENDS as usize;
@@ -41,11 +45,29 @@ impl Policy {
 pub struct Backend {
     pub addr: SocketAddr,
     pub weight: u32,
+    /// The uid of the workload behind it, when the source names one;
+    /// otherwise the workload holding the address, if any.
+    pub workload: Option<String>,
+}
+
+impl Backend {
+    pub fn new(addr: SocketAddr, weight: u32) -> Self {
+        Self {
+            addr,
+            weight,
+            workload: None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Service {
+    /// The name clients know it by: a hostname
+    /// (`reviews.bookinfo.svc.cluster.local`) or a short name.
     pub name: String,
+    /// The namespace it lives in, when the source says; otherwise read off
+    /// a Kubernetes hostname (see [`Service::istio_names`]).
+    pub namespace: Option<String>,
     /// The address clients dial.
     pub vip: SocketAddr,
     pub policy: Policy,
@@ -89,7 +111,37 @@ pub struct ClusterShare {
     pub excluded_endpoints: usize,
 }
 
+/// How Istio's `destination_service*` labels name a service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IstioServiceNames {
+    /// `destination_service`: the hostname, as configured.
+    pub host: String,
+    /// `destination_service_name`: the hostname's first label.
+    pub name: String,
+    /// `destination_service_namespace`, or None when unknown.
+    pub namespace: Option<String>,
+}
+
 impl Service {
+    /// The service's names in Istio's labels. A Kubernetes hostname
+    /// `name.namespace.svc[.domain]` gives both parts; any other name is
+    /// its own short name, in the namespace the source gave (if any).
+    pub fn istio_names(&self) -> IstioServiceNames {
+        let host = self.name.clone();
+        let labels: Vec<&str> = self.name.split('.').collect();
+        let kube = labels.len() >= 3 && labels[2] == "svc" && !labels[1].is_empty();
+        let (name, namespace) = if kube {
+            (labels[0].to_string(), Some(labels[1].to_string()))
+        } else {
+            (self.name.clone(), None)
+        };
+        IstioServiceNames {
+            host,
+            name,
+            namespace: self.namespace.clone().or(namespace),
+        }
+    }
+
     /// The backends that take traffic, in order. Under `random` and
     /// `round_robin` a weight of 0 drains a backend; under `weighted` every
     /// backend is kept so indices match the configuration.
@@ -107,6 +159,8 @@ impl Service {
 pub struct Mesh {
     /// Keyed by VIP:port, which is unique.
     pub services: BTreeMap<SocketAddr, Service>,
+    /// Who runs behind the addresses: telemetry's sources and destinations.
+    pub workloads: Workloads,
     pub probe: ProbeSettings,
 }
 
@@ -137,12 +191,10 @@ pub(crate) mod fixtures {
             vip,
             Service {
                 name: "echo".into(),
+                namespace: None,
                 vip,
                 policy: Policy::RoundRobin,
-                backends: vec![Backend {
-                    addr: "127.0.0.2:8080".parse().unwrap(),
-                    weight: 1,
-                }],
+                backends: vec![Backend::new("127.0.0.2:8080".parse().unwrap(), 1)],
                 origin: Origin::default(),
             },
         );
