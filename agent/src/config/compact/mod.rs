@@ -7,6 +7,8 @@
 //! between two fields (a backend's address family against the vip's) is
 //! made at the one written second. The format is documented in
 //! docs/configuration.md.
+mod workloads;
+
 use std::{collections::BTreeMap, fmt, net::SocketAddr, time::Duration};
 
 use serde::{
@@ -26,6 +28,8 @@ struct RawMesh {
     /// Required, so that a file cut short before its list is not read as
     /// "route nothing"; `services: []` says that.
     services: Option<Vec<ValidService>>,
+    #[serde(default)]
+    workloads: Vec<workloads::RawWorkload>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -39,6 +43,7 @@ struct RawProbe {
 #[serde(field_identifier, rename_all = "snake_case")]
 enum ServiceField {
     Name,
+    Namespace,
     Vip,
     Policy,
     Backends,
@@ -49,6 +54,7 @@ enum ServiceField {
 enum BackendField {
     Address,
     Weight,
+    Workload,
 }
 
 /// A field may be given once.
@@ -120,11 +126,23 @@ impl<'de> Visitor<'de> for ServiceVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ValidService, A::Error> {
         let mut service = ServiceSoFar::default();
         let mut policy = None;
+        let mut namespace = None;
         while let Some(field) = map.next_key()? {
             match field {
                 ServiceField::Name => {
                     unset(&service.name, "name")?;
                     service.name = Some(map.next_value::<ServiceName>()?.0);
+                }
+                ServiceField::Namespace => {
+                    unset(&namespace, "namespace")?;
+                    let ns: String = map.next_value()?;
+                    if ns.trim().is_empty() {
+                        return Err(de::Error::custom(format!(
+                            "{}: namespace must not be empty (leave it out when there is none)",
+                            service.label()
+                        )));
+                    }
+                    namespace = Some(ns.trim().to_string());
                 }
                 ServiceField::Vip => {
                     unset(&service.vip, "vip")?;
@@ -157,7 +175,7 @@ impl<'de> Visitor<'de> for ServiceVisitor {
         }
         Ok(ValidService(Service {
             name,
-            namespace: None,
+            namespace,
             vip,
             policy,
             backends,
@@ -333,6 +351,7 @@ impl<'de> Visitor<'de> for BackendSeed<'_, '_> {
         }
         let mut addr = None;
         let mut weight = None;
+        let mut workload = None;
         while let Some(field) = map.next_key()? {
             match field {
                 BackendField::Address => {
@@ -342,6 +361,17 @@ impl<'de> Visitor<'de> for BackendSeed<'_, '_> {
                 BackendField::Weight => {
                     unset(&weight, "weight")?;
                     weight = Some(map.next_value_seed(WeightSeed { list, addr })?);
+                }
+                BackendField::Workload => {
+                    unset(&workload, "workload")?;
+                    let named: String = map.next_value()?;
+                    if named.trim().is_empty() {
+                        return Err(de::Error::custom(format!(
+                            "{}: workload must not be empty (a uid, or namespace/name, of `workloads:`)",
+                            list.label(addr)
+                        )));
+                    }
+                    workload = Some(named.trim().to_string());
                 }
             }
         }
@@ -353,7 +383,11 @@ impl<'de> Visitor<'de> for BackendSeed<'_, '_> {
                 1
             }
         };
-        Ok(Backend::new(addr, weight))
+        Ok(Backend {
+            addr,
+            weight,
+            workload,
+        })
     }
 }
 
@@ -490,239 +524,14 @@ pub fn parse(text: &str) -> Result<Mesh, String> {
         }
         probe.report_interval = Duration::from_secs_f64(secs);
     }
-    Ok(Mesh {
+    let mut mesh = Mesh {
         services,
-        workloads: Default::default(),
+        workloads: workloads::collect(raw.workloads)?,
         probe,
-    })
+    };
+    workloads::link_backends(&mut mesh)?;
+    Ok(mesh)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const GOOD: &str = r#"
-probe:
-  report_interval_seconds: 2.5
-services:
-  - name: reviews
-    vip: 198.18.0.10:9080
-    policy: weighted
-    backends:
-      - address: 127.0.0.1:40001
-        weight: 80
-      - address: 127.0.0.1:40002
-        weight: 20
-  - name: ratings
-    vip: "[fd00::10]:80"
-    backends:
-      - address: "[::1]:8080"
-"#;
-
-    #[test]
-    fn parses_services_backends_and_defaults() {
-        let mesh = parse(GOOD).unwrap();
-        assert_eq!(mesh.services.len(), 2);
-        let reviews = &mesh.services[&"198.18.0.10:9080".parse().unwrap()];
-        assert_eq!(reviews.policy, Policy::Weighted);
-        assert_eq!(reviews.backends[1].weight, 20);
-        let ratings = &mesh.services[&"[fd00::10]:80".parse().unwrap()];
-        assert_eq!(ratings.policy, Policy::Random);
-        assert_eq!(ratings.backends[0].weight, 1);
-        assert_eq!(mesh.probe.report_interval, Duration::from_millis(2500));
-    }
-
-    #[test]
-    fn an_empty_service_list_is_an_empty_mesh() {
-        assert_eq!(parse("services: []\n").unwrap(), Mesh::default());
-    }
-
-    #[test]
-    fn a_missing_service_list_is_refused() {
-        for text in ["", "probe:\n  report_interval_seconds: 1\n", "services:\n"] {
-            assert!(error_of(text).contains("services: []"), "{text:?}");
-        }
-    }
-
-    fn error_of(text: &str) -> String {
-        parse(text).expect_err("config should be rejected")
-    }
-
-    #[test]
-    fn syntax_errors_name_the_line() {
-        let err = error_of("services:\n  - name: a\n    vip: [not closed\n");
-        assert!(err.contains("line 3"), "{err}");
-    }
-
-    #[test]
-    fn unknown_fields_are_rejected_with_their_line() {
-        let err = error_of("services:\n  - name: a\n    vip: 198.18.0.1:80\n    polcy: weighted\n");
-        assert!(err.contains("polcy") && err.contains("line 4"), "{err}");
-    }
-
-    #[test]
-    fn semantic_errors_name_the_service_and_line() {
-        let err = error_of(
-            "services:\n  - name: ok\n    vip: 198.18.0.1:80\n  - name: bad\n    vip: 198.18.0.2:80\n    policy: weighted\n    backends:\n      - address: 127.0.0.1:1\n        weight: 0\n",
-        );
-        assert!(
-            err.contains("\"bad\"") && err.contains("weights are 0"),
-            "{err}"
-        );
-        assert!(
-            err.contains("line 4"),
-            "the error should point at the bad service: {err}"
-        );
-    }
-
-    #[test]
-    fn rejects_bad_services() {
-        let cases = [
-            ("vip: 198.18.0.1:0", "port other than 0"),
-            (
-                "vip: 198.18.0.1:80\n    backends:\n      - address: \"[::1]:80\"",
-                "address family",
-            ),
-            (
-                "vip: 198.18.0.1:80\n    backends:\n      - address: 127.0.0.1:80\n      - address: 127.0.0.1:80",
-                "listed twice",
-            ),
-            ("vip: 198.18.0.1:80\n    policy: fastest", "unknown variant"),
-            (
-                "vip: 198.18.0.1:80\n    backends:\n      - address: 127.0.0.1:80\n        weight: -1",
-                "weight",
-            ),
-        ];
-        for (body, expected) in cases {
-            let err = error_of(&format!("services:\n  - name: s\n    {body}\n"));
-            assert!(err.contains(expected), "{body}: {err}");
-        }
-    }
-
-    /// A service whose backends start at line 5; `body` follows them.
-    fn service_with_backends(backends: &str) -> String {
-        format!("services:\n  - name: s\n    vip: 198.18.0.1:80\n    backends:\n{backends}")
-    }
-
-    #[test]
-    fn backend_errors_point_at_the_backend() {
-        let cases = [
-            (
-                "      - address: 127.0.0.1:80\n      - address: \"[::1]:80\"\n",
-                "line 6",
-                "not of the vip's address family",
-            ),
-            (
-                "      - address: 127.0.0.1:80\n      - address: 127.0.0.1:80\n",
-                "line 6",
-                "listed twice",
-            ),
-            (
-                "      - address: 127.0.0.1:80\n      - address: 127.0.0.1:0\n",
-                "line 6",
-                "needs a port",
-            ),
-            (
-                "      - address: 127.0.0.1:80\n      - address: \"[::ffff:127.0.0.1]:80\"\n",
-                "line 6",
-                "write it as 127.0.0.1:80",
-            ),
-            (
-                "      - address: 127.0.0.1:1\n        weight: 4294967295\n      - address: 127.0.0.1:2\n        weight: 1\n",
-                "line 8",
-                "weights sum",
-            ),
-        ];
-        for (backends, line, reason) in cases {
-            let err = error_of(&service_with_backends(backends));
-            assert!(
-                err.contains(line) && err.contains(reason) && err.contains("service \"s\""),
-                "{backends}: {err}"
-            );
-        }
-    }
-
-    #[test]
-    fn a_bad_weight_says_what_a_weight_is_and_where() {
-        for weight in ["-1", "1.5", "4294967296", "heavy"] {
-            let err = error_of(&service_with_backends(&format!(
-                "      - address: 127.0.0.1:80\n        weight: {weight}\n"
-            )));
-            assert!(
-                err.contains("line 6")
-                    && err.contains("service \"s\"")
-                    && err.contains("127.0.0.1:80")
-                    && err.contains("whole number 0..=4294967295"),
-                "weight {weight}: {err}"
-            );
-        }
-    }
-
-    #[test]
-    fn vip_errors_point_at_the_vip() {
-        let err = error_of("services:\n  - name: s\n    policy: random\n    vip: 198.18.0.1:0\n");
-        assert!(
-            err.contains("line 4") && err.contains("port other than 0"),
-            "{err}"
-        );
-        // Backends written before the vip: the vip is the odd one out.
-        let err = error_of(
-            "services:\n  - name: s\n    backends:\n      - address: \"[::1]:80\"\n    vip: 198.18.0.1:80\n",
-        );
-        assert!(
-            err.contains("line 5") && err.contains("address family"),
-            "{err}"
-        );
-        let err = error_of("services:\n  - name: s\n    vip: not-an-address\n");
-        assert!(
-            err.contains("line 3") && err.contains("198.18.0.10:9080"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn rejects_duplicate_vips() {
-        let err = error_of(
-            "services:\n  - name: a\n    vip: 198.18.0.1:80\n  - name: b\n    vip: 198.18.0.1:80\n",
-        );
-        assert!(err.contains("both use vip 198.18.0.1:80"), "{err}");
-    }
-
-    #[test]
-    fn rejects_too_many_backends() {
-        let mut text =
-            String::from("services:\n  - name: big\n    vip: 198.18.0.1:80\n    backends:\n");
-        for i in 0..=MAX_BACKENDS {
-            text.push_str(&format!(
-                "      - address: 127.0.{}.{}:80\n",
-                i / 250,
-                i % 250 + 1
-            ));
-        }
-        assert!(error_of(&text).contains("at most 256"));
-    }
-
-    #[test]
-    fn rejects_weights_that_overflow() {
-        let err = error_of(
-            "services:\n  - name: s\n    vip: 198.18.0.1:80\n    backends:\n      - address: 127.0.0.1:1\n        weight: 4294967295\n      - address: 127.0.0.1:2\n        weight: 1\n",
-        );
-        assert!(err.contains("weights sum"), "{err}");
-    }
-
-    #[test]
-    fn rejects_reserved_names_and_v4_mapped_addresses() {
-        let e = error_of("services:\n  - name: overflow\n    vip: 198.18.0.1:80\n");
-        assert!(e.contains("reserved"), "{e}");
-        let e = error_of("services:\n  - name: a\n    vip: \"[::ffff:198.18.0.1]:80\"\n");
-        assert!(e.contains("write it as 198.18.0.1:80"), "{e}");
-    }
-
-    #[test]
-    fn rejects_out_of_range_report_interval() {
-        assert!(
-            error_of("probe:\n  report_interval_seconds: -1\nservices: []\n")
-                .contains("report_interval")
-        );
-    }
-}
+mod tests;
