@@ -230,6 +230,7 @@ fn bench(c: &mut Criterion) {
         SharedAggregator::new(filled().0),
         ControlStats::default(),
         Arc::new(ExportHealth::default()),
+        kmesh_agent::export::MetricNames::Istio,
     );
     g.bench_function("Prometheus scrape (copy + format)", |b| {
         b.iter(|| {

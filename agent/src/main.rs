@@ -12,7 +12,10 @@ use kmesh_agent::{
     aggregator::SeriesLimits,
     config,
     dataplane::{self, OnExit},
-    export::otlp::settings::{OtlpArgs, parse_duration},
+    export::{
+        MetricNames,
+        otlp::settings::{OtlpArgs, parse_duration},
+    },
     run::{self, MeshSource},
     xds::ads::settings::XdsArgs,
 };
@@ -112,6 +115,12 @@ struct RunArgs {
     /// its last connection closed (e.g. `5m`).
     #[arg(long, env = "KMESH_SERIES_EXPIRY", default_value = "5m", value_parser = parse_duration)]
     series_expiry: Duration,
+    /// `istio` also publishes the TCP connection and byte counters under
+    /// Istio's names (`istio_tcp_sent_bytes_total`, ...), so Kiali and
+    /// Istio's dashboards read them unchanged; histograms keep their
+    /// `kmesh_` names.
+    #[arg(long, env = "KMESH_METRIC_NAMES", value_enum, default_value_t = MetricNames::Kmesh)]
+    metric_names: MetricNames,
     #[command(flatten)]
     otlp: OtlpArgs,
 }
@@ -142,6 +151,7 @@ impl RunArgs {
                 max_series: self.max_series,
                 expiry: self.series_expiry,
             },
+            metric_names: self.metric_names,
             otlp,
         }))
     }

@@ -19,7 +19,7 @@ use crate::{
     control::{Control, Signals},
     dataplane::{DataPlane, DataPlaneOptions, OnExit},
     export::{
-        self,
+        self, MetricNames,
         otlp::{Otlp, settings::OtlpSettings},
     },
     http,
@@ -46,6 +46,7 @@ pub struct RunOptions {
     pub observe: bool,
     pub on_exit: OnExit,
     pub series_limits: SeriesLimits,
+    pub metric_names: MetricNames,
     /// `None`: no OTLP export.
     pub otlp: Option<OtlpSettings>,
 }
@@ -183,6 +184,7 @@ async fn serve(
             control.aggregator.clone(),
             control.stats.clone(),
             export_health.clone(),
+            opts.metric_names,
         ),
         readiness.clone(),
         stop_rx.clone(),

@@ -72,7 +72,6 @@ fn to_api(r: &ClosedConnection) -> v1::Connection {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use kmesh_common::ConnEvent;
 
@@ -84,11 +83,7 @@ mod tests {
     }
 
     fn key() -> SeriesKey {
-        SeriesKey {
-            service: Arc::from("echo"),
-            backend: Arc::from("127.0.0.2:8080"),
-            direction: Direction::Outbound,
-        }
+        SeriesKey::new("echo", "127.0.0.2:8080", Direction::Outbound)
     }
 
     #[test]

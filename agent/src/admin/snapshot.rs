@@ -15,7 +15,7 @@ use kmesh_common::close_reason;
 use crate::{
     agent_stats::ControlFigures,
     aggregator::{
-        CLOSE_REASONS, SeriesKey,
+        CLOSE_REASONS, Direction,
         families::{self, LATENCY_LIMITS_US},
         view::{AggregateView, HistogramView, SeriesView},
     },
@@ -92,16 +92,19 @@ pub fn build(
     control: ControlFigures,
     process: Option<ProcessStats>,
 ) -> v1::Snapshot {
-    let series: HashMap<&SeriesKey, &SeriesView> =
-        view.series.iter().map(|s| (&s.key, s)).collect();
+    // A backend's figures sum its series from every source workload.
+    let mut series: HashMap<(&str, &str, Direction), Vec<&SeriesView>> = HashMap::new();
+    for s in &view.series {
+        series
+            .entry((&s.key.service, &s.key.backend, s.key.direction))
+            .or_default()
+            .push(s);
+    }
     let get = |service: &Arc<str>, backend: &Arc<str>, direction| {
         series
-            .get(&SeriesKey {
-                service: service.clone(),
-                backend: backend.clone(),
-                direction,
-            })
-            .copied()
+            .get(&(&**service, &**backend, direction))
+            .cloned()
+            .unwrap_or_default()
     };
     // Every configured service, backends or not; backends attach by
     // (name, VIP), as a service may listen on several VIPs.
@@ -129,30 +132,34 @@ pub fn build(
         let Some(&i) = index.get(&(&*b.service, b.vip)) else {
             continue;
         };
-        let out = get(&b.service, &b.label, crate::aggregator::Direction::Outbound);
-        let inb = get(&b.service, &b.label, crate::aggregator::Direction::Inbound);
-        outbound_parts[i].extend(out);
+        let out = get(&b.service, &b.label, Direction::Outbound);
+        let inb = get(&b.service, &b.label, Direction::Inbound);
+        outbound_parts[i].extend(&out);
         services[i].backends.push(v1::Backend {
             address: b.label.to_string(),
             weight: b.weight,
-            outbound: figures(&Vec::from_iter(out)),
-            inbound: figures(&Vec::from_iter(inb)),
+            outbound: figures(&out),
+            inbound: figures(&inb),
         });
     }
     for (service, parts) in services.iter_mut().zip(&outbound_parts) {
         service.outbound = figures(parts);
     }
-    let other: Vec<v1::Series> = view
-        .series
+    let mut other: Vec<v1::Series> = series
         .iter()
-        .filter(|s| !configured.contains(&(s.key.service.clone(), s.key.backend.clone())))
-        .map(|s| v1::Series {
-            service: s.key.service.to_string(),
-            backend: s.key.backend.to_string(),
-            direction: s.key.direction.into(),
-            figures: figures(&[s]),
+        .filter(|((service, backend, _), _)| {
+            !configured.contains(&(Arc::from(*service), Arc::from(*backend)))
+        })
+        .map(|((service, backend, direction), parts)| v1::Series {
+            service: service.to_string(),
+            backend: backend.to_string(),
+            direction: (*direction).into(),
+            figures: figures(parts),
         })
         .collect();
+    other.sort_by(|a, b| {
+        (&a.service, &a.backend, a.direction).cmp(&(&b.service, &b.backend, b.direction))
+    });
 
     let a = &view.agent;
     let process = process.unwrap_or_default();

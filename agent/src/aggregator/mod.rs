@@ -1,7 +1,9 @@
 //! The aggregator: the one place probe records become figures. Prometheus,
 //! OTLP and the admin API all read copies of them ([`view`]).
 pub mod families;
+pub mod istio;
 mod labels;
+pub mod peers;
 mod recent;
 pub mod view;
 
@@ -453,6 +455,8 @@ impl Aggregator {
     }
 }
 
+#[cfg(test)]
+mod attribution_tests;
 #[cfg(test)]
 pub(crate) mod fixtures;
 #[cfg(test)]

@@ -13,12 +13,14 @@ use prometheus_client::{
 use crate::{
     agent_stats::{AGENT_FAMILIES, AgentFigures, ControlStats, ExportHealth, families::Kind},
     aggregator::{
-        CLOSE_REASONS, SeriesKey, SharedAggregator,
+        CLOSE_REASONS, SharedAggregator,
         families::{
             self, ACTIVE_HELP, ACTIVE_NAME, CLOSE_COUNTERS, COUNTERS, HISTOGRAMS, HistogramFamily,
         },
+        istio::{self, IstioCount, series_labels},
         view::{AggregateView, HistogramView, SeriesView},
     },
+    export::MetricNames,
     process,
 };
 
@@ -26,12 +28,14 @@ pub fn registry(
     aggregator: SharedAggregator,
     control: ControlStats,
     export_health: Arc<ExportHealth>,
+    names: MetricNames,
 ) -> Registry {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(AggregatorCollector {
         aggregator,
         control,
         export_health,
+        names,
     }));
     registry
 }
@@ -40,20 +44,13 @@ struct AggregatorCollector {
     aggregator: SharedAggregator,
     control: ControlStats,
     export_health: Arc<ExportHealth>,
+    names: MetricNames,
 }
 
 impl std::fmt::Debug for AggregatorCollector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("AggregatorCollector")
     }
-}
-
-fn series_labels(key: &SeriesKey) -> [(&'static str, &str); 3] {
-    [
-        ("destination_service", &key.service),
-        ("destination_backend", &key.backend),
-        ("direction", key.direction.as_str()),
-    ]
 }
 
 /// Buckets for the encoder: (upper bound, count in that bucket), +Inf last.
@@ -93,6 +90,37 @@ fn encode_histograms(
     Ok(())
 }
 
+/// The TCP counters under Istio's names, with Istio's labels.
+fn encode_istio_counters(
+    encoder: &mut DescriptorEncoder,
+    series: &[SeriesView],
+) -> Result<(), std::fmt::Error> {
+    for family in &istio::ISTIO_COUNTERS {
+        let mut metric =
+            encoder.encode_descriptor(family.name, family.help, None, MetricType::Counter)?;
+        for s in series {
+            match family.kind {
+                IstioCount::Series(counter) => encode_counter(
+                    metric.encode_family(&series_labels(&s.key))?,
+                    (counter.get)(&s.counts),
+                )?,
+                IstioCount::Opened => encode_counter(
+                    metric.encode_family(&series_labels(&s.key))?,
+                    s.counts.opened + s.counts.failed_total(),
+                )?,
+                IstioCount::Closed => {
+                    for (flags, v) in istio::closed_by_flags(&s.key, &s.counts) {
+                        let mut labels = series_labels(&s.key);
+                        labels[istio::LABELS - 1].1 = flags;
+                        encode_counter(metric.encode_family(&labels)?, v)?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 fn encode_counter(metric: MetricEncoder<'_>, v: u64) -> Result<(), std::fmt::Error> {
     ConstCounter::new(v).encode(metric)
 }
@@ -126,13 +154,13 @@ impl Collector for AggregatorCollector {
             let mut metric =
                 encoder.encode_descriptor(family.name, family.help, None, MetricType::Counter)?;
             for s in series {
-                for (i, (_, reason)) in CLOSE_REASONS.iter().enumerate() {
+                for (i, (code, reason)) in CLOSE_REASONS.iter().enumerate() {
                     let v = (family.get)(&s.counts)[i];
                     if v == 0 {
                         continue;
                     }
-                    let [a, b, c] = series_labels(&s.key);
-                    let labels = [a, b, c, ("close_reason", reason)];
+                    let mut labels = istio::close_labels(&s.key, *code).to_vec();
+                    labels.push(("close_reason", reason));
                     encode_counter(metric.encode_family(&labels)?, v)?;
                 }
             }
@@ -145,6 +173,9 @@ impl Collector for AggregatorCollector {
         }
         for (index, family) in HISTOGRAMS.iter().enumerate() {
             encode_histograms(&mut encoder, family, index, series)?;
+        }
+        if self.names == MetricNames::Istio {
+            encode_istio_counters(&mut encoder, series)?;
         }
 
         let mut weights = encoder.encode_descriptor(

@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
 use serde::Deserialize;
 
-pub use self::workload::{AddressClash, DEFAULT_TRUST_DOMAIN, Workload, Workloads};
+pub use self::workload::{AddressClash, DEFAULT_TRUST_DOMAIN, Workload, Workloads, canonical_ip};
 
 /// Largest backend set one service may have (the kernel's search is bounded).
 pub const MAX_BACKENDS: usize = kmesh_common::MAX_BACKENDS as usize;

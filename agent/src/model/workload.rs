@@ -32,6 +32,15 @@ pub struct Workload {
     pub services: Vec<String>,
 }
 
+/// An IPv4-mapped IPv6 address as the IPv4 address it is: a v6 socket
+/// talking to a v4 peer sees it so, and the workload is the v4 one.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
 /// Istio's trust domain when a source does not name one.
 pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
 
@@ -78,13 +87,13 @@ impl Workloads {
     pub fn insert(&mut self, workload: Workload) -> Vec<AddressClash> {
         self.remove(&workload.uid);
         let mut clashes = Vec::new();
-        for addr in &workload.addresses {
-            let claims = self.by_addr.entry(*addr).or_default();
+        for addr in workload.addresses.iter().map(|a| canonical_ip(*a)) {
+            let claims = self.by_addr.entry(addr).or_default();
             if let Some(kept) = claims.first()
                 && *kept != workload.uid
             {
                 clashes.push(AddressClash {
-                    addr: *addr,
+                    addr,
                     kept: kept.clone(),
                     ignored: workload.uid.clone(),
                 });
@@ -99,11 +108,11 @@ impl Workloads {
 
     pub fn remove(&mut self, uid: &str) -> Option<Workload> {
         let old = self.by_uid.remove(uid)?;
-        for addr in &old.addresses {
-            if let Some(claims) = self.by_addr.get_mut(addr) {
+        for addr in old.addresses.iter().map(|a| canonical_ip(*a)) {
+            if let Some(claims) = self.by_addr.get_mut(&addr) {
                 claims.retain(|u| u != uid);
                 if claims.is_empty() {
-                    self.by_addr.remove(addr);
+                    self.by_addr.remove(&addr);
                 }
             }
         }
@@ -116,11 +125,15 @@ impl Workloads {
 
     /// The workload an address belongs to.
     pub fn by_addr(&self, addr: IpAddr) -> Option<&Workload> {
-        let addr = match addr {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
-            v4 => v4,
-        };
-        self.by_uid.get(self.by_addr.get(&addr)?.first()?)
+        self.by_uid
+            .get(self.by_addr.get(&canonical_ip(addr))?.first()?)
+    }
+
+    /// Every address that names a workload, with its workload.
+    pub fn addresses(&self) -> impl Iterator<Item = (IpAddr, &Workload)> {
+        self.by_addr
+            .iter()
+            .filter_map(|(ip, uids)| Some((*ip, self.by_uid.get(uids.first()?)?)))
     }
 
     /// Every workload, in uid order.

@@ -18,11 +18,7 @@ fn keep_all() -> SpanAssembler {
 }
 
 fn key(direction: Direction) -> SeriesKey {
-    SeriesKey {
-        service: Arc::from("echo"),
-        backend: Arc::from(BACKEND),
-        direction,
-    }
+    SeriesKey::new("echo", BACKEND, direction)
 }
 
 fn record(kind: u8, dir: u8, reason: u8) -> ConnEvent {

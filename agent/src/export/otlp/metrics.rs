@@ -21,13 +21,15 @@ use opentelemetry_proto::tonic::{
 use super::{exponential, settings::HistogramAggregation};
 use crate::agent_stats::{AGENT_FAMILIES, AgentFigures, families::Kind};
 use crate::aggregator::{
-    CLOSE_REASONS, Direction, SeriesKey,
+    CLOSE_REASONS, SeriesKey,
     families::{self, ACTIVE_HELP, ACTIVE_OTLP_NAME, CLOSE_COUNTERS, COUNTERS, HISTOGRAMS},
+    istio,
     view::{AggregateView, HistogramView, SeriesView},
 };
 
-/// Series per request at most (~5 KiB each with explicit histograms).
-pub const SERIES_PER_REQUEST: usize = 128;
+/// Series per request at most (~13 KiB each with explicit histograms and
+/// Istio's 21 labels on every point), so a request stays under 1 MiB.
+pub const SERIES_PER_REQUEST: usize = 64;
 
 const CUMULATIVE: i32 = AggregationTemporality::Cumulative as i32;
 
@@ -48,25 +50,17 @@ fn s(v: &str) -> Value {
     Value::StringValue(v.to_string())
 }
 
-/// Istio's `reporter`: who observed the connection.
-pub fn reporter(direction: Direction) -> &'static str {
-    match direction {
-        Direction::Outbound => "source",
-        Direction::Inbound => "destination",
-    }
-}
-
 pub fn network_type(addr: &SocketAddr) -> &'static str {
     if addr.is_ipv4() { "ipv4" } else { "ipv6" }
 }
 
 /// Attributes of one series; `vip` is the address its clients dial.
 fn series_attributes(key: &SeriesKey, vip: Option<SocketAddr>) -> Vec<KeyValue> {
-    let mut attrs = vec![
-        kv("destination_service", s(&key.service)),
-        kv("reporter", s(reporter(key.direction))),
-        kv("network.transport", s("tcp")),
-    ];
+    let mut attrs: Vec<KeyValue> = istio::series_labels(key)
+        .iter()
+        .map(|(k, v)| kv(k, s(v)))
+        .collect();
+    attrs.push(kv("network.transport", s("tcp")));
     if key.is_overflow() {
         attrs.push(kv("otel.metric.overflow", Value::BoolValue(true)));
     }
@@ -216,12 +210,15 @@ fn series_metrics(
     for family in &CLOSE_COUNTERS {
         let mut points = Vec::new();
         for x in series {
-            for (i, (_, reason)) in CLOSE_REASONS.iter().enumerate() {
+            for (i, (code, reason)) in CLOSE_REASONS.iter().enumerate() {
                 let v = (family.get)(&x.view.counts)[i];
                 if v == 0 {
                     continue;
                 }
                 let mut attrs = x.attrs.clone();
+                // The series' attributes begin with Istio's labels, flags last.
+                let flags = istio::response_flags(*code, x.view.key.direction);
+                attrs[istio::LABELS - 1] = kv("response_flags", s(flags));
                 attrs.push(kv("kmesh.close_reason", s(reason)));
                 points.push(number(attrs, x.start, now, v));
             }
