@@ -666,25 +666,64 @@ impl Metrics {
             "no metric family for {name} in the scrape (renamed or dropped?); it has: {}",
             families.join(", ")
         );
+        self.samples(name)
+            .iter()
+            .filter(|s| {
+                labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).is_some_and(|have| have == v))
+            })
+            .map(|s| s.value)
+            .sum()
+    }
+
+    /// Every sample of `name`, with its labels.
+    pub fn samples(&self, name: &str) -> Vec<crate::prometheus::Sample> {
         self.0
             .lines()
             .filter(|l| !l.starts_with('#'))
             .filter_map(|line| {
                 let (series, value) = line.rsplit_once(' ')?;
                 let (metric, label_text) = match series.split_once('{') {
-                    Some((m, rest)) => (m, rest.trim_end_matches('}')),
+                    Some((m, rest)) => (m, rest.strip_suffix('}').unwrap_or(rest)),
                     None => (series, ""),
                 };
-                if metric != name {
-                    return None;
-                }
-                let all = labels
-                    .iter()
-                    .all(|(k, v)| label_text.split(',').any(|p| p == format!("{k}=\"{v}\"")));
-                all.then(|| value.parse::<f64>().ok()).flatten()
+                (metric == name).then(|| crate::prometheus::Sample {
+                    labels: parse_labels(label_text),
+                    value: value.parse().unwrap_or(f64::NAN),
+                })
             })
-            .sum()
+            .collect()
     }
+}
+
+/// `a="x",b="y"` of the exposition format; values may hold commas and
+/// escaped quotes.
+fn parse_labels(text: &str) -> std::collections::BTreeMap<String, String> {
+    let mut labels = std::collections::BTreeMap::new();
+    let mut rest = text;
+    while let Some((name, after)) = rest.split_once("=\"") {
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let mut end = after.len();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => {
+                    if let Some((_, escaped)) = chars.next() {
+                        value.push(if escaped == 'n' { '\n' } else { escaped });
+                    }
+                }
+                '"' => {
+                    end = i + 1;
+                    break;
+                }
+                c => value.push(c),
+            }
+        }
+        labels.insert(name.trim_start_matches(',').to_string(), value);
+        rest = &after[end..];
+    }
+    labels
 }
 
 /// Programs attached to `cgroup` for a cgroup attach type, by BPF_PROG_QUERY.

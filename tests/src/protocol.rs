@@ -4,7 +4,7 @@
 //! with its own address on one line, padded to the reply length, and closes.
 use std::{
     io::{ErrorKind, Read, Write},
-    net::{SocketAddr, TcpStream},
+    net::{IpAddr, SocketAddr, TcpStream},
     time::Duration,
 };
 
@@ -40,8 +40,31 @@ pub fn classify(e: &std::io::Error) -> &'static str {
     }
 }
 
-pub fn call(target: SocketAddr, request_bytes: u32, reply_bytes: u32, hold: Duration) -> Outcome {
-    let mut stream = match TcpStream::connect_timeout(&target, IO_TIMEOUT) {
+/// Where a client connects to, and from which address if it chooses one.
+#[derive(Clone, Copy, Debug)]
+pub struct Dial {
+    pub target: SocketAddr,
+    pub source: Option<IpAddr>,
+}
+
+impl Dial {
+    pub fn connect(self) -> std::io::Result<TcpStream> {
+        let Some(source) = self.source else {
+            return TcpStream::connect_timeout(&self.target, IO_TIMEOUT);
+        };
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(self.target),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        socket.bind(&SocketAddr::new(source, 0).into())?;
+        socket.connect_timeout(&self.target.into(), IO_TIMEOUT)?;
+        Ok(socket.into())
+    }
+}
+
+pub fn call(dial: Dial, request_bytes: u32, reply_bytes: u32, hold: Duration) -> Outcome {
+    let mut stream = match dial.connect() {
         Ok(s) => s,
         Err(e) => {
             return Outcome::Failed {

@@ -2,7 +2,7 @@
 //! metrics: Kiali draws its graph from these labels and skips a series that
 //! lacks one, and Istio's dashboards group by them. One function names a
 //! series for both exporters and the spans.
-use super::{CLOSE_REASONS, Direction, SeriesKey, families::CounterFamily};
+use super::{CLOSE_REASONS, Direction, SeriesCounts, SeriesKey};
 use kmesh_common::close_reason;
 
 /// Traffic the kernel routes is TCP, seen below any application protocol.
@@ -82,8 +82,11 @@ pub struct IstioCounter {
 }
 
 pub enum IstioCount {
-    /// One of the per-series counters.
-    Series(&'static CounterFamily),
+    /// Istio's "sent" bytes are the response's, server to client, and its
+    /// "received" the request's, whichever side reports: the client's
+    /// received bytes, or the server's sent bytes.
+    ResponseBytes,
+    RequestBytes,
     /// Connections opened: Istio counts an attempt that failed too (it is
     /// closed with `UF`), so opened − closed is what is open.
     Opened,
@@ -104,19 +107,34 @@ pub const ISTIO_COUNTERS: [IstioCounter; 4] = [
     },
     IstioCounter {
         name: "istio_tcp_sent_bytes",
-        help: "Payload bytes sent and acknowledged (Istio's name).",
-        kind: IstioCount::Series(&super::families::COUNTERS[1]),
+        help: "Payload bytes of the responses: server to client (Istio's name).",
+        kind: IstioCount::ResponseBytes,
     },
     IstioCounter {
         name: "istio_tcp_received_bytes",
-        help: "Payload bytes received (Istio's name).",
-        kind: IstioCount::Series(&super::families::COUNTERS[2]),
+        help: "Payload bytes of the requests: client to server (Istio's name).",
+        kind: IstioCount::RequestBytes,
     },
 ];
 
+impl IstioCount {
+    /// The counter's value for one series, None for one split by flags.
+    pub fn value(&self, key: &SeriesKey, c: &SeriesCounts) -> Option<u64> {
+        let client = key.direction == Direction::Outbound;
+        match self {
+            IstioCount::Opened => Some(c.opened + c.failed_total()),
+            IstioCount::Closed => None,
+            IstioCount::ResponseBytes if client => Some(c.bytes_received),
+            IstioCount::ResponseBytes => Some(c.bytes_sent),
+            IstioCount::RequestBytes if client => Some(c.bytes_sent),
+            IstioCount::RequestBytes => Some(c.bytes_received),
+        }
+    }
+}
+
 /// Closed connections (failed ones included) of a series by response
 /// flags, in a stable order, zero counts left out.
-pub fn closed_by_flags(key: &SeriesKey, counts: &super::SeriesCounts) -> Vec<(&'static str, u64)> {
+pub fn closed_by_flags(key: &SeriesKey, counts: &SeriesCounts) -> Vec<(&'static str, u64)> {
     let mut out: Vec<(&'static str, u64)> = Vec::new();
     for (i, (code, _)) in CLOSE_REASONS.iter().enumerate() {
         let n = counts.closed[i] + counts.failed[i];
@@ -135,7 +153,6 @@ pub fn closed_by_flags(key: &SeriesKey, counts: &super::SeriesCounts) -> Vec<(&'
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregator::SeriesCounts;
 
     #[test]
     fn every_kiali_graph_label_is_written() {
@@ -184,5 +201,21 @@ mod tests {
             close_labels(&out, close_reason::TIMEOUT)[LABELS - 1].1,
             "UT"
         );
+    }
+
+    #[test]
+    fn istio_bytes_are_by_request_and_response_whoever_reports() {
+        let c = SeriesCounts {
+            bytes_sent: 100,
+            bytes_received: 2000,
+            ..SeriesCounts::default()
+        };
+        let client = SeriesKey::new("s", "b", Direction::Outbound);
+        let server = SeriesKey::new("s", "b", Direction::Inbound);
+        assert_eq!(IstioCount::ResponseBytes.value(&client, &c), Some(2000));
+        assert_eq!(IstioCount::RequestBytes.value(&client, &c), Some(100));
+        // The server's sent bytes are the response.
+        assert_eq!(IstioCount::ResponseBytes.value(&server, &c), Some(100));
+        assert_eq!(IstioCount::RequestBytes.value(&server, &c), Some(2000));
     }
 }

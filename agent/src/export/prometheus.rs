@@ -17,7 +17,7 @@ use crate::{
         families::{
             self, ACTIVE_HELP, ACTIVE_NAME, CLOSE_COUNTERS, COUNTERS, HISTOGRAMS, HistogramFamily,
         },
-        istio::{self, IstioCount, series_labels},
+        istio::{self, series_labels},
         view::{AggregateView, HistogramView, SeriesView},
     },
     export::MetricNames,
@@ -99,22 +99,14 @@ fn encode_istio_counters(
         let mut metric =
             encoder.encode_descriptor(family.name, family.help, None, MetricType::Counter)?;
         for s in series {
-            match family.kind {
-                IstioCount::Series(counter) => encode_counter(
-                    metric.encode_family(&series_labels(&s.key))?,
-                    (counter.get)(&s.counts),
-                )?,
-                IstioCount::Opened => encode_counter(
-                    metric.encode_family(&series_labels(&s.key))?,
-                    s.counts.opened + s.counts.failed_total(),
-                )?,
-                IstioCount::Closed => {
-                    for (flags, v) in istio::closed_by_flags(&s.key, &s.counts) {
-                        let mut labels = series_labels(&s.key);
-                        labels[istio::LABELS - 1].1 = flags;
-                        encode_counter(metric.encode_family(&labels)?, v)?;
-                    }
-                }
+            if let Some(v) = family.kind.value(&s.key, &s.counts) {
+                encode_counter(metric.encode_family(&series_labels(&s.key))?, v)?;
+                continue;
+            }
+            for (flags, v) in istio::closed_by_flags(&s.key, &s.counts) {
+                let mut labels = series_labels(&s.key);
+                labels[istio::LABELS - 1].1 = flags;
+                encode_counter(metric.encode_family(&labels)?, v)?;
             }
         }
     }

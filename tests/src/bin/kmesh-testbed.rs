@@ -114,6 +114,9 @@ struct ClientArgs {
     /// after each, before the report.
     #[arg(long)]
     until_stdin_closes: bool,
+    /// Connect from this address (a workload's IP in the namespace).
+    #[arg(long)]
+    source: Option<std::net::IpAddr>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -260,6 +263,7 @@ fn client(args: &ClientArgs) -> ClientReport {
         rate,
         hold_ms,
         until_stdin_closes,
+        source,
     } = *args;
     let hold = Duration::from_millis(hold_ms);
     let stop = Arc::new(AtomicBool::new(false));
@@ -288,7 +292,12 @@ fn client(args: &ClientArgs) -> ClientReport {
                         let due = start + Duration::from_secs_f64(n as f64 / rate);
                         std::thread::sleep(due.saturating_duration_since(Instant::now()));
                     }
-                    let outcome = protocol::call(target, request_bytes, reply_bytes, hold);
+                    let outcome = protocol::call(
+                        protocol::Dial { target, source },
+                        request_bytes,
+                        reply_bytes,
+                        hold,
+                    );
                     let mut report = report.lock().unwrap();
                     report.add(outcome);
                     if until_stdin_closes {

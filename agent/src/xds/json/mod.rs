@@ -36,10 +36,29 @@ pub fn is_envoy_document(value: &Value) -> bool {
 }
 
 /// A ztunnel (ambient mode) dump has `services` too, but is another API.
+/// The compact mesh file lists `workloads` and `services` as well; ztunnel's
+/// services carry a `hostname` or `vips` and its workloads a `uid` or
+/// `workloadIps`, which the compact format has no field for.
 pub fn is_ztunnel_dump(value: &Value) -> bool {
-    value
-        .as_object()
-        .is_some_and(|m| m.contains_key("workloads") && m.contains_key("services"))
+    let Some(m) = value.as_object() else {
+        return false;
+    };
+    let (Some(workloads), Some(services)) = (m.get("workloads"), m.get("services")) else {
+        return false;
+    };
+    // ztunnel printed lists in some releases and maps keyed by address in others.
+    let has_any = |v: &Value, keys: &[&str]| {
+        let hit = |e: &Value| keys.iter().any(|k| e.get(*k).is_some());
+        match v {
+            Value::Array(items) => items.iter().any(hit),
+            Value::Object(map) => map.values().any(hit),
+            _ => false,
+        }
+    };
+    has_any(services, &["hostname", "vips"])
+        || has_any(workloads, &["uid", "workloadIps", "workload_ips"])
+        || m.keys()
+            .any(|k| !["probe", "services", "workloads"].contains(&k.as_str()))
 }
 
 /// Reads every resource of the document into `set`; `version` is used for
