@@ -53,6 +53,27 @@ pub struct Snapshot {
     /// Series of destinations that are not configured (`unknown`) or over
     /// the series limit (`overflow`).
     pub other: Vec<Series>,
+    /// Who calls whom: each source workload's traffic to each service.
+    /// Older agents did not send it.
+    #[serde(default)]
+    pub calls: Vec<Call>,
+}
+
+/// The connections from one client workload to one service, over all its
+/// backends, as one side saw them: `reporter` `source` (the client is in
+/// the agent's cgroup) or `destination` (only the server is: a client on
+/// another node, or outside the mesh). A pair seen from both sides on one
+/// node is listed once, from the source.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Call {
+    pub reporter: String,
+    /// `unknown` for a client outside the mesh.
+    pub source_workload: String,
+    pub source_namespace: String,
+    pub destination_service: String,
+    /// The destination workloads the connections reached.
+    pub destination_workloads: Vec<String>,
+    pub figures: Figures,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -96,6 +117,10 @@ pub struct Service {
 pub struct Backend {
     pub address: String,
     pub weight: u32,
+    /// The workload behind it (`namespace/workload`), when the mesh names
+    /// one. Older agents did not send it.
+    #[serde(default)]
+    pub workload: Option<String>,
     /// Connections from clients in the cgroup to this backend.
     pub outbound: Figures,
     /// Connections this backend accepted, when it runs in the cgroup.
@@ -168,6 +193,12 @@ pub struct Connection {
     pub backend: String,
     /// The client's `address:port`.
     pub source: String,
+    /// The client's and the server's workloads (`namespace/workload`, or
+    /// `unknown`). Older agents did not send them.
+    #[serde(default)]
+    pub source_workload: Option<String>,
+    #[serde(default)]
+    pub destination_workload: Option<String>,
     pub duration_us: u64,
     /// Outbound only; 0 otherwise.
     pub connect_latency_us: u64,
@@ -251,6 +282,8 @@ mod tests {
             vip: Some("198.18.0.10:9080".into()),
             backend: "10.0.0.1:9080".into(),
             source: "10.0.9.9:40000".into(),
+            source_workload: Some("front/web".into()),
+            destination_workload: None,
             duration_us: 5,
             connect_latency_us: 1,
             bytes_sent: 2,

@@ -216,6 +216,63 @@ fn every_series_names_both_workloads_and_kiali_draws_the_pairs() {
         assert_eq!(l["response_flags"], "-");
     }
 
+    // The admin API (kmesh-top's source): who calls whom, and each
+    // connection's workloads.
+    let snapshot = agent.snapshot();
+    let calls: Vec<(String, String, Vec<String>, u64)> = snapshot
+        .calls
+        .iter()
+        .map(|c| {
+            (
+                c.reporter.clone(),
+                format!("{}/{}", c.source_namespace, c.source_workload),
+                c.destination_workloads.clone(),
+                c.figures.opened,
+            )
+        })
+        .collect();
+    let both = vec!["shop/cart-v1".to_string(), "shop/cart-v2".to_string()];
+    assert_eq!(
+        calls,
+        [
+            (
+                "source".into(),
+                "front/web".into(),
+                both.clone(),
+                30 * ROUNDS
+            ),
+            ("source".into(), "jobs/batch".into(), both, 20 * ROUNDS),
+        ],
+        "{:#?}",
+        snapshot.calls
+    );
+    let backends = &snapshot.services[0].backends;
+    let workloads: Vec<Option<&str>> = backends.iter().map(|b| b.workload.as_deref()).collect();
+    assert_eq!(workloads, [Some("shop/cart-v1"), Some("shop/cart-v2")]);
+    let feed = agent.connections();
+    assert_eq!(
+        feed.len() as u64,
+        2 * total,
+        "both sides of every connection"
+    );
+    for c in &feed {
+        let client = CLIENTS
+            .iter()
+            .find(|cl| c.source.starts_with(&format!("{}:", cl.0)))
+            .unwrap_or_else(|| panic!("a connection from elsewhere: {c:?}"));
+        assert_eq!(
+            c.source_workload.as_deref(),
+            Some(format!("{}/{}", client.2, client.1).as_str()),
+            "{c:?}"
+        );
+        let backend = BACKENDS.iter().find(|b| b.0 == c.backend).unwrap();
+        assert_eq!(
+            c.destination_workload.as_deref(),
+            Some(format!("shop/{}", backend.1).as_str()),
+            "{c:?}"
+        );
+    }
+
     let n = prom.scrapes().expect("counting scrapes");
     prom.wait_for_scrapes(n + 2, timeout)
         .expect("scrapes after the last figures");

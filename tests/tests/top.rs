@@ -558,6 +558,7 @@ fn scripted_snapshot(k: u64) -> v1::Snapshot {
     let backend = |address: &str, weight, per_step| v1::Backend {
         address: address.to_string(),
         weight,
+        workload: None,
         outbound: opened(1000 + per_step * k),
         inbound: v1::Figures::default(),
     };
@@ -575,6 +576,7 @@ fn scripted_snapshot(k: u64) -> v1::Snapshot {
             backends: vec![backend(BACKENDS[0], 3, 2), backend(BACKENDS[1], 1, 1)],
         }],
         other: Vec::new(),
+        calls: Vec::new(),
     }
 }
 

@@ -106,6 +106,8 @@ mod tests {
             vip: None,
             backend: "10.0.0.1:9080".into(),
             source: "10.0.9.9:40000".into(),
+            source_workload: None,
+            destination_workload: None,
             duration_us: 1,
             connect_latency_us: 1,
             bytes_sent: 1,

@@ -59,6 +59,8 @@ fn to_api(r: &ClosedConnection) -> v1::Connection {
         vip: r.vip.map(|v| v.to_string()),
         backend: r.backend.to_string(),
         source: r.source.to_string(),
+        source_workload: Some(r.source_workload.display()),
+        destination_workload: Some(r.destination_workload.display()),
         duration_us: r.duration_us,
         connect_latency_us: r.connect_latency_us,
         bytes_sent: r.bytes_sent,

@@ -3,7 +3,7 @@
 //! quantiles over an interval. Built from a copy of the aggregator's figures
 //! ([`AggregateView`]), so the probe reader waits only for the copy.
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     net::SocketAddr,
     sync::Arc,
     time::{SystemTime, UNIX_EPOCH},
@@ -80,6 +80,46 @@ fn figures(parts: &[&SeriesView]) -> v1::Figures {
     f
 }
 
+/// Who calls whom: series grouped by (client workload, service) from each
+/// reporter; a pair the client's side saw is not listed again from the
+/// server's (the same connections, on one node).
+fn calls(series: &[SeriesView]) -> Vec<v1::Call> {
+    type CallKey<'a> = (Direction, &'a str, &'a str, &'a str);
+    let mut groups: BTreeMap<CallKey<'_>, (BTreeSet<String>, Vec<&SeriesView>)> = BTreeMap::new();
+    for s in series {
+        let k = &s.key;
+        let entry = groups
+            .entry((
+                k.direction,
+                &k.source.namespace,
+                &k.source.workload,
+                &k.service,
+            ))
+            .or_default();
+        entry.0.insert(k.destination.display());
+        entry.1.push(s);
+    }
+    let seen_by_source: HashSet<(&str, &str, &str)> = groups
+        .keys()
+        .filter(|(d, ..)| *d == Direction::Outbound)
+        .map(|(_, ns, wl, svc)| (*ns, *wl, *svc))
+        .collect();
+    groups
+        .iter()
+        .filter(|((d, ns, wl, svc), _)| {
+            *d == Direction::Outbound || !seen_by_source.contains(&(*ns, *wl, *svc))
+        })
+        .map(|((d, ns, wl, svc), (destinations, parts))| v1::Call {
+            reporter: d.reporter().to_string(),
+            source_workload: wl.to_string(),
+            source_namespace: ns.to_string(),
+            destination_service: svc.to_string(),
+            destination_workloads: destinations.iter().cloned().collect(),
+            figures: figures(parts),
+        })
+        .collect()
+}
+
 /// The HDR histograms a snapshot merges: pass them to
 /// [`Aggregator::view_with_hdr`](crate::aggregator::Aggregator::view_with_hdr).
 pub const QUANTILE_FAMILIES: [usize; 3] =
@@ -138,6 +178,7 @@ pub fn build(
         services[i].backends.push(v1::Backend {
             address: b.label.to_string(),
             weight: b.weight,
+            workload: b.workload.as_ref().map(|w| w.display()),
             outbound: figures(&out),
             inbound: figures(&inb),
         });
@@ -161,6 +202,7 @@ pub fn build(
         (&a.service, &a.backend, a.direction).cmp(&(&b.service, &b.backend, b.direction))
     });
 
+    let calls = calls(&view.series);
     let a = &view.agent;
     let process = process.unwrap_or_default();
     v1::Snapshot {
@@ -168,6 +210,7 @@ pub fn build(
         taken_at_unix_ms: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),
+        calls,
         uptime_seconds: view.uptime.as_secs_f64(),
         latency_bounds_us: LATENCY_LIMITS_US.to_vec(),
         agent: v1::AgentHealth {

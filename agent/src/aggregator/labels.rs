@@ -86,6 +86,8 @@ impl SeriesKey {
 #[derive(Clone, Debug)]
 pub struct ConfiguredBackend {
     pub service: Arc<str>,
+    /// The workload behind it, if the mesh knows one.
+    pub workload: Option<Arc<WorkloadLabels>>,
     pub vip: SocketAddr,
     pub policy: Policy,
     pub label: Arc<str>,
@@ -182,8 +184,13 @@ impl LabelTable {
                     },
                 );
                 self.configured_pairs.insert((name.clone(), label.clone()));
+                let workload = self.backends[&b.addr]
+                    .workload
+                    .clone()
+                    .or_else(|| self.peers.get(&canonical_ip(b.addr.ip())).cloned());
                 self.configured.push(ConfiguredBackend {
                     service: name.clone(),
+                    workload,
                     vip: service.vip,
                     policy: service.policy,
                     label,

@@ -56,6 +56,16 @@ impl WorkloadLabels {
     pub fn is_unknown(&self) -> bool {
         &*self.workload == UNKNOWN
     }
+
+    /// `namespace/workload`, or `unknown` outside the mesh: how the admin
+    /// API names a workload.
+    pub fn display(&self) -> String {
+        if self.is_unknown() {
+            UNKNOWN.to_string()
+        } else {
+            format!("{}/{}", self.namespace, self.workload)
+        }
+    }
 }
 
 /// `destination_service_name` and `destination_service_namespace`; the

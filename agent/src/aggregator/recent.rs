@@ -5,7 +5,7 @@ use std::{collections::VecDeque, net::SocketAddr, sync::Arc, time::SystemTime};
 
 use kmesh_common::{ConnEvent, direction, event_flags};
 
-use super::{Direction, SeriesKey};
+use super::{Direction, SeriesKey, peers::WorkloadLabels};
 use crate::addr::socket_addr;
 
 /// Closed connections kept.
@@ -22,6 +22,8 @@ pub struct ClosedConnection {
     /// What the client dialled, when known.
     pub vip: Option<SocketAddr>,
     pub source: SocketAddr,
+    pub source_workload: Arc<WorkloadLabels>,
+    pub destination_workload: Arc<WorkloadLabels>,
     pub duration_us: u64,
     pub connect_latency_us: u64,
     pub bytes_sent: u64,
@@ -73,6 +75,8 @@ impl RecentConnections {
             backend: key.backend.clone(),
             vip: routed_vip.or(vip),
             source,
+            source_workload: key.source.clone(),
+            destination_workload: key.destination.clone(),
             duration_us: ev.ts_ns.saturating_sub(ev.start_ns) / 1000,
             connect_latency_us: ev.connect_latency_ns / 1000,
             bytes_sent: ev.bytes_sent,

@@ -110,6 +110,7 @@ pub fn snapshot(later: bool) -> Snapshot {
     let backend = |address: &str, weight, outbound: &Figures| Backend {
         address: address.into(),
         weight,
+        workload: None,
         outbound: outbound.clone(),
         inbound: Figures::default(),
     };
@@ -160,6 +161,7 @@ pub fn snapshot(later: bool) -> Snapshot {
             ),
         ],
         other: Vec::new(),
+        calls: Vec::new(),
     }
 }
 
@@ -172,6 +174,8 @@ pub fn connection(seq: u64, backend: &str, close_reason: &str) -> Connection {
         vip: Some("198.18.0.10:9080".into()),
         backend: backend.into(),
         source: format!("10.0.9.9:{}", 40000 + seq),
+        source_workload: None,
+        destination_workload: None,
         duration_us: 12_345,
         connect_latency_us: 900,
         bytes_sent: 1536,
