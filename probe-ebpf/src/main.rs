@@ -146,10 +146,13 @@ fn on_established(ctx: &SockOpsContext, dir: u8) {
             }
         }
     };
+    let (local_isn, remote_isn) = initial_sequence_numbers(ctx, dir);
     // SAFETY: a live map value of this socket; ctx field reads.
     unsafe {
         (*state).base_acked = (*ctx.ops).bytes_acked;
         (*state).base_received = (*ctx.ops).bytes_received;
+        (*state).local_isn = local_isn;
+        (*state).remote_isn = remote_isn;
         (*state).established_ns = now;
         (*state).last_report_ns = now;
         (*state).last_state = tcp_state::ESTABLISHED as u8;
@@ -163,6 +166,44 @@ fn on_established(ctx: &SockOpsContext, dir: u8) {
             now,
         );
     }
+}
+
+/// Both ends' initial sequence numbers, at establishment, from what the
+/// kernel has counted since (net/ipv4/tcp_input.c, tcp_minisocks.c,
+/// tcp_fastopen.c, kernel 6.x):
+///
+/// - Active side (ACTIVE_ESTABLISHED, in `tcp_finish_connect` after the
+///   SYN-ACK was processed): `snd_una` started at the ISN and `bytes_acked`
+///   counts every sequence number acknowledged since, the SYN included and
+///   Fast Open data the SYN-ACK acknowledged: local ISN = `snd_una -
+///   bytes_acked`. `rcv_nxt` was set to the SYN-ACK's sequence + 1 without
+///   counting it in `bytes_received` (0 here): remote ISN = `rcv_nxt - 1 -
+///   bytes_received`.
+/// - Passive side (PASSIVE_ESTABLISHED, on the handshake's last ACK, or at
+///   the SYN of an accepted Fast Open, before its data is queued): the
+///   child socket starts with `snd_una` = ISN + 1 and `rcv_nxt` = peer ISN
+///   + 1, with both counters at 0; data riding on the last ACK is taken
+///   after this callback. Local ISN = `snd_una - 1 - bytes_acked`, remote
+///   ISN = `rcv_nxt - 1 - bytes_received`.
+///
+/// A SYN cookie is the server's ISN like any other, so cookies change
+/// nothing. Sequence arithmetic wraps, hence the 32-bit truncations.
+fn initial_sequence_numbers(ctx: &SockOpsContext, dir: u8) -> (u32, u32) {
+    // SAFETY: sock_ops field reads of a full socket (an established one).
+    let (snd_una, rcv_nxt, acked, received) = unsafe {
+        (
+            core::ptr::read_volatile(&raw const (*ctx.ops).snd_una),
+            core::ptr::read_volatile(&raw const (*ctx.ops).rcv_nxt),
+            core::ptr::read_volatile(&raw const (*ctx.ops).bytes_acked) as u32,
+            core::ptr::read_volatile(&raw const (*ctx.ops).bytes_received) as u32,
+        )
+    };
+    // The passive side's SYN is not in `bytes_acked`; the active side's is.
+    let syn = u32::from(dir == direction::INBOUND);
+    (
+        snd_una.wrapping_sub(acked).wrapping_sub(syn),
+        rcv_nxt.wrapping_sub(1).wrapping_sub(received),
+    )
 }
 
 fn on_state_change(ctx: &SockOpsContext, old: u32, new: u32) {
@@ -202,6 +243,11 @@ fn on_state_change(ctx: &SockOpsContext, old: u32, new: u32) {
     // SAFETY: a full socket's sock_ops fields.
     let (rcv_nxt, snd_una, snd_nxt) =
         unsafe { ((*ctx.ops).rcv_nxt, (*ctx.ops).snd_una, (*ctx.ops).snd_nxt) };
+    // A connect that never completed: `snd_una` is still its SYN's
+    // sequence number (tcp_connect_init set it; nothing acknowledged it).
+    if state.flags & conn_flags::ESTABLISHED == 0 && state.direction == direction::OUTBOUND {
+        state.local_isn = snd_una;
+    }
     if state.flags & conn_flags::PEER_FIN_SEEN != 0 && rcv_nxt == state.peer_fin_end {
         state.flags |= conn_flags::FIN_RECEIVED;
     }
@@ -379,11 +425,17 @@ fn emit(ctx: &SockOpsContext, cookie: u64, state: &ConnState, kind: u8, reason: 
         (*ev).kind = kind;
         (*ev).direction = state.direction;
         (*ev).close_reason = reason;
-        (*ev).flags = if state.flags & conn_flags::ROUTED != 0 {
+        let routed = if state.flags & conn_flags::ROUTED != 0 {
             event_flags::ROUTED
         } else {
             0
         };
+        let isns = if state.flags & conn_flags::ESTABLISHED != 0 {
+            event_flags::ISNS
+        } else {
+            0
+        };
+        (*ev).flags = routed | isns;
         (*ev).family = family;
         (*ev).local_port = (*ops).local_port as u16;
         (*ev).remote_port = remote_port((*ops).remote_port);
@@ -431,6 +483,8 @@ fn emit(ctx: &SockOpsContext, cookie: u64, state: &ConnState, kind: u8, reason: 
         (*ev).total_retrans = (*ops).total_retrans;
         (*ev).segs_in = (*ops).segs_in;
         (*ev).segs_out = (*ops).segs_out;
+        (*ev).local_isn = state.local_isn;
+        (*ev).remote_isn = state.remote_isn;
         core::ptr::copy_nonoverlapping(&raw const state.route, &raw mut (*ev).route, 1);
     }
     entry.submit(wakeup_flag());
