@@ -166,6 +166,9 @@ pub mod close_reason {
 pub mod event_flags {
     /// The connection was routed by connect(): `route` is filled in.
     pub const ROUTED: u8 = 1;
+    /// The connection was established: `local_isn` and `remote_isn` are
+    /// both the handshake's initial sequence numbers.
+    pub const ISNS: u8 = 1 << 1;
 }
 
 /// One ring-buffer record. Byte and segment counts are totals since the
@@ -201,6 +204,14 @@ pub struct ConnEvent {
     pub total_retrans: u32,
     pub segs_in: u32,
     pub segs_out: u32,
+    /// Initial sequence numbers of this side and of the peer, read at
+    /// establishment (`event_flags::ISNS`): the client's local ISN is the
+    /// server's remote ISN and the other way round, so both ends of a
+    /// connection share them. A connect that failed carries its own SYN's
+    /// sequence number as `local_isn` (0 if no SYN was built) and 0 as
+    /// `remote_isn`, without the flag.
+    pub local_isn: u32,
+    pub remote_isn: u32,
     pub route: RouteDecision,
 }
 
@@ -226,6 +237,10 @@ pub struct ConnState {
     /// Sequence number just past the newest payload that arrived after this
     /// side sent its FIN (`conn_flags::LATE_DATA`).
     pub late_data_end: u32,
+    /// Initial sequence numbers of this side and of the peer, set at
+    /// establishment (see `ConnEvent::local_isn`).
+    pub local_isn: u32,
+    pub remote_isn: u32,
     /// `conn_flags` bits.
     pub flags: u16,
     pub direction: u8,
@@ -332,7 +347,17 @@ mod tests {
         assert_eq!(size_of::<BackendKey>(), 12);
         assert_eq!(size_of::<BackendValue>(), 24);
         assert_eq!(size_of::<RouteDecision>(), 72);
-        assert_eq!(size_of::<ConnState>(), 64 + 72);
-        assert_eq!(size_of::<ConnEvent>(), 16 + 32 + 56 + 16 + 72);
+        assert_eq!(size_of::<ConnState>(), 72 + 72);
+        assert_eq!(size_of::<ConnEvent>(), 16 + 32 + 56 + 16 + 8 + 72);
+    }
+
+    // The agent reads the ISNs at these offsets; the probe writes them.
+    #[test]
+    fn the_isns_sit_before_the_route() {
+        assert_eq!(core::mem::offset_of!(ConnEvent, local_isn), 120);
+        assert_eq!(core::mem::offset_of!(ConnEvent, remote_isn), 124);
+        assert_eq!(core::mem::offset_of!(ConnEvent, route), 128);
+        assert_eq!(core::mem::offset_of!(ConnState, local_isn), 56);
+        assert_eq!(core::mem::offset_of!(ConnState, route), 72);
     }
 }

@@ -26,6 +26,10 @@ use kmesh_common::{
 };
 
 /// Shared with orchestration (same name, pinned): what connect() decided.
+mod tcp;
+
+use tcp::{close_reason_of, initial_sequence_numbers, seq_after};
+
 #[map(name = "KM_SOCK_ROUTES")]
 static SOCK_ROUTES: LruHashMap<u64, RouteDecision> =
     LruHashMap::pinned(map_capacity::SOCK_ROUTES, 0);
@@ -146,10 +150,13 @@ fn on_established(ctx: &SockOpsContext, dir: u8) {
             }
         }
     };
+    let (local_isn, remote_isn) = initial_sequence_numbers(ctx, dir);
     // SAFETY: a live map value of this socket; ctx field reads.
     unsafe {
         (*state).base_acked = (*ctx.ops).bytes_acked;
         (*state).base_received = (*ctx.ops).bytes_received;
+        (*state).local_isn = local_isn;
+        (*state).remote_isn = remote_isn;
         (*state).established_ns = now;
         (*state).last_report_ns = now;
         (*state).last_state = tcp_state::ESTABLISHED as u8;
@@ -202,6 +209,11 @@ fn on_state_change(ctx: &SockOpsContext, old: u32, new: u32) {
     // SAFETY: a full socket's sock_ops fields.
     let (rcv_nxt, snd_una, snd_nxt) =
         unsafe { ((*ctx.ops).rcv_nxt, (*ctx.ops).snd_una, (*ctx.ops).snd_nxt) };
+    // A connect that never completed: `snd_una` is still its SYN's
+    // sequence number (tcp_connect_init set it; nothing acknowledged it).
+    if state.flags & conn_flags::ESTABLISHED == 0 && state.direction == direction::OUTBOUND {
+        state.local_isn = snd_una;
+    }
     if state.flags & conn_flags::PEER_FIN_SEEN != 0 && rcv_nxt == state.peer_fin_end {
         state.flags |= conn_flags::FIN_RECEIVED;
     }
@@ -234,44 +246,6 @@ fn freeze_rtt(ctx: &SockOpsContext, state: &mut ConnState) {
         state.closing_min_rtt_us = (*ctx.ops).rtt_min;
     }
     state.flags |= conn_flags::CLOSING;
-}
-
-/// `a` comes after `b` in sequence space (RFC 1982 arithmetic, as the
-/// kernel's `after()`).
-#[inline(always)]
-fn seq_after(a: u32, b: u32) -> bool {
-    (b.wrapping_sub(a) as i32) < 0
-}
-
-/// Why a connection reached CLOSE, from where it came from and what the
-/// callbacks and tracepoints saw on the way.
-fn close_reason_of(flags: u16, old_state: u32, aborted_on_data: bool) -> u8 {
-    let reset = flags & conn_flags::RST_RECEIVED != 0;
-    if flags & conn_flags::ESTABLISHED == 0 {
-        return if reset {
-            close_reason::CONNECT_REFUSED
-        } else {
-            close_reason::CONNECT_FAILED
-        };
-    }
-    if flags & conn_flags::TIMED_OUT != 0 {
-        return close_reason::TIMEOUT;
-    }
-    if aborted_on_data {
-        return close_reason::RST_SENT;
-    }
-    if reset {
-        return close_reason::RST_RECEIVED;
-    }
-    match old_state {
-        // Straight to CLOSE from a data state, or before our FIN was
-        // acknowledged, with no reset received and no timeout: this side
-        // sent a reset (close with unread data, SO_LINGER 0, keepalive).
-        tcp_state::ESTABLISHED | tcp_state::CLOSE_WAIT | tcp_state::FIN_WAIT1 => {
-            close_reason::RST_SENT
-        }
-        _ => close_reason::FIN,
-    }
 }
 
 /// The kernel's retransmission timer fired; its third argument says the
@@ -379,11 +353,17 @@ fn emit(ctx: &SockOpsContext, cookie: u64, state: &ConnState, kind: u8, reason: 
         (*ev).kind = kind;
         (*ev).direction = state.direction;
         (*ev).close_reason = reason;
-        (*ev).flags = if state.flags & conn_flags::ROUTED != 0 {
+        let routed = if state.flags & conn_flags::ROUTED != 0 {
             event_flags::ROUTED
         } else {
             0
         };
+        let isns = if state.flags & conn_flags::ESTABLISHED != 0 {
+            event_flags::ISNS
+        } else {
+            0
+        };
+        (*ev).flags = routed | isns;
         (*ev).family = family;
         (*ev).local_port = (*ops).local_port as u16;
         (*ev).remote_port = remote_port((*ops).remote_port);
@@ -431,6 +411,8 @@ fn emit(ctx: &SockOpsContext, cookie: u64, state: &ConnState, kind: u8, reason: 
         (*ev).total_retrans = (*ops).total_retrans;
         (*ev).segs_in = (*ops).segs_in;
         (*ev).segs_out = (*ops).segs_out;
+        (*ev).local_isn = state.local_isn;
+        (*ev).remote_isn = state.remote_isn;
         core::ptr::copy_nonoverlapping(&raw const state.route, &raw mut (*ev).route, 1);
     }
     entry.submit(wakeup_flag());

@@ -147,8 +147,19 @@ impl Topology {
     /// Starts backends that end each connection as `ending` says, in the
     /// namespace, and in the cgroup when `in_cgroup`.
     pub fn serve_ending(&self, addrs: &[&str], ending: Ending, in_cgroup: bool) -> Proc {
+        self.serve_with(addrs, ending, in_cgroup, &[])
+    }
+
+    /// As [`Topology::serve_ending`], with more `kmesh-testbed serve` flags.
+    pub fn serve_with(
+        &self,
+        addrs: &[&str],
+        ending: Ending,
+        in_cgroup: bool,
+        extra: &[&str],
+    ) -> Proc {
         let mut cmd = self.testbed(in_cgroup);
-        cmd.arg("serve");
+        cmd.arg("serve").args(extra);
         for a in addrs {
             cmd.args(["--listen", a]);
         }

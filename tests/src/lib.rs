@@ -6,6 +6,7 @@ pub mod ads;
 pub mod bench;
 pub mod harness;
 pub mod manifests;
+pub mod nodes;
 pub mod prometheus;
 pub mod protocol;
 mod report;

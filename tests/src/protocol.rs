@@ -40,31 +40,44 @@ pub fn classify(e: &std::io::Error) -> &'static str {
     }
 }
 
-/// Where a client connects to, and from which address if it chooses one.
-#[derive(Clone, Copy, Debug)]
-pub struct Dial {
-    pub target: SocketAddr,
+pub fn call(target: SocketAddr, request_bytes: u32, reply_bytes: u32, hold: Duration) -> Outcome {
+    call_with(
+        target,
+        request_bytes,
+        reply_bytes,
+        hold,
+        Handshake::default(),
+    )
+}
+
+/// How a client begins its connections.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Handshake {
+    /// The request rides on the SYN (TCP Fast Open, when the namespace's
+    /// `net.ipv4.tcp_fastopen` lets the client send data without a cookie,
+    /// or it has one).
+    pub fastopen: bool,
+    /// The handshake's last ACK waits for the request and rides on it
+    /// (TCP_DEFER_ACCEPT on the connecting socket).
+    pub ack_with_data: bool,
+    /// Connect from this address (a workload's IP in the namespace).
     pub source: Option<IpAddr>,
 }
 
-impl Dial {
-    pub fn connect(self) -> std::io::Result<TcpStream> {
-        let Some(source) = self.source else {
-            return TcpStream::connect_timeout(&self.target, IO_TIMEOUT);
-        };
-        let socket = socket2::Socket::new(
-            socket2::Domain::for_address(self.target),
-            socket2::Type::STREAM,
-            Some(socket2::Protocol::TCP),
-        )?;
-        socket.bind(&SocketAddr::new(source, 0).into())?;
-        socket.connect_timeout(&self.target.into(), IO_TIMEOUT)?;
-        Ok(socket.into())
-    }
-}
-
-pub fn call(dial: Dial, request_bytes: u32, reply_bytes: u32, hold: Duration) -> Outcome {
-    let mut stream = match dial.connect() {
+/// As [`call`], beginning the connection as `handshake` says.
+pub fn call_with(
+    target: SocketAddr,
+    request_bytes: u32,
+    reply_bytes: u32,
+    hold: Duration,
+    handshake: Handshake,
+) -> Outcome {
+    let connected = if handshake.fastopen || handshake.ack_with_data || handshake.source.is_some() {
+        connect_with(target, handshake)
+    } else {
+        TcpStream::connect_timeout(&target, IO_TIMEOUT)
+    };
+    let mut stream = match connected {
         Ok(s) => s,
         Err(e) => {
             return Outcome::Failed {
@@ -111,6 +124,49 @@ pub fn call(dial: Dial, request_bytes: u32, reply_bytes: u32, hold: Duration) ->
             sent,
             received: reply.len() as u64,
         },
+    }
+}
+
+/// A socket set up before connect(): with Fast Open, connect() returns at
+/// once and the SYN carries the first write (TCP_FASTOPEN_CONNECT); with a
+/// deferred ACK, the kernel holds the handshake's last ACK back for the
+/// first write to carry.
+fn connect_with(target: SocketAddr, handshake: Handshake) -> std::io::Result<TcpStream> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(target), Type::STREAM, None)?;
+    if handshake.fastopen {
+        set_tcp_option(&socket, libc::TCP_FASTOPEN_CONNECT, 1)?;
+    }
+    if handshake.ack_with_data {
+        set_tcp_option(&socket, libc::TCP_DEFER_ACCEPT, 1)?;
+    }
+    if let Some(source) = handshake.source {
+        socket.bind(&SocketAddr::new(source, 0).into())?;
+    }
+    socket.connect_timeout(&target.into(), IO_TIMEOUT)?;
+    Ok(socket.into())
+}
+
+/// setsockopt(IPPROTO_TCP, `option`, `value`).
+pub fn set_tcp_option(
+    socket: &impl std::os::fd::AsRawFd,
+    option: libc::c_int,
+    value: libc::c_int,
+) -> std::io::Result<()> {
+    // SAFETY: a valid socket fd and an int option of the right size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            option,
+            (&raw const value).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 

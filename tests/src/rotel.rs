@@ -132,6 +132,8 @@ pub struct Span {
     pub kind: String,
     pub status: String,
     pub attributes: BTreeMap<String, String>,
+    /// The attributes of the resource (the agent) that sent it.
+    pub resource: BTreeMap<String, String>,
 }
 
 impl Point {
@@ -220,16 +222,35 @@ pub fn parse_spans(output: &str) -> Vec<Span> {
     let mut spans = Vec::new();
     let mut current: Option<Span> = None;
     let mut in_attrs = false;
+    let mut resource = BTreeMap::new();
+    let mut in_resource = false;
     for line in output.lines() {
         let t = line.trim();
         if t.starts_with("Span #") {
-            spans.extend(current.replace(Span::default()));
+            spans.extend(current.replace(Span {
+                resource: resource.clone(),
+                ..Span::default()
+            }));
             in_attrs = false;
             continue;
         }
         if t.starts_with("ResourceSpans #") || t.starts_with("ResourceMetrics #") {
             spans.extend(current.take());
+            resource.clear();
             continue;
+        }
+        if t == "Resource attributes:" {
+            in_resource = true;
+            continue;
+        }
+        if in_resource {
+            match attribute(t) {
+                Some((k, v)) => {
+                    resource.insert(k, v);
+                    continue;
+                }
+                None => in_resource = false,
+            }
         }
         let Some(span) = current.as_mut() else {
             continue;

@@ -107,24 +107,6 @@ pub fn tcp_info(stream: &TcpStream) -> std::io::Result<TcpInfo> {
     })
 }
 
-fn set_tcp_option(stream: &TcpStream, option: libc::c_int, value: u32) -> std::io::Result<()> {
-    let value = value as libc::c_int;
-    // SAFETY: a valid socket fd and an int option value.
-    let rc = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            option,
-            (&raw const value).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// One testbed request and reply: where, how big, and the socket options.
 #[derive(Clone, Copy, Debug, clap::Args)]
 pub struct Exchange {
@@ -145,12 +127,20 @@ fn exchange(x: &Exchange, order: CloseOrder) -> anyhow::Result<(TcpStream, Sessi
     let mut stream = TcpStream::connect_timeout(&x.target, Duration::from_secs(5))
         .with_context(|| format!("connecting to {}", x.target))?;
     if x.options.user_timeout_ms > 0 {
-        set_tcp_option(&stream, libc::TCP_USER_TIMEOUT, x.options.user_timeout_ms)
-            .context("setting TCP_USER_TIMEOUT")?;
+        protocol::set_tcp_option(
+            &stream,
+            libc::TCP_USER_TIMEOUT,
+            x.options.user_timeout_ms as libc::c_int,
+        )
+        .context("setting TCP_USER_TIMEOUT")?;
     }
     if x.options.fin_wait2_secs > 0 {
-        set_tcp_option(&stream, libc::TCP_LINGER2, x.options.fin_wait2_secs)
-            .context("setting TCP_LINGER2")?;
+        protocol::set_tcp_option(
+            &stream,
+            libc::TCP_LINGER2,
+            x.options.fin_wait2_secs as libc::c_int,
+        )
+        .context("setting TCP_LINGER2")?;
     }
     stream.set_read_timeout(Some(Duration::from_secs(120)))?;
     stream

@@ -3,11 +3,18 @@
 //! outbound hop and the backend's inbound hop; both become spans of one
 //! trace, the inbound hop a child of the outbound one.
 //!
+//! The ids come from the connection itself (`ids`): the agent on another
+//! node that sees the other end derives the same ones, so a connection
+//! between two nodes is one trace too, its SERVER span (on the server's
+//! node) a child of its CLIENT span (on the client's node). A connect that
+//! failed has no peer ISN and gets random ids: its trace is its one span.
+//!
 //! A hop's span is made when its close record arrives. Whether the trace is
 //! kept is decided once, at the first close of the connection, so the hops
 //! of one trace are kept or dropped together.
 mod attributes;
 mod clock;
+pub mod ids;
 mod queue;
 pub mod sampling;
 
@@ -49,7 +56,6 @@ struct Hop {
     /// The socket; a record of another socket with the same addresses is a
     /// new connection (the old one's close record was lost).
     cookie: u64,
-    span_id: SpanId,
     service: Arc<str>,
     backend: Arc<str>,
     vip: Option<SocketAddr>,
@@ -58,6 +64,11 @@ struct Hop {
 
 struct Flow {
     trace_id: TraceId,
+    /// The CLIENT (outbound) and SERVER (inbound) span ids.
+    span_ids: [SpanId; 2],
+    /// What the ids were derived from; `None`: random ids, which no other
+    /// agent shares.
+    key: Option<ids::ConnectionKey>,
     hops: [Option<Hop>; 2],
     /// Whether each hop has closed.
     closed: [bool; 2],
@@ -67,9 +78,18 @@ struct Flow {
 }
 
 impl Flow {
-    fn new(ids: &RandomIdGenerator) -> Self {
+    fn new(key: Option<ids::ConnectionKey>, random: &RandomIdGenerator) -> Self {
+        let (trace_id, span_ids) = match key.map(|k| k.ids()) {
+            Some(ids) => (ids.trace_id, [ids.client_span, ids.server_span]),
+            None => (
+                random.new_trace_id(),
+                [random.new_span_id(), random.new_span_id()],
+            ),
+        };
         Self {
-            trace_id: ids.new_trace_id(),
+            trace_id,
+            span_ids,
+            key,
             hops: [None, None],
             closed: [false; 2],
             sent: [false; 2],
@@ -125,7 +145,7 @@ pub fn pipeline(
 pub struct SpanAssembler {
     flows: HashMap<FlowKey, Flow>,
     sampling: SamplingSettings,
-    ids: RandomIdGenerator,
+    random: RandomIdGenerator,
     clock: clock::WallClock,
     clock_read: Instant,
     scope: InstrumentationScope,
@@ -155,7 +175,7 @@ impl SpanAssembler {
         Self {
             flows: HashMap::new(),
             sampling,
-            ids: RandomIdGenerator::default(),
+            random: RandomIdGenerator::default(),
             clock: clock::WallClock::now(),
             clock_read: Instant::now(),
             scope: InstrumentationScope::builder("kmesh-agent")
@@ -183,21 +203,27 @@ impl SpanAssembler {
         if !self.flows.contains_key(&fk) && self.flows.len() >= MAX_FLOWS {
             return (ev.kind == event_kind::CLOSED).then_some(SpanOutcome::Untracked);
         }
-        let ids = &self.ids;
-        let flow = self.flows.entry(fk).or_insert_with(|| Flow::new(ids));
-        if flow.hops[side]
+        let conn = ids::ConnectionKey::of(ev);
+        let random = &self.random;
+        let flow = self
+            .flows
+            .entry(fk)
+            .or_insert_with(|| Flow::new(conn, random));
+        let stale_hop = flow.hops[side]
             .as_ref()
-            .is_some_and(|h| h.cookie != ev.cookie)
-        {
+            .is_some_and(|h| h.cookie != ev.cookie);
+        // Other ISNs on the same addresses: the other end's record is of an
+        // earlier connection.
+        let other_connection = conn.is_some() && flow.key.is_some() && conn != flow.key;
+        if stale_hop || other_connection {
             // The same addresses on a new socket: what was kept of the old
             // connection lost its close record. Start over.
-            *flow = Flow::new(ids);
+            *flow = Flow::new(conn, random);
         }
         if flow.hops[side].is_none() {
             let routed = ev.flags & event_flags::ROUTED != 0;
             flow.hops[side] = Some(Hop {
                 cookie: ev.cookie,
-                span_id: ids.new_span_id(),
                 service: key.service.clone(),
                 backend: key.backend.clone(),
                 vip: routed
@@ -218,7 +244,16 @@ impl SpanAssembler {
             .map_or(ev.connect_latency_ns, |h| {
                 h.connect_latency_ns.max(ev.connect_latency_ns)
             });
-        let own = sampling::decide(&self.sampling, flow.trace_id, ev, connect_latency);
+        // Slowness keeps a trace only where this agent holds all of it:
+        // random ids, or both ends here.
+        let whole_here = flow.key.is_none() || flow.hops.iter().all(Option::is_some);
+        let own = sampling::decide(
+            &self.sampling,
+            flow.trace_id,
+            ev,
+            connect_latency,
+            whole_here,
+        );
         // The first close decides for the trace, so its hops are kept or
         // dropped together; a hop that is itself failed, reset or slow is
         // kept even when an earlier hop was dropped.
@@ -245,13 +280,16 @@ impl SpanAssembler {
     fn span(&self, fk: &FlowKey, side: usize, ev: &ConnEvent, why: &'static str) -> SpanData {
         let flow = &self.flows[fk];
         let hop = flow.hops[side].as_ref().expect("the hop was just recorded");
-        // The inbound hop is a child of the outbound one, unless that was
-        // sampled out (then it would point at a span nobody has).
-        let parent = match (side, &flow.hops[OUTBOUND]) {
-            (INBOUND, Some(outbound)) if !flow.closed[OUTBOUND] || flow.sent[OUTBOUND] => {
-                outbound.span_id
+        // The inbound hop is a child of the outbound one: on this node,
+        // unless that was sampled out here (then it would point at a span
+        // nobody has); on the client's node (remote), when the ids are
+        // derived, as that node's agent derives the same.
+        let (parent, remote_parent) = match (side, &flow.hops[OUTBOUND]) {
+            (INBOUND, Some(_)) if !flow.closed[OUTBOUND] || flow.sent[OUTBOUND] => {
+                (flow.span_ids[OUTBOUND], false)
             }
-            _ => SpanId::INVALID,
+            (INBOUND, None) if flow.key.is_some() => (flow.span_ids[OUTBOUND], true),
+            _ => (SpanId::INVALID, false),
         };
         // The inbound side learns the VIP from its outbound partner.
         let vip = hop
@@ -278,13 +316,13 @@ impl SpanAssembler {
         SpanData {
             span_context: SpanContext::new(
                 flow.trace_id,
-                hop.span_id,
+                flow.span_ids[side],
                 TraceFlags::SAMPLED,
                 false,
                 TraceState::default(),
             ),
             parent_span_id: parent,
-            parent_span_is_remote: false,
+            parent_span_is_remote: remote_parent,
             span_kind: kind,
             name: format!("{verb} {}", hop.service).into(),
             start_time: self.clock.at(ev.start_ns),

@@ -1,6 +1,17 @@
 //! Which connections are traced: every failed, reset or slow one, and a
 //! share of the rest chosen by trace id with the rule of OpenTelemetry's
 //! TraceIdRatioBased sampler, so samplers downstream agree with ours.
+//!
+//! The agents at the two ends of a connection decide apart, so a trace is
+//! whole or absent only if both decide alike from what both see:
+//! - the ratio: both derive the same trace id (`ids`), so both agree;
+//! - errors: a connection that one end aborts (reset sent, timeout) ends
+//!   unorderly at the other end too (it receives the reset, or its next
+//!   segment is answered with one), so both keep it;
+//! - slowness is measured by each end on its own (connect latency only
+//!   by the client; each its own RTT), so it keeps a trace only where one
+//!   agent decides for all its spans: `slowness_counts` is false for a
+//!   connection whose other end may be traced on another node.
 use std::time::Duration;
 
 use kmesh_common::{ConnEvent, close_reason};
@@ -26,13 +37,12 @@ pub fn decide(
     trace_id: TraceId,
     ev: &ConnEvent,
     connect_latency_ns: u64,
+    slowness_counts: bool,
 ) -> Decision {
     if ev.close_reason != close_reason::FIN {
         return Decision::Keep("error");
     }
-    let slow_ns = s.slow_threshold.as_nanos().min(u128::from(u64::MAX)) as u64;
-    let srtt_ns = u64::from(ev.srtt_us) * 1000;
-    if connect_latency_ns >= slow_ns || srtt_ns >= slow_ns {
+    if slowness_counts && is_slow(s, ev, connect_latency_ns) {
         return Decision::Keep("slow");
     }
     if ratio_keeps(s.ratio, trace_id) {
@@ -40,6 +50,12 @@ pub fn decide(
     } else {
         Decision::Drop
     }
+}
+
+fn is_slow(s: &SamplingSettings, ev: &ConnEvent, connect_latency_ns: u64) -> bool {
+    let slow_ns = s.slow_threshold.as_nanos().min(u128::from(u64::MAX)) as u64;
+    let srtt_ns = u64::from(ev.srtt_us) * 1000;
+    connect_latency_ns >= slow_ns || srtt_ns >= slow_ns
 }
 
 /// The lower 64 bits of the trace id, halved, against ratio * 2^63.
@@ -84,17 +100,26 @@ mod tests {
             close_reason::CONNECT_FAILED,
         ] {
             assert_eq!(
-                decide(&s, id, &closed(reason, 10), 0),
+                decide(&s, id, &closed(reason, 10), 0, false),
                 Decision::Keep("error")
             );
         }
         let fin = closed(close_reason::FIN, 10);
-        assert_eq!(decide(&s, id, &fin, 100_000_000), Decision::Keep("slow"));
         assert_eq!(
-            decide(&s, id, &closed(close_reason::FIN, 150_000), 0),
+            decide(&s, id, &fin, 100_000_000, true),
             Decision::Keep("slow")
         );
-        assert_eq!(decide(&s, id, &fin, 99_999_999), Decision::Drop);
+        assert_eq!(
+            decide(&s, id, &closed(close_reason::FIN, 150_000), 0, true),
+            Decision::Keep("slow")
+        );
+        assert_eq!(decide(&s, id, &fin, 99_999_999, true), Decision::Drop);
+        // Where the other end decides apart, slowness does not keep a trace.
+        assert_eq!(decide(&s, id, &fin, 100_000_000, false), Decision::Drop);
+        assert_eq!(
+            decide(&s, id, &closed(close_reason::FIN, 150_000), 0, false),
+            Decision::Drop
+        );
     }
 
     #[test]
@@ -106,7 +131,7 @@ mod tests {
         let kept = (0..n)
             .filter(|_| {
                 use opentelemetry_sdk::trace::IdGenerator;
-                decide(&s, ids.new_trace_id(), &fin, 0) != Decision::Drop
+                decide(&s, ids.new_trace_id(), &fin, 0, true) != Decision::Drop
             })
             .count() as f64;
         // Binomial sd at n = 40000, p = 0.25 is ~87: 5 sd either side.
@@ -115,7 +140,7 @@ mod tests {
             "{kept}"
         );
         assert_eq!(
-            decide(&settings(1.0), TraceId::from(u128::MAX), &fin, 0),
+            decide(&settings(1.0), TraceId::from(u128::MAX), &fin, 0, true),
             Decision::Keep("ratio")
         );
     }
@@ -147,7 +172,7 @@ mod tests {
                     .should_sample(None, id, "connection", &SpanKind::Client, &[], &[])
                     .decision
                     == SamplingDecision::RecordAndSample;
-                let ours = decide(&settings(ratio), id, &fin, 0) != Decision::Drop;
+                let ours = decide(&settings(ratio), id, &fin, 0, false) != Decision::Drop;
                 assert_eq!(ours, theirs, "ratio {ratio}, trace id {id}");
                 kept += usize::from(ours);
             }

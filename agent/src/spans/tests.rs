@@ -257,3 +257,138 @@ fn loopback_connections_in_different_namespaces_are_not_paired() {
     let s = span(a.record(&client, &out));
     assert_eq!(attr(&s, "kmesh.hop.count"), Some(Value::I64(1)));
 }
+
+/// `record` with the ISNs the probe reads at establishment: the client's
+/// local ISN is the server's remote one and the other way round.
+fn with_isns(mut ev: ConnEvent) -> ConnEvent {
+    const CLIENT_ISN: u32 = 0x1111_2222;
+    const SERVER_ISN: u32 = 0xdead_beef;
+    ev.flags |= event_flags::ISNS;
+    (ev.local_isn, ev.remote_isn) = if ev.direction == direction::INBOUND {
+        (SERVER_ISN, CLIENT_ISN)
+    } else {
+        (CLIENT_ISN, SERVER_ISN)
+    };
+    ev
+}
+
+fn closed_span(a: &mut SpanAssembler, dir: u8, reason: u8) -> SpanData {
+    let k = key(if dir == direction::INBOUND {
+        Direction::Inbound
+    } else {
+        Direction::Outbound
+    });
+    a.record(&with_isns(record(event_kind::ESTABLISHED, dir, 0)), &k);
+    span(a.record(&with_isns(record(event_kind::CLOSED, dir, reason)), &k))
+}
+
+#[test]
+fn two_agents_each_seeing_one_end_emit_one_trace_with_the_derived_ids() {
+    let (mut node_a, mut node_b) = (keep_all(), keep_all());
+    let client = closed_span(&mut node_a, direction::OUTBOUND, close_reason::FIN);
+    let server = closed_span(&mut node_b, direction::INBOUND, close_reason::FIN);
+    let expected = ids::ConnectionKey {
+        client_isn: 0x1111_2222,
+        server_isn: 0xdead_beef,
+        server: BACKEND.parse().unwrap(),
+    }
+    .ids();
+    assert_eq!(client.span_context.trace_id(), expected.trace_id);
+    assert_eq!(server.span_context.trace_id(), expected.trace_id);
+    assert_eq!(client.span_context.span_id(), expected.client_span);
+    assert_eq!(server.span_context.span_id(), expected.server_span);
+    assert_eq!(client.parent_span_id, SpanId::INVALID);
+    assert_eq!(server.parent_span_id, expected.client_span);
+    assert!(server.parent_span_is_remote, "the client span is on node A");
+}
+
+#[test]
+fn one_node_seeing_both_ends_emits_the_ids_two_nodes_would() {
+    let mut both = keep_all();
+    let (out, inb) = (key(Direction::Outbound), key(Direction::Inbound));
+    for (dir, k) in [(direction::OUTBOUND, &out), (direction::INBOUND, &inb)] {
+        both.record(&with_isns(record(event_kind::ESTABLISHED, dir, 0)), k);
+    }
+    let fin = close_reason::FIN;
+    let client = span(both.record(
+        &with_isns(record(event_kind::CLOSED, direction::OUTBOUND, fin)),
+        &out,
+    ));
+    let server = span(both.record(
+        &with_isns(record(event_kind::CLOSED, direction::INBOUND, fin)),
+        &inb,
+    ));
+    let (mut node_a, mut node_b) = (keep_all(), keep_all());
+    let apart = [
+        closed_span(&mut node_a, direction::OUTBOUND, fin),
+        closed_span(&mut node_b, direction::INBOUND, fin),
+    ];
+    for (here, there) in [client, server].iter().zip(&apart) {
+        assert_eq!(here.span_context, there.span_context);
+        assert_eq!(here.parent_span_id, there.parent_span_id);
+    }
+    assert_eq!(attr(&apart[1], "kmesh.hop.count"), Some(Value::I64(1)));
+}
+
+#[test]
+fn slowness_keeps_a_trace_only_where_one_agent_holds_all_of_it() {
+    let slow = |a: &mut SpanAssembler, dir: u8, k: &SeriesKey, kind: u8| {
+        let mut ev = with_isns(record(kind, dir, close_reason::FIN));
+        ev.srtt_us = 2_000_000;
+        a.record(&ev, k)
+    };
+    let at_zero = || {
+        SpanAssembler::new(SamplingSettings {
+            ratio: 0.0,
+            slow_threshold: Duration::from_secs(1),
+        })
+    };
+    let (out, inb) = (key(Direction::Outbound), key(Direction::Inbound));
+    // Alone on its node, the client cannot know the server's node decides alike.
+    let mut node_a = at_zero();
+    slow(
+        &mut node_a,
+        direction::OUTBOUND,
+        &out,
+        event_kind::ESTABLISHED,
+    );
+    assert!(matches!(
+        slow(&mut node_a, direction::OUTBOUND, &out, event_kind::CLOSED),
+        Some(SpanOutcome::SampledOut)
+    ));
+    // Both ends on one node: one decision for the whole trace.
+    let mut both = at_zero();
+    slow(
+        &mut both,
+        direction::OUTBOUND,
+        &out,
+        event_kind::ESTABLISHED,
+    );
+    slow(&mut both, direction::INBOUND, &inb, event_kind::ESTABLISHED);
+    let s = span(slow(
+        &mut both,
+        direction::OUTBOUND,
+        &out,
+        event_kind::CLOSED,
+    ));
+    assert_eq!(attr(&s, "kmesh.sampled_because"), Some(Value::from("slow")));
+    // Random ids (no ISNs): the trace is this agent's alone.
+    let mut alone = at_zero();
+    let mut ev = record(event_kind::CLOSED, direction::OUTBOUND, close_reason::FIN);
+    ev.srtt_us = 2_000_000;
+    let s = span(alone.record(&ev, &out));
+    assert_eq!(attr(&s, "kmesh.sampled_because"), Some(Value::from("slow")));
+}
+
+#[test]
+fn another_connection_on_the_same_addresses_is_not_paired_with_a_stale_end() {
+    let mut a = keep_all();
+    let inb = key(Direction::Inbound);
+    // The server's end of an earlier connection, whose close was lost.
+    let mut old = with_isns(record(event_kind::ESTABLISHED, direction::INBOUND, 0));
+    old.local_isn = 5;
+    a.record(&old, &inb);
+    let client = closed_span(&mut a, direction::OUTBOUND, close_reason::FIN);
+    assert_eq!(attr(&client, "kmesh.hop.count"), Some(Value::I64(1)));
+    assert_eq!(a.open_flows(), 0);
+}

@@ -37,6 +37,8 @@ enum Command {
         /// How each connection ends once the request is read.
         #[arg(long, value_enum, default_value_t = Ending::Close)]
         ending: Ending,
+        #[command(flatten)]
+        options: ListenOptions,
     },
     /// Make connections to a target and print a JSON report of what happened.
     Client(ClientArgs),
@@ -91,6 +93,23 @@ enum Command {
     },
 }
 
+/// How the backends' handshakes go, so tests see each way a connection
+/// can begin.
+#[derive(clap::Args, Clone, Copy)]
+struct ListenOptions {
+    /// Bytes each connection writes as soon as it is accepted, before it
+    /// reads the request: the server sends first.
+    #[arg(long, default_value_t = 0)]
+    greeting_bytes: usize,
+    /// TCP_DEFER_ACCEPT: the handshake's bare last ACK is ignored and the
+    /// client's first data segment completes it.
+    #[arg(long)]
+    defer_accept: bool,
+    /// TCP_FASTOPEN: accept data carried by the SYN.
+    #[arg(long)]
+    fastopen: bool,
+}
+
 #[derive(clap::Args)]
 struct ClientArgs {
     #[arg(long)]
@@ -117,13 +136,23 @@ struct ClientArgs {
     /// Connect from this address (a workload's IP in the namespace).
     #[arg(long)]
     source: Option<std::net::IpAddr>,
+    /// Send each request on the SYN (TCP Fast Open).
+    #[arg(long)]
+    fastopen: bool,
+    /// Hold the handshake's last ACK back until the request carries it.
+    #[arg(long)]
+    ack_with_data: bool,
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     cli.place.enter()?;
     match cli.command {
-        Command::Serve { listen, ending } => serve(&listen, ending),
+        Command::Serve {
+            listen,
+            ending,
+            options,
+        } => serve(&listen, ending, options),
         Command::Sessions {
             exchange,
             connections,
@@ -231,14 +260,25 @@ fn reconnect(first: SocketAddr, then: SocketAddr) -> anyhow::Result<Reconnected>
     Ok(Reconnected { first, then, peer })
 }
 
-fn serve(addrs: &[SocketAddr], ending: Ending) -> anyhow::Result<()> {
+fn serve(addrs: &[SocketAddr], ending: Ending, options: ListenOptions) -> anyhow::Result<()> {
     let mut threads = Vec::new();
     for &addr in addrs {
         let listener = TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
+        if options.defer_accept {
+            protocol::set_tcp_option(&listener, libc::TCP_DEFER_ACCEPT, 5)
+                .context("setting TCP_DEFER_ACCEPT")?;
+        }
+        if options.fastopen {
+            protocol::set_tcp_option(&listener, libc::TCP_FASTOPEN, 128)
+                .context("setting TCP_FASTOPEN")?;
+        }
         threads.push(std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
+            for mut stream in listener.incoming().flatten() {
                 std::thread::spawn(move || {
-                    let _ = protocol::serve_one(stream, &addr.to_string(), ending);
+                    let greeting = vec![b'g'; options.greeting_bytes];
+                    if stream.write_all(&greeting).is_ok() {
+                        let _ = protocol::serve_one(stream, &addr.to_string(), ending);
+                    }
                 });
             }
         }));
@@ -264,7 +304,14 @@ fn client(args: &ClientArgs) -> ClientReport {
         hold_ms,
         until_stdin_closes,
         source,
+        fastopen,
+        ack_with_data,
     } = *args;
+    let handshake = protocol::Handshake {
+        fastopen,
+        ack_with_data,
+        source,
+    };
     let hold = Duration::from_millis(hold_ms);
     let stop = Arc::new(AtomicBool::new(false));
     if until_stdin_closes {
@@ -292,12 +339,8 @@ fn client(args: &ClientArgs) -> ClientReport {
                         let due = start + Duration::from_secs_f64(n as f64 / rate);
                         std::thread::sleep(due.saturating_duration_since(Instant::now()));
                     }
-                    let outcome = protocol::call(
-                        protocol::Dial { target, source },
-                        request_bytes,
-                        reply_bytes,
-                        hold,
-                    );
+                    let outcome =
+                        protocol::call_with(target, request_bytes, reply_bytes, hold, handshake);
                     let mut report = report.lock().unwrap();
                     report.add(outcome);
                     if until_stdin_closes {

@@ -104,12 +104,14 @@ pub struct OtlpArgs {
     /// Export a span per connection over OTLP: a list as in OTEL_TRACES_EXPORTER.
     #[arg(long, env = "OTEL_TRACES_EXPORTER", default_value = "otlp", value_parser = parse_exporters)]
     pub traces_exporter: ExporterChoice,
-    /// Share of normal connections traced (0 to 1). Failed, reset and slow
-    /// connections are always traced.
+    /// Share of normal connections traced (0 to 1). Failed and reset
+    /// connections are always traced, slow ones when both ends are on this
+    /// node.
     #[arg(long, env = "KMESH_TRACE_SAMPLE_RATIO", default_value_t = 0.01, value_parser = parse_ratio)]
     pub trace_sample_ratio: f64,
     /// A connection whose connect latency or smoothed RTT reaches this is
-    /// slow, and always traced.
+    /// slow, and always traced when both its ends are on this node (the
+    /// agent on another node could not know, and would drop its half).
     #[arg(long, env = "KMESH_TRACE_SLOW_THRESHOLD", default_value = "200ms", value_parser = parse_duration)]
     pub trace_slow_threshold: Duration,
     /// Spans waiting for export at most; beyond, new spans are dropped and counted.
