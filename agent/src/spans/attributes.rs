@@ -5,12 +5,14 @@ use std::net::SocketAddr;
 use kmesh_common::{ConnEvent, close_reason, direction};
 use opentelemetry::KeyValue;
 
-use crate::{addr::socket_addr, aggregator::close_reason_name};
+use crate::{
+    addr::socket_addr,
+    aggregator::{SeriesKey, close_reason_name, istio},
+};
 
 pub struct HopFacts<'a> {
     pub ev: &'a ConnEvent,
-    pub service: &'a str,
-    pub backend: &'a str,
+    pub key: &'a SeriesKey,
     pub vip: Option<SocketAddr>,
     pub hop_count: usize,
     pub sampled_because: &'static str,
@@ -38,8 +40,7 @@ pub fn of_hop(f: &HopFacts<'_>) -> Vec<KeyValue> {
             "network.type",
             if remote.is_ipv4() { "ipv4" } else { "ipv6" },
         ),
-        KeyValue::new("destination_service", f.service.to_string()),
-        KeyValue::new("kmesh.backend", f.backend.to_string()),
+        KeyValue::new("kmesh.backend", f.key.backend.to_string()),
         KeyValue::new("kmesh.hop.count", f.hop_count as i64),
         KeyValue::new("kmesh.close_reason", close_reason_name(ev.close_reason)),
         KeyValue::new(
@@ -54,6 +55,14 @@ pub fn of_hop(f: &HopFacts<'_>) -> Vec<KeyValue> {
         KeyValue::new("kmesh.tcp.retransmits", i64::from(ev.total_retrans)),
         KeyValue::new("kmesh.sampled_because", f.sampled_because),
     ];
+    // Istio's labels, as on the metrics: who called whom, and the flags of
+    // how it ended.
+    attrs.extend(
+        istio::close_labels(f.key, ev.close_reason)
+            .into_iter()
+            .filter(|(name, _)| !matches!(*name, "destination_backend" | "direction"))
+            .map(|(name, value)| KeyValue::new(name, value.to_string())),
+    );
     if ev.min_rtt_us != 0 && ev.min_rtt_us != u32::MAX {
         attrs.push(KeyValue::new(
             "kmesh.tcp.min_rtt_us",

@@ -56,8 +56,8 @@ struct Hop {
     /// The socket; a record of another socket with the same addresses is a
     /// new connection (the old one's close record was lost).
     cookie: u64,
-    service: Arc<str>,
-    backend: Arc<str>,
+    /// Its series' labels: service, backend and both workloads.
+    key: SeriesKey,
     vip: Option<SocketAddr>,
     connect_latency_ns: u64,
 }
@@ -224,8 +224,7 @@ impl SpanAssembler {
             let routed = ev.flags & event_flags::ROUTED != 0;
             flow.hops[side] = Some(Hop {
                 cookie: ev.cookie,
-                service: key.service.clone(),
-                backend: key.backend.clone(),
+                key: key.clone(),
                 vip: routed
                     .then(|| socket_addr(ev.route.orig_addr, ev.route.family, ev.route.orig_port)),
                 connect_latency_ns: ev.connect_latency_ns,
@@ -298,8 +297,7 @@ impl SpanAssembler {
         let hop_count = flow.hops.iter().flatten().count();
         let facts = attributes::HopFacts {
             ev,
-            service: &hop.service,
-            backend: &hop.backend,
+            key: &hop.key,
             vip,
             hop_count,
             sampled_because: why,
@@ -324,7 +322,7 @@ impl SpanAssembler {
             parent_span_id: parent,
             parent_span_is_remote: remote_parent,
             span_kind: kind,
-            name: format!("{verb} {}", hop.service).into(),
+            name: format!("{verb} {}", hop.key.service).into(),
             start_time: self.clock.at(ev.start_ns),
             end_time: self.clock.at(ev.ts_ns.max(ev.start_ns)),
             attributes: attributes::of_hop(&facts),

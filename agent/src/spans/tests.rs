@@ -142,6 +142,11 @@ fn a_reset_is_an_error_and_kept_even_at_ratio_zero() {
     assert_eq!(s.status, Status::error("rst_received"));
     assert_eq!(attr(&s, "error.type"), Some(Value::from("rst_received")));
     assert_eq!(attr(&s, "kmesh.hop.count"), Some(Value::I64(1)));
+    // Istio's labels, as on the metrics, with the flags of the reset.
+    assert_eq!(attr(&s, "response_flags"), Some(Value::from("UC")));
+    assert_eq!(attr(&s, "reporter"), Some(Value::from("source")));
+    assert_eq!(attr(&s, "source_workload"), Some(Value::from("unknown")));
+    assert_eq!(attr(&s, "destination_service"), Some(Value::from("echo")));
 
     let fin = record(event_kind::CLOSED, direction::OUTBOUND, close_reason::FIN);
     assert!(matches!(
