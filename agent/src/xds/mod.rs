@@ -41,7 +41,7 @@ pub fn mesh_of(set: &ResourceSet, probe: ProbeSettings) -> (Mesh, Report, BTreeS
     (
         Mesh {
             services,
-            workloads: Default::default(),
+            workloads: translate::workloads::from_endpoints(set),
             probe,
         },
         report,

@@ -14,8 +14,8 @@ use envoy_types::pb::{
                 load_balancing_policy::Policy,
             },
             core::v3::{
-                Address, CidrRange, HealthStatus, Locality, Pipe, RoutingPriority, SocketAddress,
-                TrafficDirection, TypedExtensionConfig, address, socket_address,
+                Address, CidrRange, HealthStatus, Locality, Metadata, Pipe, RoutingPriority,
+                SocketAddress, TrafficDirection, TypedExtensionConfig, address, socket_address,
             },
             endpoint::v3::{
                 ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
@@ -33,7 +33,7 @@ use envoy_types::pb::{
         },
         r#type::matcher::v3::RegexMatcher,
     },
-    google::protobuf::{Any, BoolValue, UInt32Value},
+    google::protobuf::{Any, BoolValue, Struct, UInt32Value, Value as PbValue, value::Kind},
 };
 use prost::{Message, Name};
 
@@ -178,8 +178,46 @@ fn lb_endpoint(o: Obj) -> Result<LbEndpoint> {
             HealthStatus::from_str_name(s).map(|e| e as i32)
         })?,
         load_balancing_weight: wrap(o.u32("load_balancing_weight")?),
-        ..Default::default()
+        metadata: istio_workload_metadata(&o)?,
     })
+}
+
+/// The one piece of endpoint metadata the translation reads: istiod's
+/// `filter_metadata.istio.workload`, which names the endpoint's workload.
+fn istio_workload_metadata(o: &Obj) -> Result<Option<Metadata>> {
+    let Some(meta) = o.child("metadata")? else {
+        return Ok(None);
+    };
+    let Some(filters) = meta.child("filter_metadata")? else {
+        return Ok(None);
+    };
+    let Some(istio) = filters.child("istio")? else {
+        return Ok(None);
+    };
+    // Envoy takes any value here; only istiod's string names a workload.
+    let Ok(workload) = istio.string("workload") else {
+        return Ok(None);
+    };
+    if workload.is_empty() {
+        return Ok(None);
+    }
+    let fields = [(
+        "workload".to_string(),
+        PbValue {
+            kind: Some(Kind::StringValue(workload)),
+        },
+    )];
+    Ok(Some(Metadata {
+        filter_metadata: [(
+            "istio".to_string(),
+            Struct {
+                fields: fields.into_iter().collect(),
+            },
+        )]
+        .into_iter()
+        .collect(),
+        ..Default::default()
+    }))
 }
 
 pub fn address(o: Obj) -> Result<Address> {

@@ -14,6 +14,7 @@
 mod backends;
 mod routes;
 mod weights;
+pub mod workloads;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
