@@ -197,9 +197,9 @@ fn bench(c: &mut Criterion) {
         b.iter(|| black_box(agg.view(true)))
     });
     g.bench_function("admin API snapshot: copy under the lock", |b| {
-        b.iter(|| black_box(agg.view_with_hdr(&snapshot::QUANTILE_FAMILIES)))
+        b.iter(|| black_box(agg.view_with_sketches(&snapshot::QUANTILE_FAMILIES)))
     });
-    let quantiles = agg.view_with_hdr(&snapshot::QUANTILE_FAMILIES);
+    let quantiles = agg.view_with_sketches(&snapshot::QUANTILE_FAMILIES);
     g.bench_function(
         "admin API snapshot: built from the copy, lock released",
         |b| b.iter(|| black_box(snapshot::build(&quantiles, ControlFigures::default(), None))),
