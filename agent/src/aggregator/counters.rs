@@ -99,7 +99,11 @@ impl Counters {
 
     /// Adds `n` to counter `i`.
     pub fn add(&mut self, i: u16, n: u64) {
-        if n == 1 && self.increment_in_place(i) {
+        if n == 1 {
+            // Grow the plane the count must carry into, then count.
+            while let Err(k) = self.increment_in_place(i) {
+                self.cover(k, i);
+            }
             return;
         }
         let mut planes = self.decode();
@@ -109,8 +113,8 @@ impl Counters {
 
     /// Adds one to counter `i` when every plane it carries into already
     /// spans it (nearly always, once a counter has counted for a while);
-    /// `false`, with nothing changed, when the planes need to grow.
-    fn increment_in_place(&mut self, i: u16) -> bool {
+    /// otherwise nothing changes and the plane that must grow is named.
+    fn increment_in_place(&mut self, i: u16) -> Result<(), usize> {
         let planes = self.planes();
         let mut start = 1 + planes * HEADER;
         // The digits that wrap to 0, at most one per plane.
@@ -118,7 +122,7 @@ impl Counters {
         for k in 0..planes {
             let (lo, len) = self.header(k);
             if i < lo || usize::from(i - lo) >= len {
-                return false;
+                return Err(k);
             }
             let digit = start + usize::from(i - lo);
             if self.buf[digit] < u8::MAX {
@@ -126,14 +130,52 @@ impl Counters {
                     self.buf[d] = 0;
                 }
                 self.buf[digit] += 1;
-                return true;
+                return Ok(());
             }
             // 255: it becomes 0 and carries, if the next plane spans it.
             wrapped[n] = digit;
             n += 1;
             start += len;
         }
-        false
+        Err(planes)
+    }
+
+    /// Makes plane `k` (a new one when `k` is the number of planes) span
+    /// counter `i`, in one allocation of the new length.
+    fn cover(&mut self, k: usize, i: u16) {
+        let planes = self.planes();
+        let mut spans: Vec<(u16, usize)> = (0..planes).map(|j| self.header(j)).collect();
+        let (before, after) = match spans.get(k) {
+            Some(&(lo, _)) if i < lo => (usize::from(lo - i), 0),
+            Some(&(lo, len)) => (0, usize::from(i - lo) + 1 - len),
+            None => (0, 1),
+        };
+        let mut buf = Vec::with_capacity(self.buf.len() + before + after + HEADER);
+        buf.push(planes.max(k + 1) as u8);
+        if k == planes {
+            spans.push((i, 0));
+        }
+        for (j, (lo, len)) in spans.iter().enumerate() {
+            let (lo, len) = match j == k {
+                true => (lo.min(&i), len + before + after),
+                false => (lo, *len),
+            };
+            buf.extend_from_slice(&lo.to_le_bytes());
+            buf.extend_from_slice(&(len as u16).to_le_bytes());
+        }
+        let mut start = 1 + planes * HEADER;
+        for (j, (_, len)) in spans.iter().enumerate() {
+            let digits = &self.buf[start.min(self.buf.len())..][..*len];
+            start += len;
+            if j == k {
+                buf.resize(buf.len() + before, 0);
+                buf.extend_from_slice(digits);
+                buf.resize(buf.len() + after, 0);
+            } else {
+                buf.extend_from_slice(digits);
+            }
+        }
+        self.buf = buf.into_boxed_slice();
     }
 
     fn add_to(planes: &mut Vec<Plane>, i: u16, n: u64) {

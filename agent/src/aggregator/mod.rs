@@ -157,7 +157,7 @@ pub struct SeriesLimits {
 impl Default for SeriesLimits {
     fn default() -> Self {
         Self {
-            max_series: 1024,
+            max_series: 10_000,
             expiry: Duration::from_secs(300),
         }
     }

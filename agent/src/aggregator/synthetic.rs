@@ -15,7 +15,40 @@ use std::net::SocketAddr;
 
 use kmesh_common::{ConnEvent, close_reason, direction, event_flags, event_kind};
 
-use crate::addr::ip_to_words;
+use crate::{
+    addr::ip_to_words,
+    model::{Backend, Mesh, Policy, Service},
+};
+
+/// A mesh of `backends` backends, `per_service` to a service
+/// (`svc-0`, `svc-1`, ...), with every backend as (the kernel's id of its
+/// service, its address): the ids are 1, 2, ... in VIP order, as
+/// `Aggregator::update_labels` takes them from `mesh.services.keys()`.
+pub fn mesh(backends: usize, per_service: usize) -> (Mesh, Vec<(u32, SocketAddr)>) {
+    let mut mesh = Mesh::default();
+    let mut all = Vec::new();
+    for svc in 0..backends.div_ceil(per_service) {
+        // VIPs sort as their services are numbered.
+        let vip = SocketAddr::from(([198, 18, (svc / 250) as u8, (svc % 250) as u8], 80));
+        let first = svc * per_service;
+        let list: Vec<Backend> = (first..backends.min(first + per_service))
+            .map(|b| Backend {
+                addr: SocketAddr::from(([10, (b >> 16) as u8, (b >> 8) as u8, b as u8], 8080)),
+                weight: 1,
+            })
+            .collect();
+        all.extend(list.iter().map(|b| (svc as u32 + 1, b.addr)));
+        let service = Service {
+            name: format!("svc-{svc}"),
+            vip,
+            policy: Policy::Random,
+            backends: list,
+            origin: Default::default(),
+        };
+        mesh.services.insert(vip, service);
+    }
+    (mesh, all)
+}
 
 /// A deterministic generator (splitmix64), so runs compare.
 pub struct Spread {
