@@ -1,5 +1,5 @@
 //! What telemetry costs the data path and the exporters, on a mesh of 1024
-//! series (the default limit): recording a probe record (the baseline),
+//! series: recording a probe record (the baseline),
 //! the same with span assembly, the copy taken under the aggregator lock,
 //! formatting outside it for Prometheus and OTLP, and the admin API's
 //! snapshot (built under the lock). The `pipeline` group is what the
@@ -18,39 +18,20 @@ use kmesh_agent::{
     addr::ip_to_words,
     admin::snapshot,
     agent_stats::{AgentFigures, ControlFigures, ControlStats, ExportHealth},
-    aggregator::{Aggregator, SeriesLimits, SharedAggregator},
+    aggregator::{Aggregator, SeriesLimits, SharedAggregator, synthetic},
     export::{
         otlp::{metrics::requests, settings::HistogramAggregation},
         prometheus,
     },
-    model::{Backend, Mesh, Policy, Service},
+    model::Mesh,
     spans::{SamplingSettings, SpanAssembler},
 };
 use kmesh_common::{ConnEvent, close_reason, direction, event_kind};
 
 /// 8 services x 64 backends, both directions: 1024 series.
 fn mesh() -> (Mesh, Vec<SocketAddr>) {
-    let mut mesh = Mesh::default();
-    let mut backends = Vec::new();
-    for svc in 0..8u8 {
-        let vip: SocketAddr = format!("198.18.1.{svc}:80").parse().unwrap();
-        let list: Vec<Backend> = (0..64u8)
-            .map(|i| Backend::new(format!("10.0.{svc}.{i}:8080").parse().unwrap(), 1))
-            .collect();
-        backends.extend(list.iter().map(|b| b.addr));
-        mesh.services.insert(
-            vip,
-            Service {
-                name: format!("svc-{svc}"),
-                namespace: None,
-                vip,
-                policy: Policy::Random,
-                backends: list,
-                origin: Default::default(),
-            },
-        );
-    }
-    (mesh, backends)
+    let (mesh, backends) = synthetic::mesh(8 * 64, 64);
+    (mesh, backends.into_iter().map(|(_, b)| b).collect())
 }
 
 /// A closed connection to `backend`, seen from `dir`.
@@ -191,13 +172,13 @@ fn bench(c: &mut Criterion) {
     g.bench_function("copy under the lock", |b| {
         b.iter(|| black_box(agg.view(false)))
     });
-    g.bench_function("copy under the lock, with HDR buckets", |b| {
+    g.bench_function("copy under the lock, with the sketches", |b| {
         b.iter(|| black_box(agg.view(true)))
     });
     g.bench_function("admin API snapshot: copy under the lock", |b| {
-        b.iter(|| black_box(agg.view_with_hdr(&snapshot::QUANTILE_FAMILIES)))
+        b.iter(|| black_box(agg.view_with_sketches(&snapshot::QUANTILE_FAMILIES)))
     });
-    let quantiles = agg.view_with_hdr(&snapshot::QUANTILE_FAMILIES);
+    let quantiles = agg.view_with_sketches(&snapshot::QUANTILE_FAMILIES);
     g.bench_function(
         "admin API snapshot: built from the copy, lock released",
         |b| b.iter(|| black_box(snapshot::build(&quantiles, ControlFigures::default(), None))),

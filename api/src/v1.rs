@@ -3,8 +3,8 @@
 //! - `GET /v1/snapshot` → [`Snapshot`]: every figure of the aggregator that
 //!   feeds `/metrics`, per service and backend, plus the agent's health.
 //!   Counters are totals since the agent started; a client takes two
-//!   snapshots for rates, and the difference of two snapshots' `buckets`
-//!   for quantiles over the interval.
+//!   snapshots for rates, and the difference of two snapshots' `sketch`
+//!   (or, from older agents, `buckets`) for quantiles over the interval.
 //! - `GET /v1/connections?after=SEQ&limit=N` → [`ConnectionsPage`]: closed
 //!   connections with a sequence number greater than `after`, oldest first
 //!   (the agent keeps the most recent [`RECENT_CONNECTIONS`]).
@@ -12,12 +12,13 @@
 //!
 //! Errors are a non-2xx status with an [`ErrorBody`].
 mod model;
+pub mod sketch;
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use self::model::*;
+pub use self::{model::*, sketch::Sketch};
 
 pub const VERSION: &str = "v1";
 pub const SNAPSHOT_PATH: &str = "/v1/snapshot";
@@ -170,6 +171,13 @@ pub struct Distribution {
     /// Per-bucket counts at [`Snapshot::latency_bounds_us`] (+Inf last);
     /// empty for durations.
     pub buckets: Vec<u64>,
+    /// Every value recorded, as a sketch with a 2% relative-error bound
+    /// (`p50`, `p90` and `p99` are read from it): a client subtracts an
+    /// earlier snapshot's ([`Sketch::since`]) for quantiles over the
+    /// interval. Older agents did not send it; it reads `None` from them,
+    /// and a client falls back to the buckets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sketch: Option<Sketch>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -270,6 +278,15 @@ mod tests {
             interval_quantile(&bounds, &[0; 4], &[0, 0, 0, 5], 0.5),
             Some(400)
         );
+    }
+
+    #[test]
+    fn distributions_from_older_agents_have_no_sketch() {
+        let old = r#"{"count":2,"p50":40,"p90":40,"p99":41,"max":41,"buckets":[2,0]}"#;
+        let d: Distribution = serde_json::from_str(old).unwrap();
+        assert_eq!((d.count, d.p99, &d.sketch), (2, 41, &None));
+        // And a distribution without one says nothing of it.
+        assert!(!serde_json::to_string(&d).unwrap().contains("sketch"));
     }
 
     #[test]

@@ -2,10 +2,13 @@
 //!
 //! Counters in a snapshot are totals since the agent started, so a rate is
 //! the difference of two snapshots over the time between them. Quantiles are
-//! over the same interval, from the difference of the cumulative buckets;
-//! when nothing was recorded in the interval they fall back to the
-//! snapshot's own quantiles since the agent started, and say so.
-use kmesh_api::v1::{Distribution, Figures, interval_quantile};
+//! over the same interval, from the difference of the two snapshots'
+//! sketches (within 2% of the exact quantile), or of their bucket counts
+//! from an agent that sends no sketch (interpolated between the bucket
+//! bounds, so much coarser); when nothing was recorded in the interval they
+//! fall back to the snapshot's own quantiles since the agent started, and
+//! say so.
+use kmesh_api::v1::{Distribution, Figures, Sketch, interval_quantile};
 
 /// A latency quantile and the window it covers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,7 +71,8 @@ pub struct Stats {
 pub struct Interval<'a> {
     pub seconds: f64,
     /// The bucket bounds of both snapshots; `None` when they differ (the
-    /// agent was reconfigured), which leaves only cumulative quantiles.
+    /// agent was reconfigured), which leaves sketches, or else only
+    /// cumulative quantiles.
     pub bounds: Option<&'a [u64]>,
 }
 
@@ -81,16 +85,14 @@ pub fn compute(now: &Figures, before: Option<&Figures>, interval: Option<Interva
             let before = before.unwrap_or(&empty);
             (
                 Some(rates(now, before, i.seconds)),
-                i.bounds.map(|bounds| (before, bounds)),
+                Some((before, i.bounds)),
             )
         }
         _ => (None, None),
     };
     let quantile = |pick: fn(&Figures) -> &Distribution, p: f64| {
         let dist = pick(now);
-        let recent = window.and_then(|(before, bounds)| {
-            interval_quantile(bounds, &pick(before).buckets, &dist.buckets, p)
-        });
+        let recent = window.and_then(|(before, bounds)| between(pick(before), dist, bounds, p));
         match recent {
             Some(us) => Some(Quantile {
                 us,
@@ -117,15 +119,31 @@ pub fn compute(now: &Figures, before: Option<&Figures>, interval: Option<Interva
         latency_p90: quantile(latency, 0.9),
         latency_p99: quantile(latency, 0.99),
         rtt_p99: quantile(rtt, 0.99),
-        interval_latency_p99: window.and_then(|(before, bounds)| {
-            interval_quantile(
-                bounds,
-                &before.connect_latency_us.buckets,
-                &now.connect_latency_us.buckets,
-                0.99,
-            )
-        }),
+        interval_latency_p99: window
+            .and_then(|(before, bounds)| between(latency(before), latency(now), bounds, 0.99)),
     }
+}
+
+/// The p-quantile of the values recorded between two readings of one
+/// distribution; `None` when there were none, or nothing tells.
+fn between(
+    before: &Distribution,
+    now: &Distribution,
+    bounds: Option<&[u64]>,
+    p: f64,
+) -> Option<u64> {
+    if let Some(later) = &now.sketch {
+        // A series new since `before` reads as empty there.
+        let earlier = match &before.sketch {
+            Some(s) => Some(s.clone()),
+            None if before.count == 0 => Some(Sketch::new(later.relative_accuracy)),
+            None => None,
+        };
+        if let Some(since) = earlier.and_then(|e| later.since(&e)) {
+            return since.quantile(p).map(|v| v.round() as u64);
+        }
+    }
+    bounds.and_then(|bounds| interval_quantile(bounds, &before.buckets, &now.buckets, p))
 }
 
 fn latency(f: &Figures) -> &Distribution {
@@ -175,9 +193,87 @@ mod tests {
                 p99: 33,
                 max: 44,
                 buckets: latency_buckets,
+                // As from an agent that sends no sketch.
+                sketch: None,
             },
             ..Figures::default()
         }
+    }
+
+    /// Figures whose connect latencies are `values`, with their sketch.
+    fn sketched(opened: u64, values: &[u64]) -> Figures {
+        let mut sketch = Sketch::default();
+        for v in values {
+            sketch.record(*v);
+        }
+        let mut f = figures(opened, vec![values.len() as u64, 0, 0, 0]);
+        f.connect_latency_us.sketch = Some(sketch);
+        f
+    }
+
+    fn within_2_percent(q: Option<Quantile>, exact: u64) -> bool {
+        q.is_some_and(|q| !q.cumulative && q.us.abs_diff(exact) as f64 <= 0.02 * exact as f64)
+    }
+
+    #[test]
+    fn sketches_give_the_quantiles_of_the_interval_alone() {
+        let bounds = [100, 200, 400];
+        let earlier: Vec<u64> = (0..100).map(|_| 5_000).collect();
+        // In the interval: 1..=100 µs once each, after 100 slow ones.
+        let later: Vec<u64> = earlier.iter().copied().chain(1..=100).collect();
+        let interval = Interval {
+            seconds: 1.0,
+            bounds: Some(&bounds),
+        };
+        let stats = compute(
+            &sketched(200, &later),
+            Some(&sketched(100, &earlier)),
+            Some(interval),
+        );
+        // Ranks 49, 89 and 98 of 1..=100: 50, 90 and 99 µs, where the
+        // buckets would have said 50, 90 and 99 of a 0-100 µs bucket only
+        // by luck of the interpolation.
+        assert!(within_2_percent(stats.latency_p50, 50), "{stats:?}");
+        assert!(within_2_percent(stats.latency_p90, 90), "{stats:?}");
+        assert!(within_2_percent(stats.latency_p99, 99), "{stats:?}");
+        assert!(
+            stats
+                .interval_latency_p99
+                .is_some_and(|us| us.abs_diff(99) <= 2)
+        );
+    }
+
+    #[test]
+    fn a_series_new_in_the_interval_counts_from_nothing() {
+        let interval = Interval {
+            seconds: 1.0,
+            bounds: None,
+        };
+        let now = sketched(3, &[700, 800, 900]);
+        let stats = compute(&now, Some(&Figures::default()), Some(interval));
+        assert!(within_2_percent(stats.latency_p50, 800), "{stats:?}");
+    }
+
+    #[test]
+    fn sketches_that_went_down_fall_back_to_the_buckets() {
+        // Not a later reading of the same sketch (the counts went down):
+        // the buckets decide.
+        let bounds = [100, 200, 400];
+        let before = sketched(100, &[5_000, 5_000]);
+        let mut now = sketched(150, &[5_000]);
+        now.connect_latency_us.buckets = vec![12, 0, 0, 0];
+        let interval = Interval {
+            seconds: 1.0,
+            bounds: Some(&bounds),
+        };
+        let stats = compute(&now, Some(&before), Some(interval));
+        assert_eq!(
+            stats.latency_p50,
+            Some(Quantile {
+                us: 50,
+                cumulative: false
+            })
+        );
     }
 
     #[test]

@@ -101,12 +101,12 @@ async fn model(State(state): State<AdminState>) -> Json<v1::Model> {
 async fn snapshot(State(state): State<AdminState>) -> Json<v1::Snapshot> {
     let process = process::read_self().ok();
     let control = *state.control.lock();
-    // The HDR histograms come along: quantiles over a service's backends
-    // are merged from them once the lock is released.
+    // The sketches come along: quantiles over a service's backends are
+    // merged from them once the lock is released.
     let view = state
         .aggregator
         .lock()
-        .view_with_hdr(&snapshot::QUANTILE_FAMILIES);
+        .view_with_sketches(&snapshot::QUANTILE_FAMILIES);
     Json(snapshot::build(&view, control, process))
 }
 

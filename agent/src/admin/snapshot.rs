@@ -1,6 +1,6 @@
 //! `/v1/snapshot`: per configured service and backend, with quantiles from
-//! the HDR histograms and the bucket counts a client differences for
-//! quantiles over an interval. Built from a copy of the aggregator's figures
+//! the sketches, and the sketches themselves (and the bucket counts) a
+//! client differences for quantiles over an interval. Built from a copy of the aggregator's figures
 //! ([`AggregateView`]), so the probe reader waits only for the copy.
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
@@ -22,13 +22,48 @@ use crate::{
     process::ProcessStats,
 };
 
+/// A view's sketch (zeros included) as the admin API carries it; empty
+/// when the view was taken without it.
+fn api_sketch(h: &HistogramView) -> v1::Sketch {
+    let mut s = v1::Sketch::new(v1::sketch::RELATIVE_ACCURACY);
+    if let Some(sketch) = &h.sketch {
+        s.relative_accuracy = sketch.relative_accuracy();
+        (s.offset, s.counts) = sketch.dense();
+    }
+    s.zero_count = h.zeros;
+    s
+}
+
+/// The sketches of `parts` (views taken with them) as one.
+fn merged_sketch(parts: &[&HistogramView]) -> v1::Sketch {
+    let mut merged = v1::Sketch::new(v1::sketch::RELATIVE_ACCURACY);
+    for p in parts {
+        // One agent makes every sketch with the same α: they all add.
+        merged.merge(&api_sketch(p));
+    }
+    merged
+}
+
 /// Several series' distributions of one quantity as one (a service over
 /// its backends).
 fn distribution(parts: &[&HistogramView], with_buckets: bool) -> v1::Distribution {
     if parts.is_empty() {
         return v1::Distribution::default();
     }
-    let h = HistogramView::merged_hdr(parts);
+    let sketch = merged_sketch(parts);
+    let max = parts.iter().map(|p| p.max).max().unwrap_or(0);
+    let min = parts
+        .iter()
+        .filter(|p| p.count > 0)
+        .map(|p| p.min)
+        .min()
+        .unwrap_or(0);
+    // Within 2% of the exact quantile; never outside the exact extremes.
+    let quantile = |q| {
+        sketch
+            .quantile(q)
+            .map_or(0, |v| (v.round() as u64).clamp(min, max))
+    };
     let mut buckets = Vec::new();
     if with_buckets {
         buckets = parts[0].buckets.clone();
@@ -39,12 +74,13 @@ fn distribution(parts: &[&HistogramView], with_buckets: bool) -> v1::Distributio
         }
     }
     v1::Distribution {
-        count: h.len(),
-        p50: h.value_at_quantile(0.5),
-        p90: h.value_at_quantile(0.9),
-        p99: h.value_at_quantile(0.99),
-        max: h.max(),
+        count: sketch.count(),
+        p50: quantile(0.5),
+        p90: quantile(0.9),
+        p99: quantile(0.99),
+        max,
         buckets,
+        sketch: Some(sketch),
     }
 }
 
@@ -120,12 +156,12 @@ fn calls(series: &[SeriesView]) -> Vec<v1::Call> {
         .collect()
 }
 
-/// The HDR histograms a snapshot merges: pass them to
-/// [`Aggregator::view_with_hdr`](crate::aggregator::Aggregator::view_with_hdr).
+/// The sketches a snapshot reads: pass them to
+/// [`Aggregator::view_with_sketches`](crate::aggregator::Aggregator::view_with_sketches).
 pub const QUANTILE_FAMILIES: [usize; 3] =
     [families::CONNECT_LATENCY, families::RTT, families::DURATION];
 
-/// The snapshot of `view`, a copy taken with the HDR histograms of
+/// The snapshot of `view`, a copy taken with the sketches of
 /// [`QUANTILE_FAMILIES`].
 pub fn build(
     view: &AggregateView,
@@ -251,7 +287,7 @@ mod tests {
             agg.record(&fixtures::echo_close(cookie, reason, srtt));
         }
         let snap = build(
-            &agg.view_with_hdr(&QUANTILE_FAMILIES),
+            &agg.view_with_sketches(&QUANTILE_FAMILIES),
             ControlFigures::default(),
             None,
         );
@@ -276,6 +312,37 @@ mod tests {
     }
 
     #[test]
+    fn quantiles_and_sketches_come_from_every_value() {
+        let mut agg = fixtures::echo_aggregator();
+        // RTTs 1..=1000 µs: quantiles read within 2% of the exact ones.
+        for srtt in 1..=1000 {
+            agg.record(&fixtures::echo_close(srtt.into(), close_reason::FIN, srtt));
+        }
+        let snap = build(
+            &agg.view_with_sketches(&QUANTILE_FAMILIES),
+            ControlFigures::default(),
+            None,
+        );
+        let rtt = &snap.services[0].outbound.rtt_us;
+        for (got, exact) in [(rtt.p50, 500), (rtt.p90, 900), (rtt.p99, 990)] {
+            assert!(
+                got.abs_diff(exact) as f64 <= 0.02 * exact as f64,
+                "{got} for {exact}"
+            );
+        }
+        assert_eq!(rtt.max, 1000);
+        let sketch = rtt.sketch.as_ref().expect("a sketch");
+        assert_eq!(sketch.count(), 1000);
+        assert_eq!(sketch.zero_count, 0);
+        assert_eq!(sketch.offset, 0, "1 µs is in bin 0");
+        assert_eq!(rtt.buckets[..3], [25, 25, 50], "the buckets stay exact");
+        // Durations (1 ms each) are sketched too; the bytes are not shipped.
+        let duration = &snap.services[0].outbound.duration_us;
+        assert_eq!((duration.p50, duration.count), (1000, 1000));
+        assert_eq!(duration.sketch.as_ref().map(|s| s.count()), Some(1000));
+    }
+
+    #[test]
     fn a_service_without_backends_is_listed() {
         use crate::model::{Policy, Service};
         let mut mesh = mesh_fixtures::echo();
@@ -292,7 +359,7 @@ mod tests {
         let mut agg = crate::aggregator::Aggregator::new(Default::default());
         agg.update_labels(&mesh, std::iter::empty());
         let snap = build(
-            &agg.view_with_hdr(&QUANTILE_FAMILIES),
+            &agg.view_with_sketches(&QUANTILE_FAMILIES),
             ControlFigures::default(),
             None,
         );

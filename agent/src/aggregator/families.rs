@@ -112,6 +112,7 @@ pub struct HistogramFamily {
     /// Recorded units per exported unit (1e6 µs per s).
     pub per_unit: f64,
     pub get: fn(&SeriesStats) -> &Distribution,
+    pub get_mut: fn(&mut SeriesStats) -> &mut Distribution,
 }
 
 /// Connect latency and RTT: 25 µs (loopback, same node) to 10 s (SYN retries).
@@ -181,7 +182,10 @@ const US_PER_S: f64 = 1e6;
 /// Positions in [`HISTOGRAMS`], and in a series view's histograms.
 pub const CONNECT_LATENCY: usize = 0;
 pub const RTT: usize = 1;
+pub const MIN_RTT: usize = 2;
 pub const DURATION: usize = 3;
+pub const SENT: usize = 4;
+pub const RECEIVED: usize = 5;
 
 pub const HISTOGRAMS: [HistogramFamily; 6] = [
     HistogramFamily {
@@ -193,6 +197,7 @@ pub const HISTOGRAMS: [HistogramFamily; 6] = [
         limits: &LATENCY_LIMITS_US,
         per_unit: US_PER_S,
         get: |s| &s.connect_latency_us,
+        get_mut: |s| &mut s.connect_latency_us,
     },
     HistogramFamily {
         name: "kmesh_tcp_rtt",
@@ -203,6 +208,7 @@ pub const HISTOGRAMS: [HistogramFamily; 6] = [
         limits: &LATENCY_LIMITS_US,
         per_unit: US_PER_S,
         get: |s| &s.srtt_us,
+        get_mut: |s| &mut s.srtt_us,
     },
     HistogramFamily {
         name: "kmesh_tcp_min_rtt",
@@ -213,6 +219,7 @@ pub const HISTOGRAMS: [HistogramFamily; 6] = [
         limits: &LATENCY_LIMITS_US,
         per_unit: US_PER_S,
         get: |s| &s.min_rtt_us,
+        get_mut: |s| &mut s.min_rtt_us,
     },
     HistogramFamily {
         name: "kmesh_tcp_connection_duration",
@@ -223,6 +230,7 @@ pub const HISTOGRAMS: [HistogramFamily; 6] = [
         limits: &DURATION_LIMITS_US,
         per_unit: US_PER_S,
         get: |s| &s.duration_us,
+        get_mut: |s| &mut s.duration_us,
     },
     HistogramFamily {
         name: "kmesh_tcp_connection_sent",
@@ -233,6 +241,7 @@ pub const HISTOGRAMS: [HistogramFamily; 6] = [
         limits: &BYTES_LIMITS,
         per_unit: 1.0,
         get: |s| &s.conn_bytes_sent,
+        get_mut: |s| &mut s.conn_bytes_sent,
     },
     HistogramFamily {
         name: "kmesh_tcp_connection_received",
@@ -243,6 +252,7 @@ pub const HISTOGRAMS: [HistogramFamily; 6] = [
         limits: &BYTES_LIMITS,
         per_unit: 1.0,
         get: |s| &s.conn_bytes_received,
+        get_mut: |s| &mut s.conn_bytes_received,
     },
 ];
 
@@ -252,11 +262,11 @@ mod tests {
 
     #[test]
     fn buckets_split_counts_and_keep_the_rest_in_inf() {
-        let mut d = Distribution::new(&LATENCY_LIMITS_US);
+        let mut d = Distribution::default();
         for v in [10, 25, 26, 80, 200, 20_000_000] {
-            d.record(v); // µs
+            d.record(v, &LATENCY_LIMITS_US); // µs
         }
-        let b = d.buckets();
+        let b = d.buckets(&LATENCY_LIMITS_US);
         assert_eq!(b.len(), LATENCY_LIMITS_US.len() + 1);
         // A bound is inclusive: 25 µs is in the first bucket, 26 µs is not.
         assert_eq!(&b[..4], &[2, 1, 1, 1]);
@@ -281,7 +291,10 @@ mod tests {
             "kmesh_tcp_connect_latency"
         );
         assert_eq!(HISTOGRAMS[RTT].name, "kmesh_tcp_rtt");
+        assert_eq!(HISTOGRAMS[MIN_RTT].name, "kmesh_tcp_min_rtt");
         assert_eq!(HISTOGRAMS[DURATION].name, "kmesh_tcp_connection_duration");
+        assert_eq!(HISTOGRAMS[SENT].name, "kmesh_tcp_connection_sent");
+        assert_eq!(HISTOGRAMS[RECEIVED].name, "kmesh_tcp_connection_received");
     }
 
     #[test]

@@ -1,10 +1,14 @@
 //! The aggregator: the one place probe records become figures. Prometheus,
 //! OTLP and the admin API all read copies of them ([`view`]).
+mod counters;
+mod distribution;
 pub mod families;
 pub mod istio;
 mod labels;
 pub mod peers;
 mod recent;
+pub mod sketch;
+pub mod synthetic;
 pub mod view;
 
 use std::{
@@ -13,10 +17,10 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use hdrhistogram::Histogram;
 use kmesh_common::{ConnEvent, close_reason, event_kind};
 
 pub use self::{
+    distribution::Distribution,
     labels::{ConfiguredBackend, ConfiguredService, Direction, LabelTable, SeriesKey},
     recent::{ClosedConnection, RECENT_KEPT, RecentConnections},
 };
@@ -24,11 +28,8 @@ pub use self::{
 /// The aggregator, shared by the probe reader and its readers.
 pub type SharedAggregator = crate::shared::Shared<Aggregator>;
 
-use self::families::{BYTES_LIMITS, DURATION_LIMITS_US, LATENCY_LIMITS_US};
+use self::families::HISTOGRAMS;
 use crate::model::{Mesh, UNKNOWN};
-
-/// Two significant digits: 1% resolution at ~20 KiB per histogram.
-pub const SIGFIGS: u8 = 2;
 
 pub const CLOSE_REASONS: [(u8, &str); 6] = [
     (close_reason::FIN, "fin"),
@@ -44,52 +45,6 @@ pub fn close_reason_name(code: u8) -> &'static str {
         .iter()
         .find(|(c, _)| *c == code)
         .map_or("unknown", |(_, n)| n)
-}
-
-/// One quantity's distribution: an HDR histogram for quantiles, plus what
-/// HDR does not keep exactly (sum, min, max) and the counts of the exported
-/// buckets, kept as values arrive so an export never walks the histogram.
-#[derive(Clone)]
-pub struct Distribution {
-    pub hist: Histogram<u64>,
-    pub sum: u64,
-    pub min: u64,
-    pub max: u64,
-    /// Inclusive upper limits of the exported buckets, in recorded units.
-    limits: &'static [u64],
-    /// Per-bucket counts: `limits.len()` buckets, then the rest (+Inf).
-    buckets: Vec<u64>,
-}
-
-impl Distribution {
-    pub fn new(limits: &'static [u64]) -> Self {
-        Self {
-            hist: Histogram::new(SIGFIGS).expect("2 significant figures is valid"),
-            sum: 0,
-            min: u64::MAX,
-            max: 0,
-            limits,
-            buckets: vec![0; limits.len() + 1],
-        }
-    }
-
-    pub fn record(&mut self, v: u64) {
-        // Auto-resizing histograms only fail on values beyond u64 range math.
-        let _ = self.hist.record(v);
-        self.sum = self.sum.saturating_add(v);
-        self.min = self.min.min(v);
-        self.max = self.max.max(v);
-        self.buckets[self.limits.partition_point(|&l| l < v)] += 1;
-    }
-
-    pub fn count(&self) -> u64 {
-        self.hist.len()
-    }
-
-    /// Per-bucket counts at the family's bounds, +Inf last.
-    pub fn buckets(&self) -> &[u64] {
-        &self.buckets
-    }
 }
 
 /// A series' counts: what the exporters copy out of [`SeriesStats`].
@@ -115,6 +70,8 @@ impl SeriesCounts {
     }
 }
 
+/// A series' figures. The aggregator keeps each boxed, so its map's
+/// spare capacity costs a pointer per slot, not the whole struct.
 #[derive(Clone)]
 pub struct SeriesStats {
     /// When the series began counting: the start of its cumulative values.
@@ -137,13 +94,26 @@ impl SeriesStats {
             created: SystemTime::now(),
             last_active: Instant::now(),
             counts: SeriesCounts::default(),
-            connect_latency_us: Distribution::new(&LATENCY_LIMITS_US),
-            srtt_us: Distribution::new(&LATENCY_LIMITS_US),
-            min_rtt_us: Distribution::new(&LATENCY_LIMITS_US),
-            duration_us: Distribution::new(&DURATION_LIMITS_US),
-            conn_bytes_sent: Distribution::new(&BYTES_LIMITS),
-            conn_bytes_received: Distribution::new(&BYTES_LIMITS),
+            connect_latency_us: Distribution::default(),
+            srtt_us: Distribution::default(),
+            min_rtt_us: Distribution::default(),
+            duration_us: Distribution::default(),
+            conn_bytes_sent: Distribution::default(),
+            conn_bytes_received: Distribution::default(),
         }
+    }
+
+    /// Records `v` in the distribution at `family` (a position in
+    /// [`HISTOGRAMS`]), bucketed at that family's limits.
+    pub fn record(&mut self, family: usize, v: u64) {
+        let f = &HISTOGRAMS[family];
+        (f.get_mut)(self).record(v, f.limits);
+    }
+
+    /// Bytes the series owns on the heap besides this struct (which the
+    /// aggregator boxes): its bucket counters and sketches.
+    pub fn heap_bytes(&self) -> usize {
+        HISTOGRAMS.iter().map(|f| (f.get)(self).heap_bytes()).sum()
     }
 }
 
@@ -189,7 +159,7 @@ pub struct SeriesLimits {
 impl Default for SeriesLimits {
     fn default() -> Self {
         Self {
-            max_series: 1024,
+            max_series: 10_000,
             expiry: Duration::from_secs(300),
         }
     }
@@ -197,7 +167,7 @@ impl Default for SeriesLimits {
 
 pub struct Aggregator {
     labels: LabelTable,
-    series: HashMap<SeriesKey, SeriesStats>,
+    series: HashMap<SeriesKey, Box<SeriesStats>>,
     live: HashMap<u64, LiveConn>,
     limits: SeriesLimits,
     recent: RecentConnections,
@@ -261,7 +231,7 @@ impl Aggregator {
         let stats = self
             .series
             .entry(key.clone())
-            .or_insert_with(SeriesStats::new);
+            .or_insert_with(|| Box::new(SeriesStats::new()));
         stats.last_active = Instant::now();
         stats
     }
@@ -305,7 +275,7 @@ impl Aggregator {
     }
 
     pub fn series(&self) -> impl Iterator<Item = (&SeriesKey, &SeriesStats)> {
-        self.series.iter()
+        self.series.iter().map(|(k, s)| (k, &**s))
     }
 
     /// Wall-clock start: where the agent-wide counters begin.
@@ -381,9 +351,7 @@ impl Aggregator {
         stats.counts.opened += 1;
         stats.counts.active += 1;
         if ev.connect_latency_ns > 0 {
-            stats
-                .connect_latency_us
-                .record(ev.connect_latency_ns / 1000);
+            stats.record(families::CONNECT_LATENCY, ev.connect_latency_ns / 1000);
         }
         self.live.insert(
             ev.cookie,
@@ -404,7 +372,7 @@ impl Aggregator {
         let stats = self
             .series
             .entry(live.key.clone())
-            .or_insert_with(SeriesStats::new);
+            .or_insert_with(|| Box::new(SeriesStats::new()));
         stats.last_active = Instant::now();
         stats.counts.bytes_sent += ev.bytes_sent.saturating_sub(live.bytes_sent);
         stats.counts.bytes_received += ev.bytes_received.saturating_sub(live.bytes_received);
@@ -442,16 +410,15 @@ impl Aggregator {
         stats.counts.active = stats.counts.active.saturating_sub(1);
         stats.counts.closed[reason_idx] += 1;
         if ev.srtt_us > 0 {
-            stats.srtt_us.record(u64::from(ev.srtt_us));
+            stats.record(families::RTT, u64::from(ev.srtt_us));
         }
         if ev.min_rtt_us > 0 && ev.min_rtt_us != u32::MAX {
-            stats.min_rtt_us.record(u64::from(ev.min_rtt_us));
+            stats.record(families::MIN_RTT, u64::from(ev.min_rtt_us));
         }
-        stats
-            .duration_us
-            .record(ev.ts_ns.saturating_sub(ev.start_ns) / 1000);
-        stats.conn_bytes_sent.record(ev.bytes_sent);
-        stats.conn_bytes_received.record(ev.bytes_received);
+        let duration_us = ev.ts_ns.saturating_sub(ev.start_ns) / 1000;
+        stats.record(families::DURATION, duration_us);
+        stats.record(families::SENT, ev.bytes_sent);
+        stats.record(families::RECEIVED, ev.bytes_received);
     }
 }
 

@@ -61,7 +61,7 @@ fn a_connection_counts_once_with_its_bytes() {
         (1, 1, 0)
     );
     assert_eq!((s.counts.bytes_sent, s.counts.bytes_received), (150, 1500));
-    assert_eq!(s.connect_latency_us.hist.len(), 1);
+    assert_eq!(s.connect_latency_us.count(), 1);
     assert_eq!(s.connect_latency_us.sum, 50);
     assert_eq!(s.duration_us.sum, 2000);
     assert_eq!(s.conn_bytes_received.sum, 1500);
@@ -221,4 +221,45 @@ fn a_connection_whose_close_was_lost_stops_being_active() {
     assert_eq!((s.counts.opened, s.counts.active), (2, 1));
     assert_eq!(agg.agent.lost_closes, 1, "cookie 3 was never open");
     assert_eq!(agg.open_cookies(), [1]);
+}
+
+/// What one series costs the aggregator: its map slot (key and box), the
+/// boxed figures and what they own. The labels are the label table's,
+/// shared with every series of the backend.
+fn footprint(s: &SeriesStats) -> usize {
+    size_of::<(SeriesKey, Box<SeriesStats>)>() + size_of::<SeriesStats>() + s.heap_bytes()
+}
+
+#[test]
+fn a_busy_series_costs_at_most_2_kib() {
+    let mut agg = fixtures::echo_aggregator();
+    let backend = "127.0.0.2:8080".parse().unwrap();
+    let mut spread = super::synthetic::Spread::new(1);
+    for _ in 0..10_000 {
+        agg.record(&spread.close(fixtures::ECHO_ID, backend));
+    }
+    let (_, s) = only_series(&agg);
+    assert_eq!(s.duration_us.count(), 10_000);
+    let bytes = footprint(s);
+    eprintln!("a series after 10000 connections: {bytes} bytes");
+    assert!(bytes <= 2048, "{bytes} bytes");
+    // The sketch sees the spread: its median is the generator's, ±noise.
+    let bins: Vec<(f64, u64)> = s.connect_latency_us.sketch().bins().collect();
+    let mut below = 0;
+    let (p50, _) = *bins
+        .iter()
+        .find(|(_, n)| {
+            below += n;
+            below > 5_000
+        })
+        .unwrap();
+    assert!((180.0..220.0).contains(&p50), "{p50}");
+}
+
+#[test]
+fn a_new_series_costs_a_few_hundred_bytes() {
+    let mut agg = fixtures::echo_aggregator();
+    agg.record(&fixtures::echo_close(1, close_reason::FIN, 40));
+    let (_, s) = only_series(&agg);
+    assert!(footprint(s) <= 1024, "{}", footprint(s));
 }

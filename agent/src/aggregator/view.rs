@@ -9,11 +9,9 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use hdrhistogram::Histogram;
-
 use super::{
-    AgentStats, Aggregator, ConfiguredBackend, ConfiguredService, Distribution, SIGFIGS,
-    SeriesCounts, SeriesKey, families::HISTOGRAMS,
+    AgentStats, Aggregator, ConfiguredBackend, ConfiguredService, Distribution, SeriesCounts,
+    SeriesKey, families::HISTOGRAMS, sketch::Sketch,
 };
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -25,54 +23,26 @@ pub struct HistogramView {
     pub max: u64,
     /// Per-bucket counts at the family's bounds, +Inf last.
     pub buckets: Vec<u64>,
-    /// (value, count) of every HDR bucket with values, in recorded units;
-    /// only filled when asked for (exponential histograms need them).
-    pub recorded: Vec<(u64, u64)>,
-    /// The HDR histogram itself, when asked for: quantiles across series
-    /// are merged from it once the lock is released. Cloning is a copy of
-    /// memory, several times cheaper under the lock than walking the
-    /// buckets for `recorded`.
-    pub hdr: Option<Histogram<u64>>,
+    /// Values recorded as 0.
+    pub zeros: u64,
+    /// The sketch of the positive values, when asked for (quantiles,
+    /// exponential histograms): a copy of its few hundred bytes, read
+    /// once the lock is released.
+    pub sketch: Option<Sketch>,
 }
 
 impl HistogramView {
-    pub fn of(d: &Distribution, recorded: bool, hdr: bool) -> Self {
-        let h = &d.hist;
+    pub fn of(d: &Distribution, limits: &[u64], sketch: bool) -> Self {
+        let count = d.count();
         Self {
-            count: d.count(),
+            count,
             sum: d.sum,
-            min: if d.count() > 0 { d.min } else { 0 },
+            min: if count > 0 { d.min } else { 0 },
             max: d.max,
-            buckets: d.buckets().to_vec(),
-            recorded: if recorded {
-                h.iter_recorded()
-                    .map(|v| {
-                        let mid = h.median_equivalent(v.value_iterated_to());
-                        (mid, v.count_at_value())
-                    })
-                    .collect()
-            } else {
-                Vec::new()
-            },
-            hdr: hdr.then(|| h.clone()),
+            buckets: d.buckets(limits),
+            zeros: d.zeros(),
+            sketch: sketch.then(|| d.sketch().clone()),
         }
-    }
-}
-
-impl HistogramView {
-    /// The HDR histograms of `parts` (views taken with them) as one, for
-    /// quantiles across series.
-    pub fn merged_hdr(parts: &[&HistogramView]) -> Histogram<u64> {
-        let mut hdrs = parts.iter().filter_map(|p| p.hdr.as_ref());
-        let mut merged = hdrs
-            .next()
-            .cloned()
-            .unwrap_or_else(|| Histogram::new(SIGFIGS).expect("2 significant figures is valid"));
-        for h in hdrs {
-            // Auto-resizing histograms of the same precision always add.
-            let _ = merged.add(h);
-        }
-        merged
     }
 }
 
@@ -117,19 +87,16 @@ impl AggregateView {
 }
 
 impl Aggregator {
-    /// Copies what the exporters need; `recorded` adds the HDR buckets the
-    /// exponential histograms are built from.
-    pub fn view(&self, recorded: bool) -> AggregateView {
-        self.copy(recorded, &[])
+    /// Copies what the exporters need; `sketches` adds every family's
+    /// sketch, which the exponential histograms are built from.
+    pub fn view(&self, sketches: bool) -> AggregateView {
+        let all: Vec<usize> = (0..HISTOGRAMS.len()).collect();
+        self.view_with_sketches(if sketches { &all } else { &[] })
     }
 
-    /// Copies what the exporters need, and the HDR histograms of the
-    /// `families` (positions in [`HISTOGRAMS`]) for quantiles across series.
-    pub fn view_with_hdr(&self, families: &[usize]) -> AggregateView {
-        self.copy(false, families)
-    }
-
-    fn copy(&self, recorded: bool, hdr_families: &[usize]) -> AggregateView {
+    /// Copies what the exporters need, and the sketches of the `families`
+    /// (positions in [`HISTOGRAMS`]) for quantiles.
+    pub fn view_with_sketches(&self, families: &[usize]) -> AggregateView {
         let mut series: Vec<SeriesView> = self
             .series()
             .map(|(key, s)| SeriesView {
@@ -139,9 +106,7 @@ impl Aggregator {
                 histograms: HISTOGRAMS
                     .iter()
                     .enumerate()
-                    .map(|(i, f)| {
-                        HistogramView::of((f.get)(s), recorded, hdr_families.contains(&i))
-                    })
+                    .map(|(i, f)| HistogramView::of((f.get)(s), f.limits, families.contains(&i)))
                     .collect(),
             })
             .collect();

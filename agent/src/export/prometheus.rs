@@ -1,6 +1,6 @@
 //! Prometheus text exposition of the aggregator. Names and labels are
-//! documented in docs/metrics.md; the histograms are read out of the HDR
-//! histograms at fixed bucket bounds chosen per quantity.
+//! documented in docs/metrics.md; the histograms are the bucket counts the
+//! aggregator keeps at fixed bounds chosen per quantity.
 use std::sync::Arc;
 
 use prometheus_client::{

@@ -8,6 +8,7 @@ pub mod datapath;
 pub mod load;
 pub mod proc_stats;
 pub mod report;
+pub mod series;
 pub mod sidecar;
 pub mod topology;
 

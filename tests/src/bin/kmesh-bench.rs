@@ -18,6 +18,7 @@ use kmesh_tests::{
         Bench, Settings, agent_cost, datapath,
         load::{self, Load},
         report::{Results, Scenario},
+        series,
     },
 };
 
@@ -35,6 +36,11 @@ enum Command {
     /// Build the topology, run every scenario and the agent-cost runs,
     /// print the table and write the JSON results.
     Run(RunArgs),
+    /// What a series costs: agent memory at N series, and the scrape and
+    /// OTLP export times, in this process through the agent's library
+    /// (no root needed). Each count runs in a process of its own, so one's
+    /// freed memory does not hide the next one's.
+    Series(SeriesArgs),
     /// (internal) Serve echo and sink on the given addresses until killed.
     #[command(hide = true)]
     Serve {
@@ -103,6 +109,23 @@ struct RunArgs {
     json: PathBuf,
 }
 
+#[derive(Args)]
+struct SeriesArgs {
+    /// Series counts to measure; comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
+    series: Vec<usize>,
+    /// Close records per series.
+    #[arg(long, default_value_t = 1000)]
+    connections: usize,
+    /// (internal) Measure the one count given, in this process, and print
+    /// its JSON.
+    #[arg(long, hide = true)]
+    here: bool,
+    /// Where to write the JSON results.
+    #[arg(long, default_value = "target/kmesh-bench-series.json")]
+    json: PathBuf,
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum ScenarioArg {
     Direct,
@@ -127,6 +150,7 @@ fn main() -> anyhow::Result<()> {
     cli.place.enter()?;
     match cli.command {
         Command::Run(args) => run(args),
+        Command::Series(args) => series(args),
         Command::Serve { echo, sink } => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -166,6 +190,38 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn series(args: SeriesArgs) -> anyhow::Result<()> {
+    if args.here {
+        let [n] = args.series[..] else {
+            anyhow::bail!("--here measures one series count");
+        };
+        let cost = series::measure(n, args.connections)?;
+        println!("{}", serde_json::to_string(&cost)?);
+        return Ok(());
+    }
+    let mut costs = Vec::new();
+    for n in &args.series {
+        let out = std::process::Command::new(std::env::current_exe()?)
+            .args(["series", "--here", "--series", &n.to_string()])
+            .args(["--connections", &args.connections.to_string()])
+            .output()
+            .context("running kmesh-bench series --here")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "kmesh-bench series --here --series {n}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cost: series::SeriesCost = serde_json::from_slice(&out.stdout)?;
+        costs.push(cost);
+    }
+    print!("{}", series::table(&costs));
+    if let Some(dir) = args.json.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&args.json, serde_json::to_string_pretty(&costs)?)?;
+    Ok(())
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {

@@ -1,8 +1,11 @@
-//! An HDR histogram as an OTLP base-2 exponential histogram: the largest
+//! A series' sketch as an OTLP base-2 exponential histogram: the largest
 //! scale (finest buckets, at most 20) whose bucket range holds every
 //! recorded value in [`MAX_BUCKETS`] buckets, as the SDK's default does.
-//! Values are placed by the midpoint of their HDR bucket, so they carry
-//! HDR's 1% precision.
+//! Each sketch bin is placed by the value it reads as, which is within 2%
+//! of every value it holds: a bucket's count may include values up to 2%
+//! outside it. (The sketch's bins, a factor 1.0408 wide, do not line up
+//! with any base-2 scale; a scale-4 sketch that would have lined up reads
+//! quantiles within 2.2%, not 2%.)
 use opentelemetry_proto::tonic::{
     common::v1::KeyValue,
     metrics::v1::{ExponentialHistogramDataPoint, exponential_histogram_data_point::Buckets},
@@ -26,17 +29,13 @@ pub fn data_point(
     start: u64,
     now: u64,
 ) -> ExponentialHistogramDataPoint {
-    let values: Vec<(f64, u64)> = h
-        .recorded
+    let positive: Vec<(f64, u64)> = h
+        .sketch
         .iter()
-        .map(|&(v, count)| (v as f64 / per_unit, count))
+        .flat_map(|s| s.bins())
+        .map(|(v, count)| (v / per_unit, count))
         .collect();
-    let zero_count: u64 = values
-        .iter()
-        .filter(|(x, _)| *x <= 0.0)
-        .map(|(_, c)| c)
-        .sum();
-    let positive: Vec<(f64, u64)> = values.into_iter().filter(|(x, _)| *x > 0.0).collect();
+    let zero_count = h.zeros;
     let (scale, buckets) = match (positive.first(), positive.last()) {
         (Some(&(lo, _)), Some(&(hi, _))) => {
             let scale = (MIN_SCALE..=MAX_SCALE)
@@ -83,11 +82,11 @@ mod tests {
     use crate::aggregator::{Distribution, families::BYTES_LIMITS};
 
     fn view(values: &[u64]) -> HistogramView {
-        let mut d = Distribution::new(&BYTES_LIMITS);
+        let mut d = Distribution::default();
         for v in values {
-            d.record(*v);
+            d.record(*v, &BYTES_LIMITS);
         }
-        HistogramView::of(&d, true, false)
+        HistogramView::of(&d, &BYTES_LIMITS, true)
     }
 
     fn base(scale: i32) -> f64 {
@@ -122,9 +121,9 @@ mod tests {
             let x = *v as f64 / 1e6;
             let i = index(x, p.scale);
             let (lower, upper) = (base.powi(i as i32), base.powi(i as i32 + 1));
-            // HDR keeps 2 significant digits: allow its 1% on the edges.
+            // The sketch keeps values within 2%: allow that on the edges.
             assert!(
-                x > lower * 0.99 && x <= upper * 1.01,
+                x > lower * 0.98 && x <= upper * 1.02,
                 "{x} in ({lower}, {upper}]"
             );
             assert!(b.bucket_counts[(i - i64::from(b.offset)) as usize] > 0);

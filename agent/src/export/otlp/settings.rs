@@ -54,7 +54,7 @@ pub enum HistogramAggregation {
     /// Fixed bucket bounds per quantity, the same as `/metrics`.
     #[value(name = "explicit_bucket_histogram")]
     Explicit,
-    /// Base-2 exponential buckets (at most 160), read out of the HDR histograms.
+    /// Base-2 exponential buckets (at most 160), read out of the 2% sketches.
     #[value(name = "base2_exponential_bucket_histogram")]
     Exponential,
 }
