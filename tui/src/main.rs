@@ -286,6 +286,23 @@ mod tests {
     }
 
     #[test]
+    fn calls_goes_with_once_or_the_dashboard_but_not_json() {
+        for args in [
+            &["kmesh-top", "--calls"][..],
+            &["kmesh-top", "--once", "--calls"],
+        ] {
+            let cli = Cli::try_parse_from(args).expect("valid flags");
+            assert!(cli.calls, "{args:?}");
+        }
+        assert!(Cli::try_parse_from(["kmesh-top", "--once", "--json", "--calls"]).is_err());
+        let help = Cli::command().render_long_help().to_string();
+        assert!(
+            help.contains("--once --calls prints the calls table"),
+            "{help}"
+        );
+    }
+
+    #[test]
     fn the_socket_flag_is_the_agents_name_and_the_old_one_still_works() {
         for flag in ["--admin-socket", "--socket"] {
             let cli = Cli::try_parse_from(["kmesh-top", flag, "/run/a.sock"]).expect(flag);
