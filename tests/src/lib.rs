@@ -12,6 +12,7 @@ pub mod protocol;
 mod report;
 pub mod rotel;
 pub mod sessions;
+pub mod workloads;
 pub mod xds_data;
 
 use std::{

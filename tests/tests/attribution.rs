@@ -6,14 +6,14 @@
 //! scraping the agent under `--metric-names istio`, and return the pairs.
 use std::{
     collections::BTreeMap,
-    process::Command,
     time::{Duration, Instant},
 };
 
 use kmesh_tests::{
-    harness::{Metrics, Topology, privileged, run},
+    harness::{Metrics, Topology, privileged},
     prometheus::{self, Prometheus},
     protocol::request_len,
+    workloads,
 };
 
 const VIP: &str = "198.18.0.60:80";
@@ -57,21 +57,12 @@ fn mesh() -> String {
 
 /// The pods' addresses, on the namespace's loopback.
 fn add_pod_ips(topo: &Topology) {
-    let ips = CLIENTS
+    let ips: Vec<&str> = CLIENTS
         .iter()
         .map(|c| c.0)
-        .chain(BACKENDS.iter().map(|b| b.0.split(':').next().unwrap()));
-    for ip in ips {
-        run(Command::new("ip").args([
-            "-n",
-            &topo.netns,
-            "addr",
-            "add",
-            &format!("{ip}/32"),
-            "dev",
-            "lo",
-        ]));
-    }
+        .chain(BACKENDS.iter().map(|b| b.0.split(':').next().unwrap()))
+        .collect();
+    workloads::add_addresses(topo, &ips);
 }
 
 /// Connections each (client, backend) pair made: round robin, and the

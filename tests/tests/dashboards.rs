@@ -13,6 +13,7 @@ use kmesh_tests::{
     harness::{Metrics, Topology, echo_mesh, privileged},
     prometheus::{self, Prometheus, Sample},
     rotel::Rotel,
+    workloads::{self, Pod},
 };
 use serde_json::Value;
 
@@ -30,6 +31,26 @@ const REFUSES: (&str, u32) = ("127.0.0.6:8080", 10);
 /// A second service, so per-service groupings have more than one line.
 const OTHER_VIP: &str = "198.18.0.41:80";
 const OTHER_BACKEND: &str = "127.0.0.7:8080";
+
+/// Who calls whom: one client workload per service, by its pod address,
+/// and the workloads behind the backends, so the service graph has names.
+const ECHO_CLIENT: Pod = pod("10.77.1.1", "front", "web");
+const OTHER_CLIENT: Pod = pod("10.77.2.1", "jobs", "batch");
+const SERVERS: [Pod; 5] = [
+    pod("127.0.0.2", "shop", "echo"),
+    pod("127.0.0.3", "shop", "echo"),
+    pod("127.0.0.4", "shop", "echo"),
+    pod("127.0.0.5", "shop", "echo-flaky"),
+    pod("127.0.0.7", "bank", "ledger"),
+];
+
+const fn pod(ip: &'static str, namespace: &'static str, workload: &'static str) -> Pod {
+    Pod {
+        ip,
+        namespace,
+        workload,
+    }
+}
 
 const ECHO_CONNECTIONS: u64 = 200;
 const OTHER_CONNECTIONS: u64 = 40;
@@ -57,9 +78,13 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     let _other = topo.serve(&[OTHER_BACKEND], false);
     let mut weights = BACKENDS.to_vec();
     weights.extend([RESETS, REFUSES]);
+    let pods = [&[ECHO_CLIENT, OTHER_CLIENT][..], &SERVERS].concat();
+    workloads::add_addresses(&topo, &[ECHO_CLIENT.ip, OTHER_CLIENT.ip]);
+    let echo = echo_mesh(VIP, "weighted", &weights)
+        .replace("  - name: echo\n", "  - name: echo\n    namespace: shop\n");
     let mesh = format!(
-        "{}  - name: ledger\n    vip: {OTHER_VIP}\n    policy: round_robin\n    backends:\n      - address: {OTHER_BACKEND}\n",
-        echo_mesh(VIP, "weighted", &weights)
+        "{}{echo}  - name: ledger\n    namespace: bank\n    vip: {OTHER_VIP}\n    policy: round_robin\n    backends:\n      - address: {OTHER_BACKEND}\n",
+        workloads::yaml(&pods),
     );
     // A collector, so the OTLP panels divide by exports that happened.
     let rotel = Rotel::start(&topo.workdir);
@@ -130,6 +155,64 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
         failures.len(),
         failures.join("\n\n")
     );
+    check_service_graph(&dashboards, &prom, at, window);
+}
+
+/// The service graph's node-graph panel draws exactly who called whom:
+/// each client workload → the service it called → the workloads behind it,
+/// and every edge ends at a node (Grafana refuses an edge to a missing one).
+fn check_service_graph(dashboards: &[Dashboard], prom: &Prometheus, at: f64, window: u64) {
+    let graph = dashboards
+        .iter()
+        .find(|d| d.file == "kmesh-service-graph.json")
+        .expect("the service graph dashboard");
+    let panel = graph.json["panels"]
+        .as_array()
+        .and_then(|panels| panels.iter().find(|p| p["type"] == "nodeGraph"))
+        .expect("a nodeGraph panel");
+    let vars: BTreeMap<String, String> =
+        [("__rate_interval".to_string(), format!("{window}s"))].into();
+    let frame = |ref_id: &str| -> BTreeMap<String, f64> {
+        let target = panel["targets"]
+            .as_array()
+            .and_then(|t| t.iter().find(|t| t["refId"] == ref_id))
+            .unwrap_or_else(|| panic!("no {ref_id} query"));
+        assert_eq!(target["format"], "table", "{ref_id}: Grafana reads a table");
+        let expr = substitute(
+            target["expr"].as_str().unwrap(),
+            &vars,
+            &mut BTreeSet::new(),
+        );
+        prom.query(&expr, Some(at))
+            .unwrap_or_else(|e| panic!("{ref_id}: {e:#}"))
+            .into_iter()
+            .map(|s| (s.labels["id"].clone(), s.value))
+            .collect()
+    };
+    let (nodes, edges) = (frame("nodes"), frame("edges"));
+    for id in edges.keys() {
+        let (source, target) = id.split_once(" -> ").expect("source -> target");
+        assert!(
+            nodes.contains_key(source) && nodes.contains_key(target),
+            "edge {id} ends outside the nodes {nodes:?}"
+        );
+    }
+    for edge in [
+        "workload:front/web -> service:shop/echo",
+        "service:shop/echo -> workload:shop/echo",
+        "service:shop/echo -> workload:shop/echo-flaky",
+        "workload:jobs/batch -> service:bank/ledger",
+        "service:bank/ledger -> workload:bank/ledger",
+    ] {
+        assert!(
+            edges.get(edge).is_some_and(|rate| *rate > 0.0),
+            "no traffic on {edge}: {edges:?}"
+        );
+    }
+    assert!(
+        !edges.keys().any(|e| e.starts_with("workload:unknown")),
+        "every client was named: {edges:?}"
+    );
 }
 
 /// One round of traffic to both services; checks the failures the test
@@ -145,6 +228,8 @@ fn traffic(topo: &Topology, round: u64) {
             "300",
             "--reply-bytes",
             "5000",
+            "--source",
+            ECHO_CLIENT.ip,
         ],
     );
     for (kind, why) in [("reset", RESETS.0), ("refused", REFUSES.0)] {
@@ -154,7 +239,7 @@ fn traffic(topo: &Topology, round: u64) {
         );
     }
     assert!(echo.ok > 0, "round {round}: {echo:?}");
-    let other = topo.client(OTHER_VIP, OTHER_CONNECTIONS, &[]);
+    let other = topo.client(OTHER_VIP, OTHER_CONNECTIONS, &["--source", OTHER_CLIENT.ip]);
     assert_eq!(other.ok, OTHER_CONNECTIONS, "round {round}: {other:?}");
 }
 

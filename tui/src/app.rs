@@ -6,6 +6,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use kmesh_api::v1::Snapshot;
 
 use crate::{
+    calls::{self, CallRow},
     feed::Feed,
     fetch::Poll,
     history::History,
@@ -23,6 +24,8 @@ pub enum View {
     /// The backends of the selected service.
     Backends,
     Feed,
+    /// Who calls whom: client workload → service.
+    Calls,
 }
 
 /// A backend of a service: (service name, backend address).
@@ -34,21 +37,26 @@ pub struct App {
     pub view: View,
     /// Where `c` goes back to from the feed.
     view_before_feed: View,
+    /// Where `w` goes back to from the calls.
+    view_before_calls: View,
     pub help: bool,
     pub quit: bool,
     /// The filter being typed after `/`; applied on Enter.
     pub typing: Option<String>,
     pub service_filter: String,
     pub feed_filter: String,
+    pub calls_filter: String,
     pub sort: Sort,
     /// Selections follow a name, not a row number, so a re-sort on the next
     /// snapshot keeps the cursor on the same service.
     selected_service: Option<String>,
     selected_backend: Option<String>,
+    selected_call: Option<String>,
     /// Row of the feed under the cursor, 0 the newest.
     pub feed_cursor: usize,
     snapshot: Option<Snapshot>,
     pub rows: Vec<ServiceRow>,
+    pub calls: Vec<CallRow>,
     pub health: Health,
     session_opened: HashMap<BackendKey, u64>,
     history: HashMap<BackendKey, History>,
@@ -64,17 +72,21 @@ impl App {
             interval,
             view: View::Services,
             view_before_feed: View::Services,
+            view_before_calls: View::Services,
             help: false,
             quit: false,
             typing: None,
             service_filter: String::new(),
             feed_filter: String::new(),
+            calls_filter: String::new(),
             sort: Sort::default(),
             selected_service: None,
             selected_backend: None,
+            selected_call: None,
             feed_cursor: 0,
             snapshot: None,
             rows: Vec::new(),
+            calls: Vec::new(),
             health: Health::default(),
             session_opened: HashMap::new(),
             history: HashMap::new(),
@@ -99,6 +111,7 @@ impl App {
             .filter(|b| b.uptime_seconds <= now.uptime_seconds);
         self.rows = rows::services(before.as_ref(), &now);
         self.health = rows::health(before.as_ref(), &now);
+        self.calls = calls::rows(before.as_ref(), &now);
         for service in &self.rows {
             for backend in &service.backends {
                 let key = (service.id(), backend.address.clone());
@@ -133,11 +146,7 @@ impl App {
     }
 
     pub fn selected_service_index(&self, visible: &[&ServiceRow]) -> Option<usize> {
-        let found = self
-            .selected_service
-            .as_ref()
-            .and_then(|id| visible.iter().position(|s| &s.id() == id));
-        found.or(if visible.is_empty() { None } else { Some(0) })
+        cursor(self.selected_service.as_deref(), visible, |s| s.id())
     }
 
     /// The service whose backends the detail view shows.
@@ -157,11 +166,9 @@ impl App {
     }
 
     pub fn selected_backend_index(&self, visible: &[(usize, &BackendRow)]) -> Option<usize> {
-        let found = self
-            .selected_backend
-            .as_ref()
-            .and_then(|address| visible.iter().position(|(_, b)| &b.address == address));
-        found.or(if visible.is_empty() { None } else { Some(0) })
+        cursor(self.selected_backend.as_deref(), visible, |(_, b)| {
+            b.address.clone()
+        })
     }
 
     /// Backend `i`'s fraction of the service's new connections since
@@ -173,6 +180,21 @@ impl App {
         };
         let total: u64 = service.backends.iter().map(opened).sum();
         (total > 0).then(|| opened(&service.backends[i]) as f64 / total as f64)
+    }
+
+    /// Calls matching the filter, in the chosen order.
+    pub fn visible_calls(&self) -> Vec<&CallRow> {
+        let mut rows: Vec<&CallRow> = self
+            .calls
+            .iter()
+            .filter(|c| c.matches(&self.calls_filter))
+            .collect();
+        self.sort.calls(&mut rows);
+        rows
+    }
+
+    pub fn selected_call_index(&self, visible: &[&CallRow]) -> Option<usize> {
+        cursor(self.selected_call.as_deref(), visible, |c| c.id())
     }
 
     /// The sparkline samples of a backend.
@@ -207,6 +229,7 @@ impl App {
             KeyCode::Char('q') => self.quit = true,
             KeyCode::Char('?') => self.help = true,
             KeyCode::Char('c') => self.toggle_feed(),
+            KeyCode::Char('w') => self.toggle_calls(),
             KeyCode::Char('/') if self.view != View::Backends => {
                 self.typing = Some(self.filter().clone());
             }
@@ -214,6 +237,7 @@ impl App {
                 View::Services => self.on_services_key(key.code),
                 View::Backends => self.on_backends_key(key.code),
                 View::Feed => self.on_feed_key(key.code),
+                View::Calls => self.on_calls_key(key.code),
             },
         }
     }
@@ -221,6 +245,7 @@ impl App {
     fn filter(&mut self) -> &mut String {
         match self.view {
             View::Feed => &mut self.feed_filter,
+            View::Calls => &mut self.calls_filter,
             _ => &mut self.service_filter,
         }
     }
@@ -253,6 +278,37 @@ impl App {
         } else {
             self.view_before_feed = self.view;
             self.view = View::Feed;
+        }
+    }
+
+    /// `w` from any view shows the calls; `w` again goes back.
+    fn toggle_calls(&mut self) {
+        match self.view {
+            View::Calls => self.view = self.view_before_calls,
+            View::Feed => {
+                // Back from the calls to where the feed was opened from.
+                self.view_before_calls = self.view_before_feed;
+                self.view = View::Calls;
+            }
+            view => {
+                self.view_before_calls = view;
+                self.view = View::Calls;
+            }
+        }
+    }
+
+    fn on_calls_key(&mut self, code: KeyCode) {
+        let visible = self.visible_calls();
+        let current = self.selected_call_index(&visible);
+        if let Some(index) = current.and_then(|i| moved(i, visible.len(), code)) {
+            self.selected_call = Some(visible[index].id());
+            return;
+        }
+        match code {
+            KeyCode::Esc if !self.calls_filter.is_empty() => self.calls_filter.clear(),
+            KeyCode::Esc | KeyCode::Backspace => self.toggle_calls(),
+            KeyCode::Char(c) => self.press_sort(c),
+            _ => {}
         }
     }
 
@@ -311,6 +367,12 @@ impl App {
             self.sort.press(key);
         }
     }
+}
+
+/// The row of `visible` named `selected`, else the first, if any.
+fn cursor<R>(selected: Option<&str>, visible: &[R], id: impl Fn(&R) -> String) -> Option<usize> {
+    let found = selected.and_then(|s| visible.iter().position(|r| id(r) == s));
+    found.or(if visible.is_empty() { None } else { Some(0) })
 }
 
 /// Where a navigation key moves a cursor at `index` in `len` rows; `None`

@@ -68,8 +68,8 @@ impl Feed {
     }
 }
 
-/// Case-insensitive substring match on service, source, VIP, backend and
-/// close reason; an empty filter matches everything.
+/// Case-insensitive substring match on service, source, VIP, backend,
+/// both workloads and close reason; an empty filter matches everything.
 pub fn matches(c: &Connection, filter: &str) -> bool {
     if filter.is_empty() {
         return true;
@@ -80,6 +80,8 @@ pub fn matches(c: &Connection, filter: &str) -> bool {
         c.source.as_str(),
         c.vip.as_deref().unwrap_or(""),
         c.backend.as_str(),
+        c.source_workload.as_deref().unwrap_or(""),
+        c.destination_workload.as_deref().unwrap_or(""),
         c.close_reason.as_str(),
     ]
     .iter()

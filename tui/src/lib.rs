@@ -2,6 +2,7 @@
 //! from its admin API. The binary is `main.rs`; the library is here so
 //! tests drive the same state and rendering the terminal does.
 pub mod app;
+pub mod calls;
 pub mod feed;
 pub mod fetch;
 pub mod format;

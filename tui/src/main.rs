@@ -16,7 +16,7 @@ use clap::Parser;
 use crossterm::event::{self, Event, KeyEventKind};
 use kmesh_api::{client::AdminClient, v1::DEFAULT_SOCKET};
 use kmesh_top::{
-    app::App,
+    app::{App, View},
     fetch::{self, Poll, Poller},
     hangup::Hangup,
     once,
@@ -39,12 +39,23 @@ Feed (c): the newest 1000 closed connections, newest first, times in UTC.
   Space pauses the display; polling goes on and up to 1000 new records are
   held for when it resumes.
 
+Calls (w): who calls whom, one row per client workload (namespace/workload,
+  or unknown outside the mesh) and service it calls, over all the service's
+  backends: NEW/s, connect and RTT p99 over the interval, ERR/s (failed
+  connects, resets and timeouts) and the DESTINATIONS, the workloads that
+  answered. REPORTER source: counted on the client's side; destination: only
+  the server is on this node. n v p sort the calls by source, service and
+  reporter. Workload names come from the mesh source (the mesh file's
+  workloads:, or Istio); without them every peer is unknown.
+
 --once prints three plain-text tables (agent, services, backends) from two
   snapshots --interval apart, so rates, quantiles and SHARE are over that
   interval; WANT is a backend's configured share. OPENED, CLOSED, FAILED
   (connections) and IN, OUT (bytes) are totals since the agent began
   counting the service or backend: they still tell what happened once the
   traffic has stopped and every rate is 0.
+--once --calls prints the calls table alone, with the same columns and
+  DESTINATIONS last (comma-separated).
 --once --json prints one snapshot at once, as pretty-printed JSON
   (`jq -c` for one line).
 
@@ -73,6 +84,9 @@ struct Cli {
     /// With --once: print the snapshot as JSON.
     #[arg(long, requires = "once")]
     json: bool,
+    /// Who calls whom: start on the calls view; with --once print only its table.
+    #[arg(long, conflicts_with = "json")]
+    calls: bool,
     /// Leave the dashboard by itself after this long (demos, recordings), e.g. 30s.
     #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "once")]
     exit_after: Option<Duration>,
@@ -118,7 +132,10 @@ fn print_once(cli: &Cli) -> anyhow::Result<()> {
         }
         tokio::time::sleep(cli.interval).await;
         let second = client.snapshot().await?;
-        print!("{}", once::text(&first, &second));
+        match cli.calls {
+            true => print!("{}", once::calls_text(&first, &second)),
+            false => print!("{}", once::text(&first, &second)),
+        }
         Ok(())
     })
 }
@@ -140,6 +157,9 @@ fn dashboard(cli: &Cli) -> anyhow::Result<()> {
         );
     }
     let mut app = App::new(Theme::from_env(), cli.interval);
+    if cli.calls {
+        app.view = View::Calls;
+    }
     app.on_poll(first);
     let hangup = Hangup::watch_keyboard()
         .context("no terminal to read keys from; --once prints without one")?;
@@ -263,6 +283,23 @@ mod tests {
         let cli = Cli::try_parse_from(["kmesh-top", "--once", "--json"]).expect("valid flags");
         assert!(cli.once && cli.json);
         assert_eq!(cli.interval, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn calls_goes_with_once_or_the_dashboard_but_not_json() {
+        for args in [
+            &["kmesh-top", "--calls"][..],
+            &["kmesh-top", "--once", "--calls"],
+        ] {
+            let cli = Cli::try_parse_from(args).expect("valid flags");
+            assert!(cli.calls, "{args:?}");
+        }
+        assert!(Cli::try_parse_from(["kmesh-top", "--once", "--json", "--calls"]).is_err());
+        let help = Cli::command().render_long_help().to_string();
+        assert!(
+            help.contains("--once --calls prints the calls table"),
+            "{help}"
+        );
     }
 
     #[test]

@@ -3,9 +3,10 @@
 use kmesh_api::v1::Snapshot;
 
 use crate::{
+    calls::{self, CallRow},
     format,
     rows::{self, ServiceRow},
-    stats::{Quantile, Stats},
+    stats::{Quantile, Rates, Stats},
 };
 
 /// The agent, services and backends tables, separated by blank lines.
@@ -21,6 +22,56 @@ pub fn text(before: &Snapshot, now: &Snapshot) -> String {
         backends_table(&services),
     ]
     .join("\n")
+}
+
+/// `--once --calls`: the calls table alone (who calls whom), so a script
+/// reads one header and its rows. DESTINATIONS is last: a comma-separated
+/// list of any length.
+pub fn calls_text(before: &Snapshot, now: &Snapshot) -> String {
+    let before = Some(before).filter(|b| b.uptime_seconds <= now.uptime_seconds);
+    calls_table(&calls::rows(before, now))
+}
+
+fn calls_table(calls: &[CallRow]) -> String {
+    let rows = calls
+        .iter()
+        .map(|c| {
+            let s = &c.stats;
+            vec![
+                c.source.clone(),
+                c.service.clone(),
+                c.reporter.clone(),
+                s.active.to_string(),
+                rate(s, |r| r.opened),
+                quantile(s.latency_p50),
+                quantile(s.latency_p99),
+                quantile(s.rtt_p99),
+                rate(s, Rates::errors),
+                bytes(s, |r| r.bytes_in),
+                bytes(s, |r| r.bytes_out),
+                s.totals.opened.to_string(),
+                s.totals.failed.to_string(),
+                c.destinations_text(),
+            ]
+        })
+        .collect();
+    let headers = [
+        "SOURCE",
+        "SERVICE",
+        "REPORTER",
+        "ACTIVE",
+        "NEW/s",
+        "P50",
+        "P99",
+        "RTT99",
+        "ERR/s",
+        "IN/s",
+        "OUT/s",
+        "OPENED",
+        "FAILED",
+        "DESTINATIONS",
+    ];
+    table(&headers, 3, 1, rows)
 }
 
 fn agent_table(before: Option<&Snapshot>, now: &Snapshot) -> String {
@@ -47,6 +98,7 @@ fn agent_table(before: Option<&Snapshot>, now: &Snapshot) -> String {
             "SERIES",
         ],
         0,
+        0,
         vec![row],
     )
 }
@@ -65,6 +117,7 @@ fn services_table(services: &[ServiceRow]) -> String {
     table(
         &[&["SERVICE", "VIP:PORT", "POLICY"][..], &FIGURES].concat(),
         3,
+        0,
         rows,
     )
 }
@@ -85,16 +138,19 @@ fn backends_table(services: &[ServiceRow]) -> String {
                 format!("{:.1}%", s.configured_share(i) * 100.0),
                 or_dash(share),
             ];
-            rows.push([head, figures(&b.stats)].concat());
+            let workload = b.workload.clone().unwrap_or_else(|| "-".into());
+            rows.push([head, figures(&b.stats), vec![workload]].concat());
         }
     }
     table(
         &[
             &["SERVICE", "BACKEND", "WEIGHT", "WANT", "SHARE"][..],
             &FIGURES,
+            &["WORKLOAD"],
         ]
         .concat(),
         2,
+        1,
         rows,
     )
 }
@@ -104,25 +160,28 @@ const FIGURES: [&str; 16] = [
     "OPENED", "CLOSED", "FAILED", "IN", "OUT",
 ];
 
+/// A rate of the interval, `-` before there is one.
+fn rate(s: &Stats, pick: fn(&Rates) -> f64) -> String {
+    or_dash(s.rates.as_ref().map(|r| format::rate(pick(r))))
+}
+
+fn bytes(s: &Stats, pick: fn(&Rates) -> f64) -> String {
+    or_dash(s.rates.as_ref().map(|r| format::bytes(pick(r))))
+}
+
 fn figures(s: &Stats) -> Vec<String> {
-    let rate = |pick: fn(&crate::stats::Rates) -> f64| {
-        or_dash(s.rates.as_ref().map(|r| format::rate(pick(r))))
-    };
-    let bytes = |pick: fn(&crate::stats::Rates) -> f64| {
-        or_dash(s.rates.as_ref().map(|r| format::bytes(pick(r))))
-    };
     vec![
         s.active.to_string(),
-        rate(|r| r.opened),
+        rate(s, |r| r.opened),
         quantile(s.latency_p50),
         quantile(s.latency_p90),
         quantile(s.latency_p99),
         quantile(s.rtt_p99),
-        bytes(|r| r.bytes_in),
-        bytes(|r| r.bytes_out),
-        rate(|r| r.retransmits),
-        rate(|r| r.failed),
-        rate(|r| r.resets),
+        bytes(s, |r| r.bytes_in),
+        bytes(s, |r| r.bytes_out),
+        rate(s, |r| r.retransmits),
+        rate(s, |r| r.failed),
+        rate(s, |r| r.resets),
         s.totals.opened.to_string(),
         s.totals.closed.to_string(),
         s.totals.failed.to_string(),
@@ -146,9 +205,15 @@ fn or_dash(value: Option<String>) -> String {
     value.unwrap_or_else(|| "-".into())
 }
 
-/// Columns two spaces apart; the first `text_columns` left-aligned, the
-/// figures after them right-aligned.
-fn table(headers: &[&str], text_columns: usize, rows: Vec<Vec<String>>) -> String {
+/// Columns two spaces apart; the first `text_columns` and the last
+/// `trailing_text` left-aligned, the figures between them right-aligned.
+fn table(
+    headers: &[&str],
+    text_columns: usize,
+    trailing_text: usize,
+    rows: Vec<Vec<String>>,
+) -> String {
+    let figures_end = headers.len() - trailing_text;
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -160,10 +225,12 @@ fn table(headers: &[&str], text_columns: usize, rows: Vec<Vec<String>>) -> Strin
             .iter()
             .zip(&widths)
             .enumerate()
-            .map(|(i, (cell, &width))| match i < text_columns {
-                true => format!("{cell:<width$}"),
-                false => format!("{cell:>width$}"),
-            })
+            .map(
+                |(i, (cell, &width))| match i < text_columns || i >= figures_end {
+                    true => format!("{cell:<width$}"),
+                    false => format!("{cell:>width$}"),
+                },
+            )
             .collect();
         padded.join("  ").trim_end().to_string() + "\n"
     };

@@ -24,6 +24,8 @@ impl ServiceRow {
 pub struct BackendRow {
     pub address: String,
     pub weight: u32,
+    /// The workload behind it (`namespace/workload`), when the mesh names one.
+    pub workload: Option<String>,
     pub stats: Stats,
     /// New connections in the interval; `None` without a previous snapshot.
     pub opened_in_interval: Option<u64>,
@@ -44,11 +46,7 @@ impl ServiceRow {
 /// `before` must be an earlier snapshot of the same agent run (the caller
 /// drops it when the agent restarted, which resets every counter).
 pub fn services(before: Option<&Snapshot>, now: &Snapshot) -> Vec<ServiceRow> {
-    let interval = before.map(|b| Interval {
-        seconds: seconds_between(b, now),
-        bounds: (b.latency_bounds_us == now.latency_bounds_us)
-            .then_some(&now.latency_bounds_us[..]),
-    });
+    let interval = interval(before, now);
     now.services
         .iter()
         .map(|service| {
@@ -71,6 +69,7 @@ pub fn services(before: Option<&Snapshot>, now: &Snapshot) -> Vec<ServiceRow> {
                     BackendRow {
                         address: backend.address.clone(),
                         weight: backend.weight,
+                        workload: backend.workload.clone(),
                         opened_in_interval: stats.rates.map(|_| {
                             let before = previous.map_or(0, |p| p.opened);
                             backend.outbound.opened.saturating_sub(before)
@@ -92,6 +91,15 @@ pub fn services(before: Option<&Snapshot>, now: &Snapshot) -> Vec<ServiceRow> {
             }
         })
         .collect()
+}
+
+/// The interval between two snapshots, when there is an earlier one.
+pub fn interval<'a>(before: Option<&Snapshot>, now: &'a Snapshot) -> Option<Interval<'a>> {
+    before.map(|b| Interval {
+        seconds: seconds_between(b, now),
+        bounds: (b.latency_bounds_us == now.latency_bounds_us)
+            .then_some(&now.latency_bounds_us[..]),
+    })
 }
 
 /// Time between two snapshots by the agent's monotonic uptime, so a

@@ -2,6 +2,7 @@
 use std::cmp::Ordering;
 
 use crate::{
+    calls::CallRow,
     rows::{BackendRow, ServiceRow},
     stats::{Quantile, Stats},
 };
@@ -125,6 +126,22 @@ impl Sort {
         });
     }
 
+    /// Calls: `n` orders by the client, `v` by the service, `p` by the
+    /// reporter.
+    pub fn calls(&self, rows: &mut [&CallRow]) {
+        rows.sort_by(|a, b| {
+            let by_key = match self.key {
+                SortKey::Name => pair(a).cmp(&pair(b)),
+                SortKey::Vip => a.service.cmp(&b.service),
+                SortKey::Policy => a.reporter.cmp(&b.reporter),
+                key => by_figure(key, &a.stats, &b.stats),
+            };
+            self.direct(by_key)
+                .then_with(|| pair(a).cmp(&pair(b)))
+                .then_with(|| a.reporter.cmp(&b.reporter))
+        });
+    }
+
     fn direct(&self, ordering: Ordering) -> Ordering {
         if self.descending {
             ordering.reverse()
@@ -132,6 +149,11 @@ impl Sort {
             ordering
         }
     }
+}
+
+/// A call's client and service, the order of its name.
+fn pair(r: &CallRow) -> (&str, &str) {
+    (&r.source, &r.service)
 }
 
 /// Missing figures (no interval yet, nothing recorded) sort below zero.

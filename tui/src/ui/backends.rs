@@ -28,8 +28,9 @@ fn percent(share: f64) -> String {
     format!("{:.1}%", share * 100.0)
 }
 
-fn backend_columns<'a>() -> Vec<Column<BackendLine<'a>>> {
-    vec![
+/// With `with_workload`, a column naming each backend's workload.
+fn backend_columns<'a>(with_workload: bool) -> Vec<Column<BackendLine<'a>>> {
+    let mut columns: Vec<Column<BackendLine<'a>>> = vec![
         Column::text("BACKEND", 15, 0, Some(SortKey::Name), |b, _| {
             plain(&b.row.address)
         }),
@@ -71,7 +72,14 @@ fn backend_columns<'a>() -> Vec<Column<BackendLine<'a>>> {
         Column::figure("RETR/s", 8, Some(SortKey::Retransmits), |b, t| {
             trouble_rate(b.row.stats.rates.map(|r| r.retransmits), t.warning())
         }),
-    ]
+    ];
+    if with_workload {
+        let column = Column::text("WORKLOAD", 16, 3, None, |b: &BackendLine, _| {
+            plain(b.row.workload.as_deref().unwrap_or("-"))
+        });
+        columns.insert(1, column);
+    }
+    columns
 }
 
 pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
@@ -102,7 +110,8 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
         Constraint::Fill(1),
     ])
     .areas(area);
-    let all = backend_columns();
+    // Only when the mesh names the workloads behind the backends.
+    let all = backend_columns(service.backends.iter().any(|b| b.workload.is_some()));
     let shown = columns::fit(&all, table_area.width);
     let table = columns::table(&shown, &lines, &app.theme, Some(app.sort));
     let mut state = TableState::default().with_selected(selected);

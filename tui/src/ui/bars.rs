@@ -112,20 +112,25 @@ pub fn status(app: &App) -> Line<'static> {
             format!("  filter \"{f}\"")
         }
     };
+    // `shown/all`, the filter and the order of a table.
+    let table = |title: &'static str, shown: usize, all: usize, f: &str| {
+        let arrow = if app.sort.descending { "▼" } else { "▲" };
+        vec![
+            Span::styled(title, t.header()),
+            Span::raw(format!(
+                " {shown}/{all}{}  by {}{arrow}",
+                filter(f),
+                app.sort.key.label(),
+            )),
+        ]
+    };
     let mut line = match app.view {
-        View::Services => {
-            let arrow = if app.sort.descending { "▼" } else { "▲" };
-            vec![
-                Span::styled("SERVICES", t.header()),
-                Span::raw(format!(
-                    " {}/{}{}  by {}{arrow}",
-                    app.visible_services().len(),
-                    app.rows.len(),
-                    filter(&app.service_filter),
-                    app.sort.key.label(),
-                )),
-            ]
-        }
+        View::Services => table(
+            "SERVICES",
+            app.visible_services().len(),
+            app.rows.len(),
+            &app.service_filter,
+        ),
         View::Backends => match app.selected_service() {
             Some(s) => vec![
                 Span::styled("BACKENDS", t.header()),
@@ -136,6 +141,12 @@ pub fn status(app: &App) -> Line<'static> {
             ],
             None => vec![Span::styled("BACKENDS", t.header())],
         },
+        View::Calls => {
+            let (shown, all) = (app.visible_calls().len(), app.calls.len());
+            let mut spans = table("CALLS", shown, all, &app.calls_filter);
+            spans.push(Span::raw("  client workload → service"));
+            spans
+        }
         View::Feed => {
             let mut spans = vec![
                 Span::styled("CONNECTIONS", t.header()),
@@ -184,8 +195,14 @@ fn keys(app: &App, compact: bool) -> Vec<Span<'static>> {
     let t = &app.theme;
     let mut keys: Vec<(&str, &str)> = vec![("q", "quit"), ("?", "help")];
     match app.view {
-        View::Services => keys.extend([("/", "filter"), ("⏎", "backends"), ("c", "feed")]),
-        View::Backends => keys.extend([("Esc", "back"), ("c", "feed")]),
+        View::Services => keys.extend([
+            ("/", "filter"),
+            ("⏎", "backends"),
+            ("c", "feed"),
+            ("w", "calls"),
+        ]),
+        View::Backends => keys.extend([("Esc", "back"), ("c", "feed"), ("w", "calls")]),
+        View::Calls => keys.extend([("/", "filter"), ("w", "back"), ("c", "feed")]),
         View::Feed => {
             let pause = if app.feed.paused() { "resume" } else { "pause" };
             keys.extend([("/", "filter"), ("space", pause), ("c", "back")]);

@@ -29,6 +29,9 @@ pub struct Column<R> {
     /// The sort key this column shows an arrow for.
     pub sort: Option<SortKey>,
     pub cell: fn(&R, &Theme) -> Text,
+    /// Takes the room left over (at least `width`) instead of the priority
+    /// 0 column, which then keeps its own width.
+    pub fill: bool,
 }
 
 /// Every figure fits in 7 columns (see [`format`]), header and arrow too.
@@ -49,7 +52,13 @@ impl<R> Column<R> {
             right_aligned: false,
             sort,
             cell,
+            fill: false,
         }
+    }
+
+    /// A column that takes what the others leave (a list of names).
+    pub fn filling(self) -> Self {
+        Column { fill: true, ..self }
     }
 
     pub fn figure(
@@ -119,8 +128,11 @@ pub fn table<'a, R>(
             Cell::from(align(c, Line::styled(text, style)))
         }))
     });
-    let widths = columns.iter().map(|c| match c.priority {
-        0 => Constraint::Fill(1),
+    let filler = columns.iter().any(|c| c.fill);
+    let widths = columns.iter().map(|c| match (c.fill, c.priority) {
+        (true, _) => Constraint::Fill(1),
+        (false, 0) if filler => Constraint::Min(c.width),
+        (false, 0) => Constraint::Fill(1),
         _ => Constraint::Length(c.width),
     });
     Table::new(body, widths)

@@ -18,6 +18,27 @@ fn short_path(c: &Connection) -> Text {
     plain(format!("{} → {}", c.source, c.backend))
 }
 
+/// `client workload → server workload`, each `namespace/workload` or
+/// `unknown`.
+fn workloads(c: &Connection) -> Text {
+    let name = |w: &Option<String>| w.clone().unwrap_or_else(|| "-".into());
+    plain(format!(
+        "{} → {}",
+        name(&c.source_workload),
+        name(&c.destination_workload)
+    ))
+}
+
+/// Whether a record names a workload at either end: a mesh that knows no
+/// workloads (Envoy resources, a mesh file without `workloads:`) calls
+/// every peer `unknown`, and the column would say nothing.
+fn names_a_workload(c: &Connection) -> bool {
+    [&c.source_workload, &c.destination_workload]
+        .into_iter()
+        .flatten()
+        .any(|w| w != "unknown")
+}
+
 fn reason(c: &Connection, theme: &Theme) -> Text {
     let style = match c.close_reason.as_str() {
         "fin" => Style::new(),
@@ -27,15 +48,16 @@ fn reason(c: &Connection, theme: &Theme) -> Text {
 }
 
 /// The path column fits an IPv4 `source → VIP → backend` (48) or
-/// `source → backend` (30).
-fn connection_columns<'a>(with_vip: bool) -> Vec<Column<&'a Connection>> {
+/// `source → backend` (30); the workloads column, two short
+/// `namespace/workload` names, takes what is left.
+fn connection_columns<'a>(with_vip: bool, with_workloads: bool) -> Vec<Column<&'a Connection>> {
     let path: Column<&Connection> = match with_vip {
         true => Column::text("SOURCE → VIP → BACKEND", 48, 0, None, |c, _| {
             full_path(c)
         }),
         false => Column::text("SOURCE → BACKEND", 30, 0, None, |c, _| short_path(c)),
     };
-    vec![
+    let mut columns: Vec<Column<&'a Connection>> = vec![
         Column::text("TIME (UTC)", 12, 1, None, |c, _| {
             plain(format::utc_time_of_day(c.closed_at_unix_ms))
         }),
@@ -56,14 +78,21 @@ fn connection_columns<'a>(with_vip: bool) -> Vec<Column<&'a Connection>> {
             n => (n.to_string(), t.warning()),
         }),
         Column::text("REASON", 15, 2, None, |c, t| reason(c, t)),
-    ]
+    ];
+    if with_workloads {
+        let column = Column::text("WORKLOADS", 28, 4, None, |c: &&Connection, _| workloads(c));
+        let column = column.filling();
+        columns.insert(2, column);
+    }
+    columns
 }
 
 pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     let records: Vec<&Connection> = app.feed.visible(&app.feed_filter).collect();
-    // The VIP only when it costs no other column.
-    let with_vip = connection_columns(true);
-    let without = connection_columns(false);
+    // The VIP only when it costs no other column; the workloads before it.
+    let named = records.iter().any(|c| names_a_workload(c));
+    let with_vip = connection_columns(true, named);
+    let without = connection_columns(false, named);
     let shown = match columns::fit(&with_vip, area.width) {
         shown if shown.len() == with_vip.len() => shown,
         _ => columns::fit(&without, area.width),

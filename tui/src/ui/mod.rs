@@ -1,6 +1,7 @@
 //! Rendering: a pure function of [`App`], so tests draw on a `TestBackend`.
 mod backends;
 mod bars;
+mod calls;
 mod columns;
 mod feed;
 mod help;
@@ -43,6 +44,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
         View::Services => services::draw(frame, body, app),
         View::Backends => backends::draw(frame, body, app),
         View::Feed => feed::draw(frame, body, app),
+        View::Calls => calls::draw(frame, body, app),
     }
     frame.render_widget(bars::footer(app, footer_area.width), footer_area);
     if app.help {

@@ -6,7 +6,8 @@ use std::{collections::BTreeMap, time::Duration};
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use kmesh_api::v1::{
-    AgentHealth, Backend, Connection, Direction, Distribution, Figures, Service, Sketch, Snapshot,
+    AgentHealth, Backend, Call, Connection, Direction, Distribution, Figures, Service, Sketch,
+    Snapshot,
 };
 use kmesh_top::{app::App, fetch::Poll, theme::Theme, ui};
 use ratatui::{Terminal, backend::TestBackend, buffer::Buffer};
@@ -126,6 +127,13 @@ fn sum(a: &Figures, b: &Figures) -> Figures {
 ///   365µs (370); observed shares 70% and 30%; +2 failed.
 /// - ratings (round robin): +250 at 3200-6400µs: 250/s, p99 6.25ms (6347).
 /// - details (random): idle, so its p99 is the cumulative 5.00ms*.
+///
+/// Backends are workloads `shop/<service>-v<n>`. The calls (see [`calls`]):
+/// - front/web → reviews: +30 at 800-1600µs, 30/s, p99 1.54ms (sketch), +2 failed,
+///   +3 resets, +1 timeout: 6 errors/s; reached both reviews workloads.
+/// - jobs/batch → reviews: +10 at 200-400µs, 10/s, p99 365µs, no errors.
+/// - unknown → ratings (seen by the destination): 250/s, p99 6.25ms.
+/// - jobs/batch → details: only in the later snapshot, so no rate yet.
 pub fn snapshot(later: bool) -> Snapshot {
     let step = u64::from(later);
     let r1 = figures(300 + 28 * step, &[(1, 300), (4, 28 * step)], 5, 2 * step);
@@ -135,7 +143,7 @@ pub fn snapshot(later: bool) -> Snapshot {
     let backend = |address: &str, weight, outbound: &Figures| Backend {
         address: address.into(),
         weight,
-        workload: None,
+        workload: Some(backend_workload(address).into()),
         outbound: outbound.clone(),
         inbound: Figures::default(),
     };
@@ -186,8 +194,56 @@ pub fn snapshot(later: bool) -> Snapshot {
             ),
         ],
         other: Vec::new(),
-        calls: Vec::new(),
+        calls: calls(later),
     }
+}
+
+/// The workload each backend address of [`snapshot`] belongs to.
+pub fn backend_workload(address: &str) -> &'static str {
+    match address {
+        "10.0.0.1:9080" => "shop/reviews-v1",
+        "10.0.0.2:9080" => "shop/reviews-v2",
+        "10.0.1.1:9080" => "shop/ratings-v1",
+        _ => "shop/details-v1",
+    }
+}
+
+fn calls(later: bool) -> Vec<Call> {
+    let step = u64::from(later);
+    let call = |reporter: &str, source: &str, service: &str, to: &[&str], figures| {
+        let (namespace, workload) = source.split_once('/').unwrap_or(("unknown", source));
+        Call {
+            reporter: reporter.into(),
+            source_workload: workload.into(),
+            source_namespace: namespace.into(),
+            destination_service: service.into(),
+            destination_workloads: to.iter().map(|w| w.to_string()).collect(),
+            figures,
+        }
+    };
+    let mut web = figures(200 + 30 * step, &[(1, 200), (4, 30 * step)], 4, 2 * step);
+    web.resets += 3 * step;
+    web.timeouts += step;
+    let batch = figures(100 + 10 * step, &[(1, 100), (2, 10 * step)], 1, 0);
+    let outside = figures(1000 + 250 * step, &[(0, 1000), (6, 250 * step)], 2, 0);
+    let reviews = ["shop/reviews-v1", "shop/reviews-v2"];
+    let mut calls = vec![
+        call("source", "front/web", "reviews", &reviews, web),
+        call("source", "jobs/batch", "reviews", &reviews[1..], batch),
+        call(
+            "destination",
+            "unknown",
+            "ratings",
+            &["shop/ratings-v1"],
+            outside,
+        ),
+    ];
+    if later {
+        let new = figures(5, &[(1, 5)], 0, 0);
+        let details = call("source", "jobs/batch", "details", &["shop/details-v1"], new);
+        calls.push(details);
+    }
+    calls
 }
 
 pub fn connection(seq: u64, backend: &str, close_reason: &str) -> Connection {
@@ -209,6 +265,15 @@ pub fn connection(seq: u64, backend: &str, close_reason: &str) -> Connection {
         min_rtt_us: 120,
         retransmits: 0,
         close_reason: close_reason.into(),
+    }
+}
+
+/// A connection between two named workloads.
+pub fn named_connection(seq: u64, backend: &str) -> Connection {
+    Connection {
+        source_workload: Some("front/web".into()),
+        destination_workload: Some(backend_workload(backend).into()),
+        ..connection(seq, backend, "fin")
     }
 }
 
