@@ -109,8 +109,10 @@ fn the_benchmark_harness_runs_every_scenario_and_reports_every_part() {
     assert!(memory.rss_tracking_bytes > 0 && memory.rss_idle_bytes > 0);
 
     let ring = results.ring_buffer.expect("ring-buffer run");
-    // A 256 KiB ring of 200-byte records (192 + an 8-byte header).
-    assert_eq!(ring.held_records, (256.0 * 1024.0 / 200.0_f64).floor());
+    // A 256 KiB ring of records: the event, rounded up to 8 bytes, and an
+    // 8-byte header.
+    let record = size_of::<kmesh_common::ConnEvent>().next_multiple_of(8) + 8;
+    assert_eq!(ring.held_records, (256 * 1024 / record) as f64);
     assert!(
         ring.dropped_records > 0.0,
         "a stopped reader must overflow the ring: {ring:?}"
