@@ -273,6 +273,8 @@ impl StreamState {
             ResourceType::Endpoints => carry!(endpoints),
             ResourceType::Listener => carry!(listeners),
             ResourceType::Route => carry!(routes),
+            // Never subscribed over SotW (`from_type_url` knows only `ALL`).
+            ResourceType::Workload | ResourceType::WorkloadService => {}
         }
         for resource in accepted.into_values() {
             // Names are unique here, so this cannot fail.
@@ -283,6 +285,7 @@ impl StreamState {
             ResourceType::Endpoints => set.endpoints = next.endpoints,
             ResourceType::Listener => set.listeners = next.listeners,
             ResourceType::Route => set.routes = next.routes,
+            ResourceType::Workload | ResourceType::WorkloadService => {}
         }
         self.refuse(kind, version, errors);
     }

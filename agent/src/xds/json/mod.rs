@@ -35,13 +35,6 @@ pub fn is_envoy_document(value: &Value) -> bool {
     }
 }
 
-/// A ztunnel (ambient mode) dump has `services` too, but is another API.
-pub fn is_ztunnel_dump(value: &Value) -> bool {
-    value
-        .as_object()
-        .is_some_and(|m| m.contains_key("workloads") && m.contains_key("services"))
-}
-
 /// Reads every resource of the document into `set`; `version` is used for
 /// resources whose document gives none. Any unreadable or invalid resource
 /// fails the whole document, naming where it is.
@@ -172,6 +165,12 @@ fn resource(value: &Value, path: &str, expected: Option<ResourceType>) -> Result
         ResourceType::Listener => messages::listener(o).map(|r| Resource::Listener(Box::new(r))),
         ResourceType::Route => {
             messages::route_configuration(o).map(|r| Resource::Route(Box::new(r)))
+        }
+        // `from_type_url` and `infer` give Envoy types only.
+        ResourceType::Workload | ResourceType::WorkloadService => {
+            return Err(format!(
+                "{path}: an istio.workload resource among Envoy resources; give a ztunnel config dump in a file of its own"
+            ));
         }
     };
     parsed.map_err(|e| e.to_string())
