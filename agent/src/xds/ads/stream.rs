@@ -27,7 +27,7 @@ use prost::{Message, Name};
 use crate::xds::resources::{Rejected, Resource, ResourceSet, ResourceType};
 
 /// gRPC's INVALID_ARGUMENT, what Envoy puts in a NACK.
-const INVALID_ARGUMENT: i32 = 3;
+pub(crate) const INVALID_ARGUMENT: i32 = 3;
 /// A NACK's message is for humans; keep a flood of reasons readable.
 const MAX_ERROR_DETAIL: usize = 8 * 1024;
 
@@ -420,7 +420,7 @@ fn name_hint(any: &envoy_types::pb::google::protobuf::Any) -> String {
     String::new()
 }
 
-fn truncate(mut s: String) -> String {
+pub(crate) fn truncate(mut s: String) -> String {
     if s.len() > MAX_ERROR_DETAIL {
         let mut end = MAX_ERROR_DETAIL;
         while !s.is_char_boundary(end) {

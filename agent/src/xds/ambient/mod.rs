@@ -3,6 +3,8 @@
 //! [`client`]) or from a ztunnel `/config_dump` in a file ([`dump`]). Either
 //! way the resources land in one [`AddressSet`] and go through one
 //! translation ([`translate`]) into the services and workloads of the mesh.
+pub mod client;
+pub mod delta;
 pub mod dump;
 pub mod proto;
 pub mod translate;
