@@ -377,6 +377,6 @@ impl Drop for AdsServer {
 }
 
 /// A test that panicked while holding the lock leaves the state usable.
-fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+fn lock<T>(state: &Mutex<T>) -> MutexGuard<'_, T> {
     state.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -369,3 +369,33 @@ fn ten_times_the_fixture_translates_quickly() {
     assert!(report.findings.is_empty(), "{:?}", report.findings.first());
     assert!(took.as_millis() < 500, "{took:?}");
 }
+
+#[test]
+fn huge_capacities_are_scaled_to_fit_the_kernel() {
+    let mut set = AddressSet::default();
+    set.insert(
+        "shop/a.shop.svc",
+        s(service("a.shop.svc", [10, 96, 0, 1], 80)),
+        "1",
+    );
+    for (i, cap) in [u32::MAX, u32::MAX, 1].into_iter().enumerate() {
+        let mut x = workload(
+            &format!("u{i}"),
+            [10, 0, 0, i as u8 + 1],
+            &[("shop/a.shop.svc", 0)],
+        );
+        x.capacity = Some(cap);
+        set.insert(&format!("u{i}"), w(x), "1");
+    }
+    let (mesh, report) = translate::translate(&set, ProbeSettings::default());
+    let a = &mesh.services[&addr("10.96.0.1:80")];
+    let total: u64 = a.backends.iter().map(|b| u64::from(b.weight)).sum();
+    assert!(total <= u64::from(u32::MAX), "{total}");
+    assert!(a.backends.iter().all(|b| b.weight > 0));
+    assert!(
+        report
+            .findings
+            .iter()
+            .any(|f| f.message.contains("scaled down"))
+    );
+}

@@ -333,6 +333,21 @@ fn make_service(
             ),
         );
     }
+    let total: u64 = backends.iter().map(|b| u64::from(b.weight)).sum();
+    if total > u64::from(u32::MAX) {
+        // Capacities are relative: scaled down, a non-zero one stays non-zero.
+        let factor = total.div_ceil(u64::from(u32::MAX) - MAX_BACKENDS as u64);
+        for b in &mut backends {
+            let scaled = u64::from(b.weight) / factor;
+            b.weight = u32::try_from(scaled)
+                .unwrap_or(u32::MAX)
+                .max(u32::from(b.weight > 0));
+        }
+        note(
+            Severity::Adjusted,
+            format!("{vip}: capacities sum to {total}, above 2^32-1; scaled down by {factor}"),
+        );
+    }
     let weighted = backends.windows(2).any(|w| w[0].weight != w[1].weight);
     let policy = if weighted {
         Policy::Weighted
