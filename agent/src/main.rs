@@ -243,6 +243,7 @@ fn check(path: &std::path::Path, out: &mut impl Write) -> anyhow::Result<()> {
             writeln!(out, "    {} weight {}", b.addr, b.weight)?;
         }
     }
+    print_workloads(mesh, out)?;
     for note in &loaded.notes {
         writeln!(out, "note: {note}")?;
     }
@@ -271,6 +272,34 @@ fn check(path: &std::path::Path, out: &mut impl Write) -> anyhow::Result<()> {
             out,
             "{:?} {} {:?}: {}",
             f.severity, f.kind, f.name, f.message
+        )?;
+    }
+    Ok(())
+}
+
+/// The workloads a source named (ambient's workload discovery): who runs
+/// behind the addresses, as telemetry will name them.
+fn print_workloads(mesh: &kmesh_agent::model::Mesh, out: &mut impl Write) -> anyhow::Result<()> {
+    if mesh.workloads.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{}",
+        count(mesh.workloads.len(), "workload", "workloads")
+    )?;
+    for w in mesh.workloads.iter() {
+        let addresses: Vec<String> = w.addresses.iter().map(ToString::to_string).collect();
+        writeln!(
+            out,
+            "  {} {}/{} {}/{} sa {} [{}]",
+            w.uid,
+            w.namespace,
+            w.workload_name,
+            w.canonical_name,
+            w.canonical_revision,
+            w.service_account,
+            addresses.join(", ")
         )?;
     }
     Ok(())
@@ -389,6 +418,33 @@ mod tests {
         }
         let out = check_output("one", "services:\n  - name: a\n    vip: 198.18.0.1:80\n");
         assert!(out.contains(": 1 service\n"), "{out}");
+    }
+
+    #[test]
+    fn check_prints_the_workloads_and_services_of_a_ztunnel_dump() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/testdata/xds/istio-1.24-ambient-ztunnel.config_dump.json");
+        let mut out = Vec::new();
+        check(&path, &mut out).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.contains(": 53 services\n"), "{out}");
+        assert!(out.contains("\n48 workloads\n"), "{out}");
+        assert!(
+            out.contains(
+                "  reviews.bookinfo.svc.cluster.local 10.96.224.224:9080 random (3 backends)\n"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains("  cluster-default//Pod/bookinfo/reviews-v2-f6d449f65-v2qx7 bookinfo/reviews-v2 reviews/v2 sa bookinfo-reviews [10.244.1.18]\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "Unsupported service \"bookinfo/reviews.bookinfo.svc.cluster.local\": uses waypoint"
+            ),
+            "{out}"
+        );
     }
 
     #[test]

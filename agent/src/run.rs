@@ -29,7 +29,10 @@ use crate::{
     reload,
     spans::{self, SamplingSettings},
     sysfs,
-    xds::{self, ads::SharedStatus},
+    xds::{
+        self,
+        ads::{SharedStatus, settings::XdsMode},
+    },
 };
 
 pub use crate::control::MeshSource;
@@ -214,12 +217,15 @@ async fn serve(
                 MeshSource::Xds(settings) => {
                     info!(server = %settings.url, node = %settings.node.id, "waiting for the first xDS sync before reporting ready");
                     control.first_sync = Some(source_live);
-                    xds_client = Some(tokio::spawn(xds::ads::run(
-                        settings.clone(),
-                        updates_tx,
-                        xds_status,
-                        stop_rx,
-                    )));
+                    let args = (settings.clone(), updates_tx, xds_status, stop_rx);
+                    xds_client = Some(match settings.mode {
+                        XdsMode::Sidecar => {
+                            tokio::spawn(xds::ads::run(args.0, args.1, args.2, args.3))
+                        }
+                        XdsMode::Ambient => {
+                            tokio::spawn(xds::ambient::client::run(args.0, args.1, args.2, args.3))
+                        }
+                    });
                     Ok(None)
                 }
             };

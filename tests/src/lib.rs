@@ -3,6 +3,7 @@
 //! runs a real agent on the real kernel, and an ADS server standing in for
 //! istiod.
 pub mod ads;
+pub mod ambient_data;
 pub mod bench;
 pub mod harness;
 pub mod manifests;

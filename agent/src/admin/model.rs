@@ -136,6 +136,25 @@ impl ModelState {
                     reason: r.reason.clone(),
                 })
                 .collect(),
+            workloads: self
+                .mesh
+                .workloads
+                .iter()
+                .map(|w| v1::ModelWorkload {
+                    uid: w.uid.clone(),
+                    name: w.name.clone(),
+                    namespace: w.namespace.clone(),
+                    workload_name: w.workload_name.clone(),
+                    service_account: w.service_account.clone(),
+                    canonical_name: w.canonical_name.clone(),
+                    canonical_revision: w.canonical_revision.clone(),
+                    node: w.node.clone(),
+                    cluster: w.cluster.clone(),
+                    network: w.network.clone(),
+                    addresses: w.addresses.iter().map(ToString::to_string).collect(),
+                    services: w.services.clone(),
+                })
+                .collect(),
             findings: report
                 .findings
                 .iter()
@@ -155,6 +174,7 @@ fn backends(list: &[Backend]) -> Vec<v1::ModelBackend> {
         .map(|b| v1::ModelBackend {
             address: b.addr.to_string(),
             weight: b.weight,
+            workload: b.workload.clone(),
         })
         .collect()
 }

@@ -1,6 +1,6 @@
-//! The mesh file source: the compact kmesh-rs format, or Envoy v3 resources
+//! The mesh file source: the compact kmesh-rs format, Envoy v3 resources
 //! (lists, discovery responses, bootstraps, admin config dumps) in JSON or
-//! YAML. `--config` may name one file or a directory of them, as a mounted
+//! YAML, or a ztunnel (Istio ambient) config dump. `--config` may name one file or a directory of them, as a mounted
 //! ConfigMap is; Envoy resources from several files form one set.
 mod compact;
 
@@ -14,7 +14,7 @@ use serde_json::Value;
 pub use self::compact::parse;
 use crate::{
     model::{Mesh, ProbeSettings, ResourceRef},
-    xds::{self, Report, resources::ResourceSet},
+    xds::{self, Report, ambient, resources::ResourceSet},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -154,6 +154,8 @@ fn from_documents(root: &Path, docs: &[Document]) -> Result<Loaded, ConfigError>
     };
     let mut set = ResourceSet::default();
     let mut compact: Option<&Document> = None;
+    let mut ztunnel: Option<&Document> = None;
+    let mut addresses = ambient::AddressSet::default();
     let mut envoy_files = 0;
     for doc in docs {
         let values = values_of(&doc.text).map_err(|e| invalid(&doc.path, e))?;
@@ -163,11 +165,20 @@ fn from_documents(root: &Path, docs: &[Document]) -> Result<Loaded, ConfigError>
             });
         }
         for value in &values {
-            if xds::json::is_ztunnel_dump(value) {
-                return Err(invalid(
-                    &doc.path,
-                    "this is a ztunnel config dump (Istio ambient's istio.workload API); kmesh-rs reads Envoy xDS resources: give it a sidecar or gateway config_dump, or connect it to istiod with --xds-address".into(),
-                ));
+            if ambient::dump::is_dump(value) {
+                if let Some(first) = ztunnel.replace(doc) {
+                    return Err(invalid(
+                        root,
+                        format!(
+                            "{} and {} are both ztunnel config dumps; give one (one ztunnel's view of the mesh)",
+                            first.path.display(),
+                            doc.path.display()
+                        ),
+                    ));
+                }
+                ambient::dump::read(value, &doc.version, &mut addresses)
+                    .map_err(|e| invalid(&doc.path, format!("ztunnel config dump: {e}")))?;
+                continue;
             }
             if xds::json::is_envoy_document(value) {
                 xds::json::read(value, &doc.version, &mut set)
@@ -195,6 +206,27 @@ fn from_documents(root: &Path, docs: &[Document]) -> Result<Loaded, ConfigError>
                 }
             }
         }
+    }
+    if let Some(dump) = ztunnel {
+        if let Some(other) = compact
+            .map(|d| d.path.as_path())
+            .or((envoy_files > 0).then_some(root))
+        {
+            return Err(invalid(
+                root,
+                format!(
+                    "{} is a ztunnel config dump but {} holds another format; use one format",
+                    dump.path.display(),
+                    other.display()
+                ),
+            ));
+        }
+        let (mesh, report) = ambient::translate::translate(&addresses, ProbeSettings::default());
+        return Ok(Loaded {
+            notes: unrouted_notes(&mesh),
+            mesh,
+            report,
+        });
     }
     match compact {
         Some(doc) if envoy_files > 0 => Err(invalid(

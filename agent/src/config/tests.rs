@@ -183,14 +183,27 @@ fn endpoints_only_dump_loads_without_services() {
 }
 
 #[test]
-fn ztunnel_dump_is_refused_with_a_pointer() {
-    let err = load(&testdata("istio-1.24-ambient-ztunnel.config_dump.json"))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("ztunnel") && err.contains("--xds-address"),
-        "{err}"
-    );
+fn a_ztunnel_dump_is_read_as_istio_ambient_workload_discovery() {
+    let loaded = load(&testdata("istio-1.24-ambient-ztunnel.config_dump.json")).unwrap();
+    assert_eq!(loaded.mesh.workloads.len(), 48);
+    assert_eq!(loaded.mesh.services.len(), 53);
+    let reviews = service(&loaded, "10.96.224.224:9080");
+    assert_eq!(reviews.name, "reviews.bookinfo.svc.cluster.local");
+    assert_eq!(reviews.backends.len(), 3);
+    assert_eq!(reviews.origin.resources[0].kind, "service");
+    // One format per directory, and one ztunnel per directory.
+    let dir = std::env::temp_dir().join(format!("kmesh-ztunnel-mix-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let dump =
+        std::fs::read_to_string(testdata("istio-1.24-ambient-ztunnel.config_dump.json")).unwrap();
+    std::fs::write(dir.join("a.json"), &dump).unwrap();
+    std::fs::write(dir.join("b.json"), &dump).unwrap();
+    let e = load(&dir).unwrap_err().to_string();
+    assert!(e.contains("both ztunnel config dumps"), "{e}");
+    std::fs::write(dir.join("b.json"), "[]").unwrap();
+    let e = load(&dir).unwrap_err().to_string();
+    assert!(e.contains("holds another format"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// The productpage route config behind a VIP listener of our own: its five

@@ -3,6 +3,7 @@
 //! go through one translation, and come out as the [`Mesh`](crate::model::Mesh)
 //! the map writer applies.
 pub mod ads;
+pub mod ambient;
 pub mod json;
 pub mod resources;
 pub mod translate;

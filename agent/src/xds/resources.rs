@@ -21,14 +21,23 @@ use envoy_types::pb::{
 };
 use prost::{Message, Name};
 
-/// The four resource types the agent subscribes to, in the order istiod
-/// sends them.
+/// The one type URL of Istio ambient's workload discovery.
+pub const ADDRESS_TYPE_URL: &str = "type.googleapis.com/istio.workload.Address";
+
+/// The four Envoy resource types the agent subscribes to over SotW, in the
+/// order istiod sends them ([`ResourceType::ALL`]), and the two halves of
+/// Istio ambient's `istio.workload.Address` (delta only, see
+/// [`crate::xds::ambient`]), which findings and refusals name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ResourceType {
     Cluster,
     Endpoints,
     Listener,
     Route,
+    /// An `istio.workload.Workload`, named by its uid.
+    Workload,
+    /// An `istio.workload.Service`, named `namespace/hostname`.
+    WorkloadService,
 }
 
 impl ResourceType {
@@ -45,6 +54,7 @@ impl ResourceType {
             ResourceType::Endpoints => ClusterLoadAssignment::type_url(),
             ResourceType::Listener => Listener::type_url(),
             ResourceType::Route => RouteConfiguration::type_url(),
+            ResourceType::Workload | ResourceType::WorkloadService => ADDRESS_TYPE_URL.to_string(),
         }
     }
 
@@ -58,6 +68,8 @@ impl ResourceType {
             ResourceType::Endpoints => "endpoints",
             ResourceType::Listener => "listener",
             ResourceType::Route => "route",
+            ResourceType::Workload => "workload",
+            ResourceType::WorkloadService => "service",
         }
     }
 
@@ -133,6 +145,12 @@ impl Resource {
             }
             ResourceType::Route => {
                 Resource::Route(Box::new(RouteConfiguration::decode(bytes).map_err(bad)?))
+            }
+            ResourceType::Workload | ResourceType::WorkloadService => {
+                return Err(format!(
+                    "{} is Istio ambient's workload API, not an Envoy resource",
+                    kind.type_url()
+                ));
             }
         };
         resource.validate()?;
@@ -395,6 +413,7 @@ impl ResourceSet {
             ResourceType::Endpoints => self.endpoints.len(),
             ResourceType::Listener => self.listeners.len(),
             ResourceType::Route => self.routes.len(),
+            ResourceType::Workload | ResourceType::WorkloadService => 0,
         }
     }
 

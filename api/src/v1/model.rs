@@ -19,6 +19,28 @@ pub struct Model {
     /// Config the kernel cannot honour, references that do not resolve,
     /// adjustments made to fit, and what was set aside.
     pub findings: Vec<Finding>,
+    /// Who runs behind the addresses (Istio ambient's workloads), in uid
+    /// order; empty when the source names none.
+    #[serde(default)]
+    pub workloads: Vec<ModelWorkload>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ModelWorkload {
+    pub uid: String,
+    pub name: String,
+    pub namespace: String,
+    /// What owns the instances (a Deployment): Istio's `*_workload` label.
+    pub workload_name: String,
+    pub service_account: String,
+    pub canonical_name: String,
+    pub canonical_revision: String,
+    pub node: String,
+    pub cluster: String,
+    pub network: String,
+    pub addresses: Vec<String>,
+    /// The services it backs, as `namespace/hostname`.
+    pub services: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -38,6 +60,10 @@ pub struct Source {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct XdsSource {
     pub node_id: String,
+    /// `sidecar` (Envoy resources, state of the world) or `ambient`
+    /// (`istio.workload.Address`, delta).
+    #[serde(default)]
+    pub mode: String,
     pub connected: bool,
     /// The current stream has delivered every subscribed type.
     pub synced: bool,
@@ -49,6 +75,9 @@ pub struct XdsSource {
     pub acks: u64,
     pub nacks: u64,
     pub last_nack: Option<String>,
+    /// Ambient mode: the Address resources held (workloads and services).
+    #[serde(default)]
+    pub resources: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -70,6 +99,9 @@ pub struct ModelService {
 pub struct ModelBackend {
     pub address: String,
     pub weight: u32,
+    /// The uid of the workload behind it, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

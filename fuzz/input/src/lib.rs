@@ -21,7 +21,9 @@ pub struct Record {
 /// - a tag byte: bits 0-1 pick the response's type (`ResourceType::ALL[n]`);
 ///   bits 2-4 pick the `Any`'s type URL: 0-3 the response type's own, 4-7
 ///   the URL of `ResourceType::ALL[n - 4]` (a mismatch unless it is the same
-///   type); bits 5-7 are ignored;
+///   type); bit 5 makes it an ambient `istio.workload.Address` record
+///   instead (kind `ResourceType::Workload`; bits 0-1 ignored, bits 2-4 as
+///   above); bits 6-7 are ignored;
 /// - the value's length, `u16` little-endian;
 /// - that many bytes of protobuf, fewer if the input ends first.
 ///
@@ -29,7 +31,12 @@ pub struct Record {
 pub fn records(mut data: &[u8]) -> Vec<Record> {
     let mut out = Vec::new();
     while let [tag, lo, hi, rest @ ..] = data {
-        let kind = ResourceType::ALL[usize::from(tag & 3)];
+        let address = tag & 0x20 != 0;
+        let kind = if address {
+            ResourceType::Workload
+        } else {
+            ResourceType::ALL[usize::from(tag & 3)]
+        };
         let url = match (tag >> 2) & 7 {
             n @ 4..=7 => ResourceType::ALL[usize::from(n - 4)],
             _ => kind,
@@ -48,12 +55,16 @@ pub fn records(mut data: &[u8]) -> Vec<Record> {
     out
 }
 
-/// Appends one record whose `Any` carries the type's own URL.
+/// Appends one record whose `Any` carries the type's own URL (an Address
+/// for `Workload` and `WorkloadService`).
 pub fn encode(kind: ResourceType, value: &[u8], out: &mut Vec<u8>) {
-    let tag = ResourceType::ALL
-        .iter()
-        .position(|&k| k == kind)
-        .expect("every type is in ALL") as u8;
+    let tag = match kind {
+        ResourceType::Workload | ResourceType::WorkloadService => 0x20,
+        _ => ResourceType::ALL
+            .iter()
+            .position(|&k| k == kind)
+            .expect("every Envoy type is in ALL") as u8,
+    };
     let len = u16::try_from(value.len()).expect("a seed resource under 64 KiB");
     out.push(tag);
     out.extend_from_slice(&len.to_le_bytes());
@@ -68,10 +79,7 @@ pub fn check_mesh(mesh: &Mesh) {
         assert_eq!(*key, s.vip, "{what} is keyed by {key}");
         let name = s.name.trim();
         assert!(!name.is_empty(), "{what}: empty name");
-        assert!(
-            !RESERVED_NAMES.contains(&name),
-            "{what}: a reserved name"
-        );
+        assert!(!RESERVED_NAMES.contains(&name), "{what}: a reserved name");
         assert_ne!(s.vip.port(), 0, "{what}: port 0");
         assert!(
             s.backends.len() <= MAX_BACKENDS,
@@ -135,5 +143,14 @@ mod tests {
         assert_eq!(r[0].any.value, [5]);
         assert_eq!(r.len(), 1);
         assert!(records(&[3, 1]).is_empty());
+        // An Address record.
+        let mut bytes = Vec::new();
+        encode(ResourceType::Workload, b"xy", &mut bytes);
+        let r = records(&bytes);
+        assert_eq!(r[0].kind, ResourceType::Workload);
+        assert_eq!(
+            r[0].any.type_url,
+            kmesh_agent::xds::ambient::ADDRESS_TYPE_URL
+        );
     }
 }

@@ -14,6 +14,7 @@
 //!
 //! It runs on its own tokio runtime in a background thread, so synchronous
 //! `#[test]` functions use it directly.
+mod delta;
 mod log;
 mod service;
 mod state;
@@ -28,9 +29,11 @@ use std::{
 };
 
 use anyhow::Context;
+pub use delta::{DeltaLog, DeltaRequest, DeltaResponse};
 use envoy_types::pb::{
     envoy::service::discovery::v3::{
-        DiscoveryResponse, aggregated_discovery_service_server::AggregatedDiscoveryServiceServer,
+        DeltaDiscoveryResponse, DiscoveryResponse,
+        aggregated_discovery_service_server::AggregatedDiscoveryServiceServer,
     },
     google::protobuf::Any,
 };
@@ -45,6 +48,8 @@ pub const ENDPOINT_TYPE: &str =
     "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
 pub const LISTENER_TYPE: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 pub const ROUTE_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+/// Istio ambient's workload discovery, served over delta xDS only.
+pub const ADDRESS_TYPE: &str = "type.googleapis.com/istio.workload.Address";
 
 /// How often [`AdsServer::wait_for`] looks at the log.
 const POLL: Duration = Duration::from_millis(10);
@@ -89,6 +94,7 @@ pub struct AdsServer {
     addr: SocketAddr,
     options: AdsOptions,
     state: Arc<Mutex<State>>,
+    delta: Arc<Mutex<delta::DeltaState>>,
     running: Option<Running>,
 }
 
@@ -128,6 +134,7 @@ impl AdsServer {
             addr,
             options,
             state: Arc::default(),
+            delta: Arc::default(),
             running: None,
         };
         server.spawn()?;
@@ -159,6 +166,7 @@ impl AdsServer {
         // connection, before it ends.
         let _ = running.thread.join();
         lock(&self.state).close_all();
+        lock(&self.delta).close_all();
     }
 
     /// Serves again on the same address with the same resources; stream
@@ -179,6 +187,54 @@ impl AdsServer {
     /// is replaced by a fresh one per stream.
     pub fn push_raw(&self, response: DiscoveryResponse) {
         lock(&self.state).push_raw(response);
+    }
+
+    /// Delta xDS (ambient): replaces the resources of `type_url` (one type,
+    /// every stream wildcard) and pushes what changed and what is gone to
+    /// every delta stream. A resource keeps its version while unchanged.
+    pub fn set_delta(&self, type_url: &str, version: &str, resources: Vec<(String, Any)>) {
+        lock(&self.delta).set(type_url, version, resources);
+    }
+
+    /// Sends a hand-made delta response to every delta stream; an empty
+    /// nonce is replaced by a fresh one per stream.
+    pub fn push_delta_raw(&self, response: DeltaDiscoveryResponse) {
+        lock(&self.delta).push_raw(response);
+    }
+
+    pub fn delta_log(&self) -> DeltaLog {
+        lock(&self.delta).log.clone()
+    }
+
+    /// Polls the delta log until `check` returns something.
+    pub fn wait_for_delta<T>(
+        &self,
+        mut check: impl FnMut(&DeltaLog) -> Option<T>,
+        timeout: Duration,
+    ) -> anyhow::Result<T> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = self.delta_log();
+            if let Some(found) = check(&log) {
+                return Ok(found);
+            }
+            if Instant::now() >= deadline {
+                anyhow::bail!("not seen within {timeout:?}; {}", log.summary());
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// Waits for the ACK of the latest delta response; returns its nonce.
+    pub fn wait_for_delta_ack(&self, timeout: Duration) -> anyhow::Result<String> {
+        self.wait_for_delta(
+            |log| {
+                let last = log.responses.last()?;
+                log.ack_of(&last.nonce).map(|r| r.response_nonce.clone())
+            },
+            timeout,
+        )
+        .context("waiting for the ACK of the latest delta response")
     }
 
     /// Every request received, stale ones included, in order.
@@ -272,6 +328,7 @@ impl AdsServer {
         self.addr = listener.local_addr()?;
         let ads = Ads {
             state: Arc::clone(&self.state),
+            delta: Arc::clone(&self.delta),
             require_token: self.options.require_token.clone(),
         };
         let state = Arc::clone(&self.state);
@@ -320,6 +377,6 @@ impl Drop for AdsServer {
 }
 
 /// A test that panicked while holding the lock leaves the state usable.
-fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+fn lock<T>(state: &Mutex<T>) -> MutexGuard<'_, T> {
     state.lock().unwrap_or_else(PoisonError::into_inner)
 }

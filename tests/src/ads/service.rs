@@ -11,10 +11,11 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status, Streaming, metadata::MetadataMap};
 
-use super::{lock, state::State};
+use super::{delta::DeltaState, lock, state::State};
 
 pub(super) struct Ads {
     pub(super) state: Arc<Mutex<State>>,
+    pub(super) delta: Arc<Mutex<DeltaState>>,
     pub(super) require_token: Option<String>,
 }
 
@@ -63,15 +64,27 @@ impl AggregatedDiscoveryService for Ads {
     }
 
     type DeltaAggregatedResourcesStream =
-        tokio_stream::Empty<Result<DeltaDiscoveryResponse, Status>>;
+        UnboundedReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
 
     async fn delta_aggregated_resources(
         &self,
-        _request: Request<Streaming<DeltaDiscoveryRequest>>,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        Err(Status::unimplemented(
-            "this test server speaks state-of-the-world ADS only",
-        ))
+        if let Err(status) = self.authorize(request.metadata()) {
+            lock(&self.state).reject_stream();
+            return Err(status);
+        }
+        let (outbox, responses) = mpsc::unbounded_channel();
+        let id = lock(&self.delta).open_stream(outbox);
+        let delta = Arc::clone(&self.delta);
+        let mut requests = request.into_inner();
+        tokio::spawn(async move {
+            while let Ok(Some(request)) = requests.message().await {
+                lock(&delta).handle_request(id, request);
+            }
+            lock(&delta).close_stream(id);
+        });
+        Ok(Response::new(UnboundedReceiverStream::new(responses)))
     }
 }
 

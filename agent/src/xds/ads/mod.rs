@@ -15,9 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DiscoveryRequest, aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
-};
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use kmesh_api::v1;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -38,7 +36,7 @@ const FIRST_RETRY: Duration = Duration::from_millis(500);
 const MAX_RETRY: Duration = Duration::from_secs(30);
 /// A stream that lived this long was healthy: the next failure starts the
 /// backoff over.
-const HEALTHY_STREAM: Duration = Duration::from_secs(30);
+pub(crate) const HEALTHY_STREAM: Duration = Duration::from_secs(30);
 
 /// A translated mesh for the control loop; it answers on `applied`.
 pub struct Update {
@@ -57,7 +55,7 @@ pub struct XdsStatus {
 
 pub type SharedStatus = crate::shared::Shared<XdsStatus>;
 
-fn with_status(status: &SharedStatus, f: impl FnOnce(&mut XdsStatus)) {
+pub(crate) fn with_status(status: &SharedStatus, f: impl FnOnce(&mut XdsStatus)) {
     f(&mut status.lock());
 }
 
@@ -66,24 +64,65 @@ pub async fn run(
     settings: AdsSettings,
     updates: mpsc::Sender<Update>,
     status: SharedStatus,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    with_status(&status, |s| s.stream.node_id = settings.node.id.clone());
-    let mut last_applied: Option<Mesh> = None;
+    let mut sotw = Sotw {
+        settings: &settings,
+        updates: &updates,
+        status: &status,
+        last_applied: None,
+    };
+    reconnecting(&settings, &status, stop, &mut sotw).await;
+}
+
+/// A client that opens one stream at a time, keeping what it needs
+/// across them.
+pub(crate) trait Streams {
+    /// Runs one stream until it ends.
+    fn stream(&mut self) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+struct Sotw<'s> {
+    settings: &'s AdsSettings,
+    updates: &'s mpsc::Sender<Update>,
+    status: &'s SharedStatus,
+    last_applied: Option<Mesh>,
+}
+
+impl Streams for Sotw<'_> {
+    async fn stream(&mut self) -> Result<(), String> {
+        Session {
+            settings: self.settings,
+            updates: self.updates,
+            status: self.status,
+            last_applied: &mut self.last_applied,
+        }
+        .run()
+        .await
+    }
+}
+
+/// Runs one stream after another until `stop` turns true: a stream that
+/// ends is reopened after a jittered, doubling delay, which a stream that
+/// lived [`HEALTHY_STREAM`] starts over.
+pub(crate) async fn reconnecting(
+    settings: &AdsSettings,
+    status: &SharedStatus,
+    mut stop: watch::Receiver<bool>,
+    streams: &mut impl Streams,
+) {
+    with_status(status, |s| {
+        s.stream.node_id = settings.node.id.clone();
+        s.stream.mode = settings.mode.as_str().into();
+    });
     let mut backoff = Backoff::new(FIRST_RETRY, MAX_RETRY).jittered();
     loop {
         let started = Instant::now();
-        let mut session = Session {
-            settings: &settings,
-            updates: &updates,
-            status: &status,
-            last_applied: &mut last_applied,
-        };
         let result = tokio::select! {
-            r = session.run() => r,
+            r = streams.stream() => r,
             _ = stop.changed() => return,
         };
-        with_status(&status, |s| {
+        with_status(status, |s| {
             s.stream.connected = false;
             s.stream.synced = false;
         });
@@ -100,7 +139,7 @@ pub async fn run(
             retry_in = ?delay,
             "xDS stream ended: {message}; the last applied mesh keeps routing"
         );
-        with_status(&status, |s| s.last_error = Some(message));
+        with_status(status, |s| s.last_error = Some(message));
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = stop.changed() => return,
@@ -108,7 +147,59 @@ pub async fn run(
     }
 }
 
-async fn connect(settings: &AdsSettings) -> Result<Channel, String> {
+/// An ADS client on a new connection, taking istiod's large responses.
+pub(crate) async fn open(
+    settings: &AdsSettings,
+) -> Result<AggregatedDiscoveryServiceClient<Channel>, String> {
+    let channel = connect(settings).await?;
+    Ok(AggregatedDiscoveryServiceClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+}
+
+/// A stream's requests: `initial` first, then what is sent on the sender;
+/// with the bearer token.
+pub(crate) type Requests<T> = (mpsc::Sender<T>, tonic::Request<ReceiverStream<T>>);
+
+pub(crate) fn requests<T>(settings: &AdsSettings, initial: Vec<T>) -> Result<Requests<T>, String> {
+    let (tx, rx) = mpsc::channel::<T>(initial.len() + 16);
+    for r in initial {
+        let _ = tx.try_send(r);
+    }
+    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    authorize(settings, &mut request)?;
+    Ok((tx, request))
+}
+
+/// The status of a stream just opened.
+pub(crate) fn opened(status: &SharedStatus) {
+    with_status(status, |s| {
+        s.stream.connected = true;
+        s.stream.connects += 1;
+    });
+}
+
+/// Adds the bearer token of `--xds-token-file`, read again for every
+/// stream so a rotated token needs no restart.
+pub(crate) fn authorize<T>(
+    settings: &AdsSettings,
+    request: &mut tonic::Request<T>,
+) -> Result<(), String> {
+    if let Some(path) = &settings.token_file {
+        let token = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read token file {}: {e}", path.display()))?;
+        let value = format!("Bearer {}", token.trim()).parse().map_err(|_| {
+            format!(
+                "token file {} holds characters a header cannot carry",
+                path.display()
+            )
+        })?;
+        request.metadata_mut().insert("authorization", value);
+    }
+    Ok(())
+}
+
+pub(crate) async fn connect(settings: &AdsSettings) -> Result<Channel, String> {
     let mut endpoint = Endpoint::from_shared(settings.url.clone())
         .map_err(|e| format!("bad server URL: {e}"))?
         .connect_timeout(Duration::from_secs(10))
@@ -150,40 +241,20 @@ struct Session<'s> {
 
 impl Session<'_> {
     async fn run(&mut self) -> Result<(), String> {
-        let channel = connect(self.settings).await?;
-        let mut client = AggregatedDiscoveryServiceClient::new(channel)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let (tx, rx) = mpsc::channel::<DiscoveryRequest>(64);
+        let mut client = open(self.settings).await?;
         let mut state = StreamState::new();
-        for (i, mut request) in state.initial_requests().into_iter().enumerate() {
-            if i == 0 {
-                // Istio reads the node from a stream's first request only.
-                request.node = Some(self.settings.node.to_node());
-            }
-            let _ = tx.try_send(request);
+        let mut initial = state.initial_requests();
+        if let Some(first) = initial.first_mut() {
+            // Istio reads the node from a stream's first request only.
+            first.node = Some(self.settings.node.to_node());
         }
-        let mut request = tonic::Request::new(ReceiverStream::new(rx));
-        if let Some(path) = &self.settings.token_file {
-            let token = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read token file {}: {e}", path.display()))?;
-            let value = format!("Bearer {}", token.trim()).parse().map_err(|_| {
-                format!(
-                    "token file {} holds characters a header cannot carry",
-                    path.display()
-                )
-            })?;
-            request.metadata_mut().insert("authorization", value);
-        }
+        let (tx, request) = requests(self.settings, initial)?;
         let mut responses = client
             .stream_aggregated_resources(request)
             .await
             .map_err(|s| describe_status(&s))?
             .into_inner();
-        with_status(self.status, |s| {
-            s.stream.connected = true;
-            s.stream.connects += 1;
-        });
+        opened(self.status);
         info!(server = %self.settings.url, node = %self.settings.node.id, "xDS stream open");
         let mut applied_this_stream = false;
         while let Some(response) = responses.message().await.map_err(|s| describe_status(&s))? {
@@ -268,7 +339,7 @@ fn keep_pending(mesh: &mut Mesh, pending: &BTreeSet<SocketAddr>, last: Option<&M
     }
 }
 
-fn describe_status(s: &tonic::Status) -> String {
+pub(crate) fn describe_status(s: &tonic::Status) -> String {
     let hint = match s.code() {
         tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
             "; check --xds-token-file (istiod wants a token with audience istio-ca) and that the node's namespace is the token's"

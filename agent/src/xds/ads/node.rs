@@ -54,6 +54,18 @@ impl NodeFacts {
     /// A sidecar-type node: istiod then sends the outbound clusters,
     /// listeners and routes a sidecar of this namespace would get.
     pub fn identity(&self) -> NodeIdentity {
+        self.identity_as("sidecar")
+    }
+
+    /// A ztunnel-type node, as ztunnel presents itself
+    /// (`ztunnel~IP~POD.NS~NS.svc.DOMAIN`, metadata `NAME`, `NAMESPACE`,
+    /// `INSTANCE_IPS`, `NODE_NAME`, `CLUSTER_ID`): istiod then serves it
+    /// the workload discovery of ambient mode.
+    pub fn ztunnel_identity(&self) -> NodeIdentity {
+        self.identity_as("ztunnel")
+    }
+
+    fn identity_as(&self, proxy_type: &str) -> NodeIdentity {
         let ns = &self.namespace;
         let mut metadata = BTreeMap::from([
             ("CLUSTER_ID".to_string(), self.cluster_id.clone()),
@@ -67,7 +79,7 @@ impl NodeFacts {
         }
         NodeIdentity {
             id: format!(
-                "sidecar~{}~{}.{ns}~{ns}.svc.{}",
+                "{proxy_type}~{}~{}.{ns}~{ns}.svc.{}",
                 self.ip, self.pod_name, self.dns_domain
             ),
             cluster: format!("{}.{ns}", self.pod_name),
@@ -131,5 +143,19 @@ mod tests {
         );
         assert!(fields.contains_key("ISTIO_VERSION"));
         assert_eq!(node.user_agent_name, "kmesh-rs");
+        let z = facts.ztunnel_identity();
+        assert_eq!(
+            z.id,
+            "ztunnel~10.0.0.7~kmesh-abc.kmesh-system~kmesh-system.svc.cluster.local"
+        );
+        for key in [
+            "NAME",
+            "NAMESPACE",
+            "INSTANCE_IPS",
+            "NODE_NAME",
+            "CLUSTER_ID",
+        ] {
+            assert!(z.metadata.contains_key(key), "{key}");
+        }
     }
 }

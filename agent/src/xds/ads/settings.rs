@@ -28,10 +28,36 @@ pub struct XdsArgs {
     /// Istio cluster ID sent in the node metadata.
     #[arg(long, env = "KMESH_XDS_CLUSTER_ID", default_value = "Kubernetes")]
     pub xds_cluster_id: String,
-    /// Node ID to present instead of the sidecar ID built from POD_NAME,
-    /// POD_NAMESPACE and INSTANCE_IP.
+    /// Node ID to present instead of the one built from POD_NAME,
+    /// POD_NAMESPACE and INSTANCE_IP (sidecar~... or, in ambient mode,
+    /// ztunnel~...).
     #[arg(long, env = "KMESH_XDS_NODE_ID")]
     pub xds_node_id: Option<String>,
+    /// What to ask the control plane for: `sidecar`, Envoy clusters,
+    /// endpoints, listeners and routes (state of the world); or `ambient`,
+    /// Istio ambient's workloads and services (istio.workload.Address over
+    /// delta xDS, as ztunnel does).
+    #[arg(long, env = "KMESH_XDS_MODE", value_enum, default_value_t = XdsMode::Sidecar)]
+    pub xds_mode: XdsMode,
+}
+
+/// Which API the agent reads from the control plane.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum XdsMode {
+    /// Envoy's clusters, endpoints, listeners and routes, as a sidecar.
+    #[default]
+    Sidecar,
+    /// `istio.workload.Address` over delta xDS, as ztunnel.
+    Ambient,
+}
+
+impl XdsMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            XdsMode::Sidecar => "sidecar",
+            XdsMode::Ambient => "ambient",
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -42,6 +68,7 @@ pub struct AdsSettings {
     pub server_name: Option<String>,
     pub token_file: Option<PathBuf>,
     pub node: NodeIdentity,
+    pub mode: XdsMode,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -120,7 +147,11 @@ impl XdsArgs {
                 error,
             })?;
         }
-        let mut node = NodeFacts::from_env(&self.xds_cluster_id).identity();
+        let facts = NodeFacts::from_env(&self.xds_cluster_id);
+        let mut node = match self.xds_mode {
+            XdsMode::Sidecar => facts.identity(),
+            XdsMode::Ambient => facts.ztunnel_identity(),
+        };
         if let Some(id) = &self.xds_node_id {
             node.id = id.clone();
         }
@@ -130,6 +161,7 @@ impl XdsArgs {
             server_name: self.xds_server_name.clone(),
             token_file: self.xds_token_file.clone(),
             node,
+            mode: self.xds_mode,
         }))
     }
 }

@@ -27,7 +27,7 @@ use prost::{Message, Name};
 use crate::xds::resources::{Rejected, Resource, ResourceSet, ResourceType};
 
 /// gRPC's INVALID_ARGUMENT, what Envoy puts in a NACK.
-const INVALID_ARGUMENT: i32 = 3;
+pub(crate) const INVALID_ARGUMENT: i32 = 3;
 /// A NACK's message is for humans; keep a flood of reasons readable.
 const MAX_ERROR_DETAIL: usize = 8 * 1024;
 
@@ -273,6 +273,8 @@ impl StreamState {
             ResourceType::Endpoints => carry!(endpoints),
             ResourceType::Listener => carry!(listeners),
             ResourceType::Route => carry!(routes),
+            // Never subscribed over SotW (`from_type_url` knows only `ALL`).
+            ResourceType::Workload | ResourceType::WorkloadService => {}
         }
         for resource in accepted.into_values() {
             // Names are unique here, so this cannot fail.
@@ -283,6 +285,7 @@ impl StreamState {
             ResourceType::Endpoints => set.endpoints = next.endpoints,
             ResourceType::Listener => set.listeners = next.listeners,
             ResourceType::Route => set.routes = next.routes,
+            ResourceType::Workload | ResourceType::WorkloadService => {}
         }
         self.refuse(kind, version, errors);
     }
@@ -417,7 +420,7 @@ fn name_hint(any: &envoy_types::pb::google::protobuf::Any) -> String {
     String::new()
 }
 
-fn truncate(mut s: String) -> String {
+pub(crate) fn truncate(mut s: String) -> String {
     if s.len() > MAX_ERROR_DETAIL {
         let mut end = MAX_ERROR_DETAIL;
         while !s.is_char_boundary(end) {

@@ -35,32 +35,6 @@ pub fn is_envoy_document(value: &Value) -> bool {
     }
 }
 
-/// A ztunnel (ambient mode) dump has `services` too, but is another API.
-/// The compact mesh file lists `workloads` and `services` as well; ztunnel's
-/// services carry a `hostname` or `vips` and its workloads a `uid` or
-/// `workloadIps`, which the compact format has no field for.
-pub fn is_ztunnel_dump(value: &Value) -> bool {
-    let Some(m) = value.as_object() else {
-        return false;
-    };
-    let (Some(workloads), Some(services)) = (m.get("workloads"), m.get("services")) else {
-        return false;
-    };
-    // ztunnel printed lists in some releases and maps keyed by address in others.
-    let has_any = |v: &Value, keys: &[&str]| {
-        let hit = |e: &Value| keys.iter().any(|k| e.get(*k).is_some());
-        match v {
-            Value::Array(items) => items.iter().any(hit),
-            Value::Object(map) => map.values().any(hit),
-            _ => false,
-        }
-    };
-    has_any(services, &["hostname", "vips"])
-        || has_any(workloads, &["uid", "workloadIps", "workload_ips"])
-        || m.keys()
-            .any(|k| !["probe", "services", "workloads"].contains(&k.as_str()))
-}
-
 /// Reads every resource of the document into `set`; `version` is used for
 /// resources whose document gives none. Any unreadable or invalid resource
 /// fails the whole document, naming where it is.
@@ -191,6 +165,12 @@ fn resource(value: &Value, path: &str, expected: Option<ResourceType>) -> Result
         ResourceType::Listener => messages::listener(o).map(|r| Resource::Listener(Box::new(r))),
         ResourceType::Route => {
             messages::route_configuration(o).map(|r| Resource::Route(Box::new(r)))
+        }
+        // `from_type_url` and `infer` give Envoy types only.
+        ResourceType::Workload | ResourceType::WorkloadService => {
+            return Err(format!(
+                "{path}: an istio.workload resource among Envoy resources; give a ztunnel config dump in a file of its own"
+            ));
         }
     };
     parsed.map_err(|e| e.to_string())

@@ -63,6 +63,10 @@ pub struct Finding {
 pub struct Findings(Vec<Finding>);
 
 impl Findings {
+    pub fn into_vec(self) -> Vec<Finding> {
+        self.0
+    }
+
     pub fn add(&mut self, severity: Severity, kind: ResourceType, name: &str, message: String) {
         self.0.push(Finding {
             severity,

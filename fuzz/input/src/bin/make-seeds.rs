@@ -100,6 +100,15 @@ fn main() {
     for (name, text) in HANDMADE_DOCUMENTS {
         documents.push((name.to_string(), text.to_string()));
     }
+    // ztunnel dumps, in the two older layouts (hand-written files).
+    let layouts = fuzz_dir.join("../agent/testdata/ztunnel");
+    for name in [
+        "ztunnel-1.21-stores.config_dump.json",
+        "ztunnel-1.22-maps.config_dump.json",
+    ] {
+        let text = std::fs::read_to_string(layouts.join(name)).unwrap();
+        documents.push((format!("seed-{name}"), text));
+    }
     for (name, text) in &documents {
         let loaded = kmesh_agent::config::load_text(text)
             .unwrap_or_else(|e| panic!("seed {name} does not load: {e}"));
@@ -147,6 +156,30 @@ fn main() {
         check_ads_seed(name, &bytes);
         std::fs::write(ads.join(name), bytes).unwrap();
     }
+    // Istio ambient: every Address of the real ztunnel 1.24 dump.
+    let dump: Value =
+        serde_json::from_str(&read("istio-1.24-ambient-ztunnel.config_dump.json")).unwrap();
+    let mut addresses = kmesh_agent::xds::ambient::AddressSet::default();
+    kmesh_agent::xds::ambient::dump::read(&dump, "seed", &mut addresses).unwrap();
+    let mut bytes = Vec::new();
+    for (kind, message) in addresses
+        .workloads
+        .values()
+        .map(|v| (ResourceType::Workload, address_of_workload(&v.resource)))
+        .chain(addresses.services.values().map(|v| {
+            (
+                ResourceType::WorkloadService,
+                address_of_service(&v.resource),
+            )
+        }))
+    {
+        kmesh_fuzz_input::encode(kind, &prost::Message::encode_to_vec(&message), &mut bytes);
+    }
+    println!(
+        "translate_ads/seed-ztunnel-bookinfo.bin: {} bytes",
+        bytes.len()
+    );
+    std::fs::write(ads.join("seed-ztunnel-bookinfo.bin"), bytes).unwrap();
     // One resource of each type alone, for short starting points.
     let tcp = handmade_tcp();
     let singles = [
@@ -177,6 +210,24 @@ fn main() {
         Resource::decode(kind, &any).unwrap_or_else(|e| panic!("seed {name}: {e}"));
         println!("translate_ads/{name}: {} bytes", bytes.len());
         std::fs::write(ads.join(name), bytes).unwrap();
+    }
+}
+
+fn address_of_workload(
+    w: &kmesh_agent::xds::ambient::proto::Workload,
+) -> kmesh_agent::xds::ambient::proto::Address {
+    use kmesh_agent::xds::ambient::proto::{Address, address};
+    Address {
+        r#type: Some(address::Type::Workload(Box::new(w.clone()))),
+    }
+}
+
+fn address_of_service(
+    s: &kmesh_agent::xds::ambient::proto::Service,
+) -> kmesh_agent::xds::ambient::proto::Address {
+    use kmesh_agent::xds::ambient::proto::{Address, address};
+    Address {
+        r#type: Some(address::Type::Service(Box::new(s.clone()))),
     }
 }
 
