@@ -124,7 +124,7 @@ fn file_version(t: SystemTime) -> String {
 
 /// The values of a file: JSON, or YAML with one or more documents; empty
 /// (null) YAML documents are left out.
-fn values_of(text: &str) -> Result<Vec<Value>, String> {
+pub fn values_of(text: &str) -> Result<Vec<Value>, String> {
     // Checked before parsing: YAML refuses a tab where a token could start,
     // yet a file of blank lines and comments is empty whatever its spaces.
     let blank_or_comment = |line: &str| line.trim().is_empty() || line.trim().starts_with('#');

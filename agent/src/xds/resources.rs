@@ -9,7 +9,7 @@ use envoy_types::pb::{
             cluster::v3::Cluster,
             core::v3::{Address, address, socket_address},
             endpoint::v3::{ClusterLoadAssignment, lb_endpoint},
-            listener::v3::{FilterChain, Listener, filter},
+            listener::v3::{FilterChain, Listener, filter, listener},
             route::v3::{RouteConfiguration, route, route_action},
         },
         extensions::filters::network::{
@@ -233,10 +233,16 @@ fn validate_address(addr: &Address, ip_only: bool) -> Result<(), String> {
 }
 
 fn validate_listener(l: &Listener) -> Result<(), String> {
+    let internal = matches!(
+        l.listener_specifier,
+        Some(listener::ListenerSpecifier::InternalListener(_))
+    );
     match &l.address {
         Some(a) => validate_address(a, false).map_err(|e| format!("address: {e}"))?,
-        None if l.api_listener.is_some() => {}
-        None => return Err("a listener needs an address".into()),
+        // Internal listeners (Istio's HBONE and waypoint plumbing) take
+        // connections from Envoy itself, by name, and have no address.
+        None if l.api_listener.is_some() || internal => {}
+        None => return Err("a listener needs an address (or internal_listener)".into()),
     }
     let chains = l.filter_chains.iter().chain(&l.default_filter_chain);
     for (c, chain) in chains.enumerate() {
@@ -377,6 +383,17 @@ pub struct ResourceSet {
     pub routes: BTreeMap<String, Versioned<RouteConfiguration>>,
     /// Refused, with why; refused resources never reach the translation.
     pub rejected: Vec<Rejected>,
+    /// Read from a file and of no use to this data plane (a config dump's
+    /// secrets, say); reported as ignored.
+    pub set_aside: Vec<SetAside>,
+}
+
+/// Something a file holds that is neither used nor refused, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SetAside {
+    pub kind: ResourceType,
+    pub name: String,
+    pub reason: String,
 }
 
 impl ResourceSet {

@@ -20,7 +20,7 @@ use envoy_types::pb::{
             endpoint::v3::{
                 ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
             },
-            listener::v3::{Filter, FilterChain, FilterChainMatch, Listener, filter},
+            listener::v3::{Filter, FilterChain, FilterChainMatch, Listener, filter, listener},
             route::v3::{
                 DirectResponseAction, HeaderMatcher, QueryParameterMatcher, RedirectAction, Route,
                 RouteAction, RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster, route,
@@ -268,6 +268,9 @@ pub fn listener(o: Obj) -> Result<Listener> {
         })?,
         use_original_dst: o.bool("use_original_dst")?.map(|value| BoolValue { value }),
         bind_to_port: o.bool("bind_to_port")?.map(|value| BoolValue { value }),
+        listener_specifier: o
+            .has("internal_listener")
+            .then(|| listener::ListenerSpecifier::InternalListener(Default::default())),
         ..Default::default()
     })
 }

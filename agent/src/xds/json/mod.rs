@@ -16,7 +16,7 @@ use prost::Name;
 use serde_json::Value;
 
 use self::reader::{Obj, root};
-use super::resources::{Rejected, Resource, ResourceSet, ResourceType};
+use super::resources::{Rejected, Resource, ResourceSet, ResourceType, SetAside};
 
 /// Does this document hold Envoy resources (rather than the compact format)?
 pub fn is_envoy_document(value: &Value) -> bool {
@@ -109,13 +109,12 @@ fn add(
     {
         l.name = format!("{ip}_{port}");
     }
-    // A dump lists listeners' inline route configurations unnamed among the
-    // static ones; nothing can refer to them by name, and their listener
-    // carries them already.
-    if let Resource::Route(r) = &resource
-        && r.name.is_empty()
-        && path.contains("static_route_configs")
-    {
+    // A dump lists the route configuration a filter chain carries inline
+    // among the static ones, once per chain that carries it: several chains
+    // (Istio's inbound passthrough on IPv4 and IPv6, say) give the same name,
+    // even with other contents. Envoy resolves no RDS name to them, and each
+    // listener holds its own copy, which is validated and used with it.
+    if matches!(resource, Resource::Route(_)) && path.contains("static_route_configs") {
         return Ok(());
     }
     let at = |e: String| {
@@ -235,7 +234,10 @@ fn config_dump(o: &Obj, version: &str, set: &mut ResourceSet) -> Result<(), Stri
                 ("static_route_configs", "route_config", ResourceType::Route),
                 ("dynamic_route_configs", "route_config", ResourceType::Route),
             ],
-            _ => continue,
+            other => {
+                set_aside(&c, other, set)?;
+                continue;
+            }
         };
         sections += 1;
         for &(list, field, kind) in entries {
@@ -258,6 +260,68 @@ fn config_dump(o: &Obj, version: &str, set: &mut ResourceSet) -> Result<(), Stri
             "configs holds no Envoy clusters, endpoints, listeners or routes (looked for {}, {}, {} and {} dumps)",
             "ClustersConfigDump", "EndpointsConfigDump", "ListenersConfigDump", "RoutesConfigDump"
         ));
+    }
+    Ok(())
+}
+
+/// Sections of a dump that hold no clusters, endpoints, listeners or
+/// routes, and why each is of no use to a data plane that routes at
+/// connect(): named in the report, never a reason to refuse the dump.
+const SET_ASIDE: &[(&str, &str, ResourceType, &str)] = &[
+    (
+        "type.googleapis.com/envoy.admin.v3.ScopedRoutesConfigDump",
+        "scoped_route_configs",
+        ResourceType::Route,
+        "a scoped route configuration picks routes by request headers, which connect() does not see; a listener using scoped routes is reported and not routed",
+    ),
+    (
+        "type.googleapis.com/envoy.admin.v3.EcdsConfigDump",
+        "ecds_filters",
+        ResourceType::Listener,
+        "an extension config (ECDS) configures a listener's filter; filters other than tcp_proxy and http_connection_manager have no kernel counterpart",
+    ),
+    (
+        "type.googleapis.com/envoy.admin.v3.SecretsConfigDump",
+        "secrets",
+        ResourceType::Cluster,
+        "a secret (TLS keys and certificates, redacted in a dump) is for Envoy's TLS; the kernel routes connections as they are, without TLS",
+    ),
+];
+
+/// Records what a set-aside section holds (by name where its entries
+/// give one) as ignored; other sections (bootstrap, admin) say nothing
+/// of the mesh.
+fn set_aside(c: &Obj, dump: &str, set: &mut ResourceSet) -> Result<(), String> {
+    let Some(&(_, kind_name, kind, why)) = SET_ASIDE.iter().find(|(url, ..)| *url == dump) else {
+        return Ok(());
+    };
+    let mut names = Vec::new();
+    for (field, value) in c.entries() {
+        let Value::Array(items) = value else {
+            continue;
+        };
+        for (j, item) in items.iter().enumerate() {
+            let e =
+                root(item, &join(c.path(), &format!("{field}[{j}]"))).map_err(|e| e.to_string())?;
+            let name = ["name", "ecds_filter", "secret", "scoped_route_config"]
+                .iter()
+                .find_map(|f| match e.get(f) {
+                    Some(Value::String(n)) => Some(n.clone()),
+                    Some(Value::Object(o)) => {
+                        o.get("name").and_then(Value::as_str).map(str::to_string)
+                    }
+                    _ => None,
+                })
+                .unwrap_or_else(|| format!("{field}[{j}]"));
+            names.push(name);
+        }
+    }
+    for name in names {
+        set.set_aside.push(SetAside {
+            kind,
+            name,
+            reason: format!("{kind_name}: {why}"),
+        });
     }
     Ok(())
 }
@@ -329,3 +393,6 @@ fn listener_address(l: &Listener) -> Option<(String, u32)> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests;

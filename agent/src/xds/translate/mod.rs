@@ -24,7 +24,7 @@ use std::{
 use envoy_types::pb::envoy::{
     config::{
         core::v3::{TrafficDirection, address, socket_address},
-        listener::v3::{FilterChain, Listener, filter},
+        listener::v3::{FilterChain, Listener, filter, listener},
         route::v3::{RouteConfiguration, VirtualHost},
     },
     extensions::filters::network::{
@@ -108,6 +108,14 @@ pub fn translate(set: &ResourceSet) -> Translation {
     };
     for listener in set.listeners.values() {
         t.listener(listener);
+    }
+    for aside in &set.set_aside {
+        t.note(
+            Severity::Ignored,
+            aside.kind,
+            &aside.name,
+            aside.reason.clone(),
+        );
     }
     let mut findings = t.findings.0;
     findings.sort();
@@ -242,6 +250,17 @@ impl<'a> Translator<'a> {
             return ignore(
                 self,
                 "hands connections to the other listeners (use_original_dst); not a service itself",
+            );
+        }
+        if l.address.is_none()
+            && matches!(
+                l.listener_specifier,
+                Some(listener::ListenerSpecifier::InternalListener(_))
+            )
+        {
+            return ignore(
+                self,
+                "an internal listener: Envoy hands it connections from its own clusters (Istio's HBONE and waypoint plumbing); no application dials it",
             );
         }
         let Some((ip, port)) = listener_addr(l) else {
