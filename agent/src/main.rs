@@ -6,11 +6,12 @@ use std::{
     time::Duration,
 };
 
+mod check;
+
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use kmesh_agent::{
     aggregator::SeriesLimits,
-    config,
     dataplane::{self, OnExit},
     export::{
         MetricNames,
@@ -37,12 +38,14 @@ enum Command {
     /// Validate a mesh config as `run` reads it, without running.
     ///
     /// Reads the file or directory (compact format or Envoy resources) and
-    /// prints the services it defines (name, vip, policy, backends and
-    /// weights), a note for each service that will not be routed (no
-    /// backends, or all drained), then what could not be honoured: refused
-    /// resources, unrouted routes and findings. Exits 0 if `run` would take
-    /// the config; otherwise prints the reason (file, line, field) on stderr
-    /// and exits 1.
+    /// prints a one-line summary first (services, routed backends, findings
+    /// by severity, refused resources), then the services it defines (name,
+    /// vip, policy, backends and weights), a note for each service that will
+    /// not be routed (no backends, or all drained), then what could not be
+    /// honoured: refused resources, unrouted routes and findings. Exits 0
+    /// whenever `run` would take the config, refused resources and findings
+    /// included; exits 1 only when it cannot be used at all, with the
+    /// reason (file, line, field) on stderr.
     Check {
         /// Mesh config to validate: a file or a directory of files, as
         /// `run --config` takes it.
@@ -208,7 +211,7 @@ fn main() -> ExitCode {
     let logs_errors = matches!(cli.command, Command::Run(_));
     let result = match cli.command {
         Command::Run(args) => args.run(),
-        Command::Check { config } => check(&config, &mut std::io::stdout().lock()),
+        Command::Check { config } => check::check(&config, &mut std::io::stdout().lock()),
         Command::Model { admin_socket } => model(admin_socket),
         Command::Cleanup { bpffs_dir } => cleanup(&bpffs_dir),
     };
@@ -223,90 +226,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn check(path: &std::path::Path, out: &mut impl Write) -> anyhow::Result<()> {
-    let loaded = config::load(path)?;
-    let mesh = &loaded.mesh;
-    let services = count(mesh.services.len(), "service", "services");
-    writeln!(out, "{}: {services}", path.display())?;
-    for s in mesh.services.values() {
-        writeln!(
-            out,
-            "  {} {} {} ({})",
-            s.name,
-            s.vip,
-            s.policy.as_str(),
-            count(s.backends.len(), "backend", "backends")
-        )?;
-        for b in &s.backends {
-            writeln!(out, "    {} weight {}", b.addr, b.weight)?;
-        }
-    }
-    print_workloads(mesh, out)?;
-    for note in &loaded.notes {
-        writeln!(out, "note: {note}")?;
-    }
-    let report = &loaded.report;
-    for r in &report.rejected {
-        writeln!(out, "rejected {} {:?}: {}", r.kind, r.name, r.reason)?;
-    }
-    for u in &report.unrouted {
-        let backends: Vec<String> = u
-            .backends
-            .iter()
-            .map(|b| format!("{} weight {}", b.addr, b.weight))
-            .collect();
-        writeln!(
-            out,
-            "unrouted: listener {:?} port {} virtual host {:?} -> {}: {}",
-            u.listener,
-            u.port,
-            u.virtual_host,
-            backends.join(", "),
-            u.reason
-        )?;
-    }
-    for f in &report.findings {
-        writeln!(
-            out,
-            "{:?} {} {:?}: {}",
-            f.severity, f.kind, f.name, f.message
-        )?;
-    }
-    Ok(())
-}
-
-/// The workloads a source named (ambient's workload discovery): who runs
-/// behind the addresses, as telemetry will name them.
-fn print_workloads(mesh: &kmesh_agent::model::Mesh, out: &mut impl Write) -> anyhow::Result<()> {
-    if mesh.workloads.is_empty() {
-        return Ok(());
-    }
-    writeln!(
-        out,
-        "{}",
-        count(mesh.workloads.len(), "workload", "workloads")
-    )?;
-    for w in mesh.workloads.iter() {
-        let addresses: Vec<String> = w.addresses.iter().map(ToString::to_string).collect();
-        writeln!(
-            out,
-            "  {} {}/{} {}/{} sa {} [{}]",
-            w.uid,
-            w.namespace,
-            w.workload_name,
-            w.canonical_name,
-            w.canonical_revision,
-            w.service_account,
-            addresses.join(", ")
-        )?;
-    }
-    Ok(())
-}
-
-fn count(n: usize, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 fn cleanup(dir: &std::path::Path) -> anyhow::Result<()> {
@@ -385,66 +304,6 @@ mod tests {
                 "check --help does not say {what:?}:\n{help}"
             );
         }
-    }
-
-    /// What `check` prints for a mesh file holding `text`.
-    fn check_output(tag: &str, text: &str) -> String {
-        let path =
-            std::env::temp_dir().join(format!("kmesh-check-{tag}-{}.yaml", std::process::id()));
-        std::fs::write(&path, text).unwrap();
-        let mut out = Vec::new();
-        let result = check(&path, &mut out);
-        let _ = std::fs::remove_file(&path);
-        result.unwrap();
-        String::from_utf8(out).unwrap()
-    }
-
-    #[test]
-    fn check_counts_in_words_and_notes_services_that_are_not_routed() {
-        let out = check_output(
-            "notes",
-            "services:\n  - name: lonely\n    vip: 198.18.0.1:80\n    backends: []\n  - name: drained\n    vip: 198.18.0.2:80\n    backends:\n      - address: 127.0.0.1:80\n        weight: 0\n",
-        );
-        assert!(out.contains(": 2 services\n"), "{out}");
-        assert!(
-            out.contains("(0 backends)") && out.contains("(1 backend)"),
-            "{out}"
-        );
-        for note in [
-            "note: service \"lonely\" (198.18.0.1:80) has no backends; connect() to it is refused (EPERM) until it has a backend\n",
-            "note: service \"drained\" (198.18.0.2:80) has every backend at weight 0 (drained); connect() to it is refused (EPERM) until it has a backend\n",
-        ] {
-            assert!(out.contains(note), "{note}\n{out}");
-        }
-        let out = check_output("one", "services:\n  - name: a\n    vip: 198.18.0.1:80\n");
-        assert!(out.contains(": 1 service\n"), "{out}");
-    }
-
-    #[test]
-    fn check_prints_the_workloads_and_services_of_a_ztunnel_dump() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/testdata/xds/istio-1.24-ambient-ztunnel.config_dump.json");
-        let mut out = Vec::new();
-        check(&path, &mut out).unwrap();
-        let out = String::from_utf8(out).unwrap();
-        assert!(out.contains(": 53 services\n"), "{out}");
-        assert!(out.contains("\n48 workloads\n"), "{out}");
-        assert!(
-            out.contains(
-                "  reviews.bookinfo.svc.cluster.local 10.96.224.224:9080 random (3 backends)\n"
-            ),
-            "{out}"
-        );
-        assert!(
-            out.contains("  cluster-default//Pod/bookinfo/reviews-v2-f6d449f65-v2qx7 bookinfo/reviews-v2 reviews/v2 sa bookinfo-reviews [10.244.1.18]\n"),
-            "{out}"
-        );
-        assert!(
-            out.contains(
-                "Unsupported service \"bookinfo/reviews.bookinfo.svc.cluster.local\": uses waypoint"
-            ),
-            "{out}"
-        );
     }
 
     #[test]
