@@ -278,7 +278,8 @@ static_resources:
                     - { name: reviews-v3, weight: 1000 }
   clusters:
   - name: reviews-v1
-    type: STATIC
+    # Host names need a DNS type: Envoy refuses them in a STATIC cluster.
+    type: STRICT_DNS
     lb_policy: ROUND_ROBIN
     load_assignment:
       cluster_name: reviews-v1

@@ -165,6 +165,11 @@ impl Resource {
         }
         match self {
             Resource::Cluster(c) => match &c.load_assignment {
+                // As Envoy: a STATIC cluster (the default type) names IP
+                // addresses; host names are for STRICT_DNS and LOGICAL_DNS.
+                Some(la) if is_static(c) => validate_load_assignment(la, true).map_err(|e| {
+                    format!("{e} (a STATIC cluster takes IP addresses; STRICT_DNS or LOGICAL_DNS resolve host names)")
+                }),
                 Some(la) => validate_load_assignment(la, false),
                 None => Ok(()),
             },
@@ -172,6 +177,17 @@ impl Resource {
             Resource::Listener(l) => validate_listener(l),
             Resource::Route(r) => validate_route_configuration(r),
         }
+    }
+}
+
+fn is_static(c: &Cluster) -> bool {
+    use envoy_types::pb::envoy::config::cluster::v3::cluster::{
+        ClusterDiscoveryType, DiscoveryType,
+    };
+    match c.cluster_discovery_type {
+        None => true,
+        Some(ClusterDiscoveryType::Type(t)) => t == DiscoveryType::Static as i32,
+        Some(_) => false,
     }
 }
 
@@ -555,6 +571,49 @@ mod tests {
                 .unwrap_err()
                 .contains("at least 1")
         );
+    }
+
+    #[test]
+    fn static_clusters_need_ip_addresses_as_envoy_says() {
+        use envoy_types::pb::envoy::config::cluster::v3::cluster::{
+            ClusterDiscoveryType, DiscoveryType,
+        };
+        let cla = |host: &str| ClusterLoadAssignment {
+            cluster_name: "c".into(),
+            endpoints: vec![LocalityLbEndpoints {
+                lb_endpoints: vec![LbEndpoint {
+                    host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+                        address: Some(Address {
+                            address: Some(address::Address::SocketAddress(
+                                envoy_types::pb::envoy::config::core::v3::SocketAddress {
+                                    address: host.into(),
+                                    ..Default::default()
+                                },
+                            )),
+                        }),
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let cluster = |kind: Option<DiscoveryType>, host: &str| Cluster {
+            name: "c".into(),
+            cluster_discovery_type: kind.map(|k| ClusterDiscoveryType::Type(k as i32)),
+            load_assignment: Some(cla(host)),
+            ..Default::default()
+        };
+        let decode = |c: Cluster| Resource::decode(ResourceType::Cluster, &any(&c));
+        for kind in [None, Some(DiscoveryType::Static)] {
+            let e = decode(cluster(kind, "db.example")).unwrap_err();
+            assert!(e.contains("STATIC") && e.contains("not an IP"), "{e}");
+            assert!(decode(cluster(kind, "10.0.0.1")).is_ok());
+        }
+        for kind in [DiscoveryType::StrictDns, DiscoveryType::LogicalDns] {
+            assert!(decode(cluster(Some(kind), "db.example")).is_ok());
+        }
     }
 
     #[test]
