@@ -21,6 +21,8 @@ use envoy_types::pb::{
 };
 use prost::{Message, Name};
 
+mod rules;
+
 /// The one type URL of Istio ambient's workload discovery.
 pub const ADDRESS_TYPE_URL: &str = "type.googleapis.com/istio.workload.Address";
 
@@ -164,7 +166,7 @@ impl Resource {
             return Err(format!("a {} without a name", self.kind()));
         }
         match self {
-            Resource::Cluster(c) => match &c.load_assignment {
+            Resource::Cluster(c) => rules::cluster(c).and_then(|()| match &c.load_assignment {
                 // As Envoy: a STATIC cluster (the default type) names IP
                 // addresses; host names are for STRICT_DNS and LOGICAL_DNS.
                 Some(la) if is_static(c) => validate_load_assignment(la, true).map_err(|e| {
@@ -172,7 +174,7 @@ impl Resource {
                 }),
                 Some(la) => validate_load_assignment(la, false),
                 None => Ok(()),
-            },
+            }),
             Resource::Endpoints(la) => validate_load_assignment(la, true),
             Resource::Listener(l) => validate_listener(l),
             Resource::Route(r) => validate_route_configuration(r),
@@ -260,9 +262,12 @@ fn validate_listener(l: &Listener) -> Result<(), String> {
         None if l.api_listener.is_some() || internal => {}
         None => return Err("a listener needs an address (or internal_listener)".into()),
     }
+    rules::listener(l)?;
     let chains = l.filter_chains.iter().chain(&l.default_filter_chain);
     for (c, chain) in chains.enumerate() {
-        validate_filter_chain(chain).map_err(|e| format!("filter_chains[{c}]: {e}"))?;
+        validate_filter_chain(chain)
+            .and_then(|()| rules::chain(chain))
+            .map_err(|e| format!("filter_chains[{c}]: {e}"))?;
     }
     Ok(())
 }
