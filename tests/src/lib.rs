@@ -8,6 +8,7 @@ pub mod bench;
 pub mod harness;
 pub mod manifests;
 pub mod nodes;
+pub mod oracle;
 pub mod prometheus;
 pub mod protocol;
 mod report;

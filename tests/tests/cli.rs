@@ -89,3 +89,49 @@ fn the_readme_first_try_has_a_mesh_file_and_a_cgroup_of_its_own() {
         "{commands}"
     );
 }
+
+/// `check` as a CI gate: the first line sums the config up, and a config
+/// the agent would run with (refused resources and findings included)
+/// passes; only one it cannot use at all fails.
+#[test]
+fn check_sums_up_first_and_fails_only_on_unusable_input() {
+    let dump = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/testdata/xds/istio-1.18-sidecar-deathstarbench.config_dump.json"
+    );
+    let out = kmesh_agent(&["check", "--config", dump]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let first = stdout.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with(&format!("{dump}: 122 services, "))
+            && first.contains(" routed backends, ")
+            && first.contains(" ignored")
+            && first.ends_with(", 1 refused resource"),
+        "{first}"
+    );
+    assert!(
+        stdout.contains("rejected listener \"virtualInbound\""),
+        "{stdout}"
+    );
+
+    let bad = std::env::temp_dir().join(format!("kmesh-cli-bad-{}.json", std::process::id()));
+    std::fs::write(
+        &bad,
+        r#"[{"@type": "type.googleapis.com/envoy.config.listener.v3.Listener", "name": "l"}]"#,
+    )
+    .unwrap();
+    let out = kmesh_agent(&["check", "--config", &bad.display().to_string()]);
+    let _ = std::fs::remove_file(&bad);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("kmesh-agent: ") && stderr.contains("needs an address"),
+        "{stderr}"
+    );
+}

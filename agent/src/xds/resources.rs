@@ -537,9 +537,9 @@ mod tests {
         assert!(e.contains("cannot decode"), "{e}");
     }
 
-    #[test]
-    fn eds_endpoints_need_ip_addresses_and_positive_weights() {
-        let cla = |address: &str, weight: u32| ClusterLoadAssignment {
+    /// One endpoint at `address`:80 with `weight`.
+    fn one_endpoint(address: &str, weight: u32) -> ClusterLoadAssignment {
+        ClusterLoadAssignment {
             cluster_name: "c".into(),
             endpoints: vec![LocalityLbEndpoints {
                 lb_endpoints: vec![LbEndpoint {
@@ -563,7 +563,12 @@ mod tests {
                 ..Default::default()
             }],
             ..Default::default()
-        };
+        }
+    }
+
+    #[test]
+    fn eds_endpoints_need_ip_addresses_and_positive_weights() {
+        let cla = one_endpoint;
         let decode = |c: ClusterLoadAssignment| Resource::decode(ResourceType::Endpoints, &any(&c));
         assert!(decode(cla("10.0.0.1", 1)).is_ok());
         assert!(
@@ -583,31 +588,10 @@ mod tests {
         use envoy_types::pb::envoy::config::cluster::v3::cluster::{
             ClusterDiscoveryType, DiscoveryType,
         };
-        let cla = |host: &str| ClusterLoadAssignment {
-            cluster_name: "c".into(),
-            endpoints: vec![LocalityLbEndpoints {
-                lb_endpoints: vec![LbEndpoint {
-                    host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
-                        address: Some(Address {
-                            address: Some(address::Address::SocketAddress(
-                                envoy_types::pb::envoy::config::core::v3::SocketAddress {
-                                    address: host.into(),
-                                    ..Default::default()
-                                },
-                            )),
-                        }),
-                        ..Default::default()
-                    })),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
         let cluster = |kind: Option<DiscoveryType>, host: &str| Cluster {
             name: "c".into(),
             cluster_discovery_type: kind.map(|k| ClusterDiscoveryType::Type(k as i32)),
-            load_assignment: Some(cla(host)),
+            load_assignment: Some(one_endpoint(host, 1)),
             ..Default::default()
         };
         let decode = |c: Cluster| Resource::decode(ResourceType::Cluster, &any(&c));
