@@ -4,10 +4,7 @@
 //! counts each client made. Then Kiali's TCP graph queries and the TCP
 //! panels of Istio's workload dashboard run against a real Prometheus
 //! scraping the agent under `--metric-names istio`, and return the pairs.
-use std::{
-    collections::BTreeMap,
-    time::{Duration, Instant},
-};
+use std::collections::BTreeMap;
 
 use kmesh_tests::{
     harness::{Metrics, Topology, privileged},
@@ -108,11 +105,9 @@ fn every_series_names_both_workloads_and_kiali_draws_the_pairs() {
     let backends: Vec<&str> = BACKENDS.iter().map(|b| b.0).collect();
     let _servers = topo.serve_in_cgroup(&backends, false);
     let agent = topo.start_agent_with(&mesh(), &["--metric-names", "istio"]);
-    let prom = Prometheus::start(&bin, &topo.workdir, agent.addr)
+    let prom = Prometheus::start(&bin, &topo.workdir, &[agent.addr])
         .unwrap_or_else(|e| panic!("starting prometheus: {e:#}"));
-    let started = Instant::now();
-    let timeout = Duration::from_secs(30);
-    prom.wait_for_scrapes(1, timeout).expect("first scrape");
+    prom.wait_for_scrapes(1).expect("first scrape");
 
     let request = request_len(REQUEST_BYTES) as f64;
     let (req, rep) = (REQUEST_BYTES.to_string(), REPLY_BYTES.to_string());
@@ -132,8 +127,7 @@ fn every_series_names_both_workloads_and_kiali_draws_the_pairs() {
             );
             assert_eq!(report.ok, n, "client {ip}: {report:?}");
         }
-        let n = prom.scrapes().expect("counting scrapes");
-        prom.wait_for_scrapes(n + 2, timeout)
+        prom.wait_for_more_scrapes(2)
             .expect("scrapes after the traffic");
     }
     let total: u64 = CLIENTS.iter().map(|c| c.3).sum::<u64>() * ROUNDS;
@@ -264,41 +258,17 @@ fn every_series_names_both_workloads_and_kiali_draws_the_pairs() {
         );
     }
 
-    let n = prom.scrapes().expect("counting scrapes");
-    prom.wait_for_scrapes(n + 2, timeout)
+    prom.wait_for_more_scrapes(2)
         .expect("scrapes after the last figures");
     let at = prometheus::unix_now();
-    let window = (started.elapsed().as_secs() + 5).max(30);
-    let pairs = |expr: &str| -> BTreeMap<(String, String), f64> {
+    let window = prom.whole_range();
+    let pairs = |expr: &str| {
         let samples = prom
             .query(expr, Some(at))
             .unwrap_or_else(|e| panic!("{expr}: {e:#}"));
-        samples
-            .into_iter()
-            .map(|s| {
-                let wl = |k: &str| s.labels.get(k).cloned().unwrap_or_default();
-                ((wl("source_workload"), wl("destination_workload")), s.value)
-            })
-            .collect()
+        prometheus::by_workload_pair(&samples)
     };
-    // Kiali's TCP graph for a namespace: three queries, from
-    // kiali/kiali graph/telemetry/istio/istio.go (buildNamespaceTrafficMap,
-    // commit 00d47bbb), with its group-by; a series lacking any of those
-    // labels is skipped by Kiali, so each pair must come back with all.
-    let group = "source_workload_namespace,source_workload,source_canonical_service,source_canonical_revision,destination_service_namespace,destination_service,destination_service_name,destination_workload_namespace,destination_workload,destination_canonical_service,destination_canonical_revision,response_flags";
-    let kiali = |ns: &str| -> [String; 3] {
-        [
-            format!(
-                "sum(rate(istio_tcp_sent_bytes_total{{reporter=\"destination\",source_workload=\"unknown\",destination_workload_namespace=\"{ns}\"}} [{window}s])) by ({group})"
-            ),
-            format!(
-                "sum(rate(istio_tcp_sent_bytes_total{{reporter=\"source\",source_workload_namespace!=\"{ns}\",source_workload!=\"unknown\",destination_service_namespace=\"{ns}\"}} [{window}s])) by ({group})"
-            ),
-            format!(
-                "sum(rate(istio_tcp_sent_bytes_total{{reporter=\"source\",source_workload_namespace=\"{ns}\"}} [{window}s])) by ({group})"
-            ),
-        ]
-    };
+    let kiali = |ns: &str| prometheus::kiali_tcp_graph(ns, window);
     let all_pairs: Vec<(String, String)> = expected
         .keys()
         .map(|(c, b)| (c.to_string(), b.to_string()))

@@ -6,7 +6,6 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
-    time::{Duration, Instant},
 };
 
 use kmesh_tests::{
@@ -98,13 +97,11 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
         ],
     );
     // Declared after the topology: dropped (killed, data removed) first.
-    let prom = Prometheus::start(&bin, &topo.workdir, agent.addr)
+    let prom = Prometheus::start(&bin, &topo.workdir, &[agent.addr])
         .unwrap_or_else(|e| panic!("starting prometheus: {e:#}"));
-    let started = Instant::now();
-    let timeout = Duration::from_secs(30);
     // One scrape before any traffic, two after each round: every counter
     // has samples on both sides of an increase, so rates are not zero.
-    prom.wait_for_scrapes(1, timeout).expect("first scrape");
+    prom.wait_for_scrapes(1).expect("first scrape");
     for round in 1..=2 {
         traffic(&topo, round);
         let m = agent.metrics_when(|m| settled(m, round));
@@ -113,14 +110,13 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
             "round {round} not in /metrics:\n{}",
             m.0
         );
-        let n = prom.scrapes().expect("counting scrapes");
-        prom.wait_for_scrapes(n + 2, timeout)
+        prom.wait_for_more_scrapes(2)
             .expect("scrapes after the traffic");
     }
     let at = prometheus::unix_now();
     // Grafana's $__rate_interval is at least four scrape intervals; here it
     // also spans everything the test scraped, so every range holds it all.
-    let window = (started.elapsed().as_secs() + 5).max(30);
+    let window = prom.whole_range();
     let families = families(&agent.metrics());
     // The premise: rates over the window are not zero, so a panel showing
     // data is showing the traffic, not an idle series.
