@@ -33,23 +33,15 @@ const OTHER_BACKEND: &str = "127.0.0.7:8080";
 
 /// Who calls whom: one client workload per service, by its pod address,
 /// and the workloads behind the backends, so the service graph has names.
-const ECHO_CLIENT: Pod = pod("10.77.1.1", "front", "web");
-const OTHER_CLIENT: Pod = pod("10.77.2.1", "jobs", "batch");
+const ECHO_CLIENT: Pod = Pod::new("10.77.1.1", "front", "web");
+const OTHER_CLIENT: Pod = Pod::new("10.77.2.1", "jobs", "batch");
 const SERVERS: [Pod; 5] = [
-    pod("127.0.0.2", "shop", "echo"),
-    pod("127.0.0.3", "shop", "echo"),
-    pod("127.0.0.4", "shop", "echo"),
-    pod("127.0.0.5", "shop", "echo-flaky"),
-    pod("127.0.0.7", "bank", "ledger"),
+    Pod::new("127.0.0.2", "shop", "echo"),
+    Pod::new("127.0.0.3", "shop", "echo"),
+    Pod::new("127.0.0.4", "shop", "echo"),
+    Pod::new("127.0.0.5", "shop", "echo-flaky"),
+    Pod::new("127.0.0.7", "bank", "ledger"),
 ];
-
-const fn pod(ip: &'static str, namespace: &'static str, workload: &'static str) -> Pod {
-    Pod {
-        ip,
-        namespace,
-        workload,
-    }
-}
 
 const ECHO_CONNECTIONS: u64 = 200;
 const OTHER_CONNECTIONS: u64 = 40;
