@@ -35,12 +35,12 @@ pub(crate) trait DeltaMode: Send {
     /// For the log: what the stream carries.
     const WHAT: &'static str;
 
-    /// The mesh and report of what is in force after `handled`.
-    fn mesh(
-        &mut self,
-        store: &Self::Store,
-        handled: &Handled<<Self::Store as DeltaStore>::Entry>,
-    ) -> (Mesh, Report);
+    /// Takes note of what a response changed, applied now or later (a
+    /// stream applies nothing until every type has answered).
+    fn changed(&mut self, handled: &Handled<<Self::Store as DeltaStore>::Entry>);
+
+    /// The mesh and report of what is in force.
+    fn mesh(&mut self, store: &Self::Store) -> (Mesh, Report);
 
     /// The control loop applied the last mesh (`true`) or refused it.
     fn applied(&mut self, ok: bool);
@@ -97,6 +97,7 @@ impl<M: DeltaMode> Client<'_, M> {
         let mut applied_this_stream = false;
         while let Some(response) = responses.message().await.map_err(|s| describe_status(&s))? {
             let handled = self.state.handle(&response);
+            self.mode.changed(&handled);
             if !handled.errors.is_empty() {
                 let what: Vec<String> = handled.errors.iter().map(ToString::to_string).collect();
                 warn!(
@@ -109,7 +110,7 @@ impl<M: DeltaMode> Client<'_, M> {
                 && self.state.synced()
                 && (handled.changed() || !applied_this_stream);
             let mut requests = if apply {
-                let (mesh, report) = self.mode.mesh(&self.state.resources, &handled);
+                let (mesh, report) = self.mode.mesh(&self.state.resources);
                 match send_update(self.updates, mesh, report).await {
                     Ok(()) => {
                         self.mode.applied(true);
@@ -182,20 +183,28 @@ pub(crate) struct Sidecar {
     /// clusters or routes are still on their way keeps its form there.
     candidate: Option<Mesh>,
     last_applied: Option<Mesh>,
+    /// What responses changed since the last translation.
+    changed_endpoints: BTreeSet<String>,
+    changed_other: bool,
 }
 
 impl DeltaMode for Sidecar {
     type Store = ResourceSet;
     const WHAT: &'static str = "sidecar: clusters, endpoints, listeners, routes";
 
-    fn mesh(
-        &mut self,
-        store: &ResourceSet,
-        handled: &Handled<<ResourceSet as DeltaStore>::Entry>,
-    ) -> (Mesh, Report) {
-        let endpoints_only = handled.undo.iter().all(|u| u.type_url == ENDPOINTS_URL);
-        let changed: BTreeSet<String> = handled.undo.iter().map(|u| u.name.clone()).collect();
-        let incremental = endpoints_only
+    fn changed(&mut self, handled: &Handled<<ResourceSet as DeltaStore>::Entry>) {
+        for u in &handled.undo {
+            if u.type_url == ENDPOINTS_URL {
+                self.changed_endpoints.insert(u.name.clone());
+            } else {
+                self.changed_other = true;
+            }
+        }
+    }
+
+    fn mesh(&mut self, store: &ResourceSet) -> (Mesh, Report) {
+        let changed = std::mem::take(&mut self.changed_endpoints);
+        let incremental = !std::mem::take(&mut self.changed_other)
             && self
                 .translation
                 .as_mut()

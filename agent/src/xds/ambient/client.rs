@@ -41,11 +41,9 @@ impl DeltaMode for Ambient {
     type Store = AddressSet;
     const WHAT: &'static str = "ambient: istio.workload.Address";
 
-    fn mesh(
-        &mut self,
-        store: &AddressSet,
-        _: &Handled<<AddressSet as DeltaStore>::Entry>,
-    ) -> (Mesh, Report) {
+    fn changed(&mut self, _: &Handled<<AddressSet as DeltaStore>::Entry>) {}
+
+    fn mesh(&mut self, store: &AddressSet) -> (Mesh, Report) {
         translate(store, ProbeSettings::default())
     }
 
