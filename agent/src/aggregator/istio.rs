@@ -13,11 +13,21 @@ pub const SECURITY_POLICY: &str = "none";
 /// Envoy's "no flags".
 pub const NO_FLAGS: &str = "-";
 
-/// The labels of a series in the order they are written; the last is
-/// `response_flags`, which the close counters replace per close reason.
+/// How many labels a series is written with.
 pub const LABELS: usize = 21;
 
+/// The labels of a series, `response_flags` `-`: what every figure but a
+/// close counter is labelled with.
 pub fn series_labels(key: &SeriesKey) -> [(&'static str, &str); LABELS] {
+    series_labels_with_flags(key, NO_FLAGS)
+}
+
+/// The labels of a series with `response_flags` `flags` (see
+/// [`response_flags`]), in the order they are written.
+pub fn series_labels_with_flags<'k>(
+    key: &'k SeriesKey,
+    flags: &'static str,
+) -> [(&'static str, &'k str); LABELS] {
     let (src, dst, svc) = (&key.source, &key.destination, &key.service_names);
     [
         ("reporter", key.direction.reporter()),
@@ -40,16 +50,14 @@ pub fn series_labels(key: &SeriesKey) -> [(&'static str, &str); LABELS] {
         ("direction", key.direction.as_str()),
         ("request_protocol", REQUEST_PROTOCOL),
         ("connection_security_policy", SECURITY_POLICY),
-        ("response_flags", NO_FLAGS),
+        ("response_flags", flags),
     ]
 }
 
 /// The labels of a close counter: the series' labels with the response
 /// flags of `reason`.
 pub fn close_labels(key: &SeriesKey, reason: u8) -> [(&'static str, &str); LABELS] {
-    let mut labels = series_labels(key);
-    labels[LABELS - 1].1 = response_flags(reason, key.direction);
-    labels
+    series_labels_with_flags(key, response_flags(reason, key.direction))
 }
 
 /// Envoy's response flags for how a connection ended, as the reporting side
@@ -197,10 +205,17 @@ mod tests {
         c.failed[idx(close_reason::CONNECT_FAILED)] = 4;
         assert_eq!(closed_by_flags(&out, &c), [("-", 3), ("UC", 2), ("UF", 5)]);
         assert_eq!(closed_by_flags(&inb, &c)[1], ("DC", 2));
+        let flags_of = |labels: [(&str, &str); LABELS]| {
+            labels
+                .into_iter()
+                .find(|(n, _)| *n == "response_flags")
+                .map(|(_, v)| v.to_string())
+        };
         assert_eq!(
-            close_labels(&out, close_reason::TIMEOUT)[LABELS - 1].1,
-            "UT"
+            flags_of(close_labels(&out, close_reason::TIMEOUT)).as_deref(),
+            Some("UT")
         );
+        assert_eq!(flags_of(series_labels(&out)).as_deref(), Some(NO_FLAGS));
     }
 
     #[test]

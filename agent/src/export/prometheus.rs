@@ -104,8 +104,7 @@ fn encode_istio_counters(
                 continue;
             }
             for (flags, v) in istio::closed_by_flags(&s.key, &s.counts) {
-                let mut labels = series_labels(&s.key);
-                labels[istio::LABELS - 1].1 = flags;
+                let labels = istio::series_labels_with_flags(&s.key, flags);
                 encode_counter(metric.encode_family(&labels)?, v)?;
             }
         }
