@@ -98,7 +98,8 @@ pub enum IstioCount {
     /// Connections opened: Istio counts an attempt that failed too (it is
     /// closed with `UF`), so opened − closed is what is open.
     Opened,
-    /// Connections closed, failed ones included, by response flags.
+    /// Connections closed, failed ones included; exported split by
+    /// response flags ([`closed_by_flags`]).
     Closed,
 }
 
@@ -126,16 +127,16 @@ pub const ISTIO_COUNTERS: [IstioCounter; 4] = [
 ];
 
 impl IstioCount {
-    /// The counter's value for one series, None for one split by flags.
-    pub fn value(&self, key: &SeriesKey, c: &SeriesCounts) -> Option<u64> {
+    /// The counter's value for one series, over all response flags.
+    pub fn value(&self, key: &SeriesKey, c: &SeriesCounts) -> u64 {
         let client = key.direction == Direction::Outbound;
         match self {
-            IstioCount::Opened => Some(c.opened + c.failed_total()),
-            IstioCount::Closed => None,
-            IstioCount::ResponseBytes if client => Some(c.bytes_received),
-            IstioCount::ResponseBytes => Some(c.bytes_sent),
-            IstioCount::RequestBytes if client => Some(c.bytes_sent),
-            IstioCount::RequestBytes => Some(c.bytes_received),
+            IstioCount::Opened => c.opened + c.failed_total(),
+            IstioCount::Closed => c.closed_total() + c.failed_total(),
+            IstioCount::ResponseBytes if client => c.bytes_received,
+            IstioCount::ResponseBytes => c.bytes_sent,
+            IstioCount::RequestBytes if client => c.bytes_sent,
+            IstioCount::RequestBytes => c.bytes_received,
         }
     }
 }
@@ -216,6 +217,9 @@ mod tests {
             Some("UT")
         );
         assert_eq!(flags_of(series_labels(&out)).as_deref(), Some(NO_FLAGS));
+        let split: u64 = closed_by_flags(&out, &c).iter().map(|(_, n)| n).sum();
+        assert_eq!(IstioCount::Closed.value(&out, &c), split);
+        assert_eq!(split, 10);
     }
 
     #[test]
@@ -227,10 +231,10 @@ mod tests {
         };
         let client = SeriesKey::new("s", "b", Direction::Outbound);
         let server = SeriesKey::new("s", "b", Direction::Inbound);
-        assert_eq!(IstioCount::ResponseBytes.value(&client, &c), Some(2000));
-        assert_eq!(IstioCount::RequestBytes.value(&client, &c), Some(100));
+        assert_eq!(IstioCount::ResponseBytes.value(&client, &c), 2000);
+        assert_eq!(IstioCount::RequestBytes.value(&client, &c), 100);
         // The server's sent bytes are the response.
-        assert_eq!(IstioCount::ResponseBytes.value(&server, &c), Some(100));
-        assert_eq!(IstioCount::RequestBytes.value(&server, &c), Some(2000));
+        assert_eq!(IstioCount::ResponseBytes.value(&server, &c), 100);
+        assert_eq!(IstioCount::RequestBytes.value(&server, &c), 2000);
     }
 }
