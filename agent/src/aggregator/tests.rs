@@ -1,7 +1,10 @@
-use kmesh_common::{ConnEvent, close_reason, direction, event_flags, event_kind};
+use kmesh_common::{ConnEvent, close_reason, event_kind};
 
 use super::*;
-use crate::model::{Backend, Mesh, UNKNOWN};
+use crate::{
+    model::{Backend, Mesh, UNKNOWN},
+    test_records::Record,
+};
 
 fn mesh() -> Mesh {
     crate::model::fixtures::echo()
@@ -16,27 +19,21 @@ fn aggregator() -> Aggregator {
 }
 
 fn event(kind: u8, cookie: u64, sent: u64, received: u64) -> ConnEvent {
-    let (backend, family) = crate::addr::ip_to_words("127.0.0.2".parse().unwrap());
-    let mut ev = ConnEvent {
-        kind,
-        direction: direction::OUTBOUND,
-        flags: event_flags::ROUTED,
-        family,
-        cookie,
-        start_ns: 1_000,
-        ts_ns: 2_001_000,
-        connect_latency_ns: 50_000,
-        bytes_sent: sent,
-        bytes_received: received,
-        srtt_us: 40,
-        min_rtt_us: 20,
-        ..ConnEvent::default()
-    };
-    ev.route.service_id = 7;
-    ev.route.backend_addr = backend;
-    ev.route.backend_port = 8080;
-    ev.route.family = family;
-    ev
+    to(kind, cookie, "127.0.0.2:8080", sent, received)
+}
+
+/// A routed record of echo's (service 7) to `backend`.
+fn to(kind: u8, cookie: u64, backend: &str, sent: u64, received: u64) -> ConnEvent {
+    Record::bare()
+        .kind(kind)
+        .cookie(cookie)
+        .routed(7, backend)
+        .times(1_000, 2_001_000)
+        .connect_latency_ns(50_000)
+        .bytes(sent, received)
+        .srtt_us(40)
+        .min_rtt_us(20)
+        .build()
 }
 
 fn only_series(agg: &Aggregator) -> (&SeriesKey, &SeriesStats) {
@@ -111,16 +108,10 @@ fn unknown_services_and_short_records_are_counted_not_guessed() {
 #[test]
 fn inbound_connections_are_named_by_their_local_backend() {
     let mut agg = aggregator();
-    let (local, family) = crate::addr::ip_to_words("127.0.0.2".parse().unwrap());
-    let ev = ConnEvent {
-        kind: event_kind::ESTABLISHED,
-        direction: direction::INBOUND,
-        family,
-        local_addr: local,
-        local_port: 8080,
-        cookie: 5,
-        ..ConnEvent::default()
-    };
+    let ev = Record::established()
+        .inbound("127.0.0.2:8080", "0.0.0.0:0")
+        .cookie(5)
+        .build();
     agg.record(&ev);
     let (key, _) = only_series(&agg);
     assert_eq!((&*key.service, key.direction), ("echo", Direction::Inbound));
@@ -137,10 +128,13 @@ fn wide_mesh(n: u8) -> Mesh {
 }
 
 fn to_backend(cookie: u64, i: u8) -> ConnEvent {
-    let mut ev = event(event_kind::ESTABLISHED, cookie, 0, 0);
-    let (addr, _) = crate::addr::ip_to_words(format!("127.0.1.{i}").parse().unwrap());
-    ev.route.backend_addr = addr;
-    ev
+    to(
+        event_kind::ESTABLISHED,
+        cookie,
+        &format!("127.0.1.{i}:8080"),
+        0,
+        0,
+    )
 }
 
 fn apply(agg: &mut Aggregator, mesh: &Mesh) {
