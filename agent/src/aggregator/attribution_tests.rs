@@ -128,8 +128,8 @@ fn each_source_workload_has_its_own_series_with_its_own_counts() {
                 (
                     k.source.workload.to_string(),
                     k.destination.workload.to_string(),
-                    s.counts.opened,
-                    s.counts.bytes_sent,
+                    s.counts().opened,
+                    s.counts().bytes_sent,
                 )
             })
             .collect();

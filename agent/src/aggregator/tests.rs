@@ -54,14 +54,21 @@ fn a_connection_counts_once_with_its_bytes() {
     assert_eq!(&*key.service, "echo");
     assert_eq!(&*key.backend, "127.0.0.2:8080");
     assert_eq!(
-        (s.counts.opened, s.counts.closed_total(), s.counts.active),
+        (
+            s.counts().opened,
+            s.counts().closed_total(),
+            s.counts().active
+        ),
         (1, 1, 0)
     );
-    assert_eq!((s.counts.bytes_sent, s.counts.bytes_received), (150, 1500));
-    assert_eq!(s.connect_latency_us.count(), 1);
-    assert_eq!(s.connect_latency_us.sum, 50);
-    assert_eq!(s.duration_us.sum, 2000);
-    assert_eq!(s.conn_bytes_received.sum, 1500);
+    assert_eq!(
+        (s.counts().bytes_sent, s.counts().bytes_received),
+        (150, 1500)
+    );
+    assert_eq!(s.distribution(families::CONNECT_LATENCY).count(), 1);
+    assert_eq!(s.distribution(families::CONNECT_LATENCY).sum, 50);
+    assert_eq!(s.distribution(families::DURATION).sum, 2000);
+    assert_eq!(s.distribution(families::RECEIVED).sum, 1500);
 }
 
 #[test]
@@ -71,9 +78,9 @@ fn a_lost_established_record_is_made_up_at_close() {
     close.close_reason = close_reason::RST_RECEIVED;
     agg.record(&close);
     let (_, s) = only_series(&agg);
-    assert_eq!((s.counts.opened, s.counts.active), (1, 0));
-    assert_eq!(s.counts.closed[2], 1, "rst_received is the third reason");
-    assert_eq!((s.counts.bytes_sent, s.counts.bytes_received), (10, 20));
+    assert_eq!((s.counts().opened, s.counts().active), (1, 0));
+    assert_eq!(s.counts().closed[2], 1, "rst_received is the third reason");
+    assert_eq!((s.counts().bytes_sent, s.counts().bytes_received), (10, 20));
 }
 
 #[test]
@@ -85,9 +92,9 @@ fn failed_connects_are_not_opened() {
     let (_, s) = only_series(&agg);
     assert_eq!(
         (
-            s.counts.opened,
-            s.counts.closed_total(),
-            s.counts.failed_total()
+            s.counts().opened,
+            s.counts().closed_total(),
+            s.counts().failed_total()
         ),
         (0, 0, 1)
     );
@@ -156,7 +163,7 @@ fn series_beyond_the_limit_go_to_the_overflow_series_and_are_counted() {
     agg.record(&to_backend(6, 1));
     let keys: Vec<_> = agg
         .series()
-        .map(|(k, s)| (k.clone(), s.counts.opened))
+        .map(|(k, s)| (k.clone(), s.counts().opened))
         .collect();
     assert_eq!(keys.len(), 4, "3 series and the overflow: {keys:?}");
     let overflow = keys
@@ -212,7 +219,7 @@ fn a_connection_whose_close_was_lost_stops_being_active() {
     assert_eq!(agg.open_cookies().len(), 2);
     agg.close_lost(&[2, 3]);
     let (_, s) = only_series(&agg);
-    assert_eq!((s.counts.opened, s.counts.active), (2, 1));
+    assert_eq!((s.counts().opened, s.counts().active), (2, 1));
     assert_eq!(agg.agent.lost_closes, 1, "cookie 3 was never open");
     assert_eq!(agg.open_cookies(), [1]);
 }
@@ -233,12 +240,13 @@ fn a_busy_series_costs_at_most_2_kib() {
         agg.record(&spread.close(fixtures::ECHO_ID, backend));
     }
     let (_, s) = only_series(&agg);
-    assert_eq!(s.duration_us.count(), 10_000);
+    assert_eq!(s.distribution(families::DURATION).count(), 10_000);
     let bytes = footprint(s);
     eprintln!("a series after 10000 connections: {bytes} bytes");
     assert!(bytes <= 2048, "{bytes} bytes");
     // The sketch sees the spread: its median is the generator's, ±noise.
-    let bins: Vec<(f64, u64)> = s.connect_latency_us.sketch().bins().collect();
+    let sketch = s.distribution(families::CONNECT_LATENCY).sketch();
+    let bins: Vec<(f64, u64)> = sketch.bins().collect();
     let mut below = 0;
     let (p50, _) = *bins
         .iter()
