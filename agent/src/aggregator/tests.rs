@@ -232,7 +232,7 @@ fn footprint(s: &SeriesStats) -> usize {
 }
 
 #[test]
-fn a_busy_series_costs_at_most_2_kib() {
+fn a_busy_series_costs_at_most_1_75_kib() {
     let mut agg = fixtures::echo_aggregator();
     let backend = "127.0.0.2:8080".parse().unwrap();
     let mut spread = super::synthetic::Spread::new(1);
@@ -243,7 +243,9 @@ fn a_busy_series_costs_at_most_2_kib() {
     assert_eq!(s.distribution(families::DURATION).count(), 10_000);
     let bytes = footprint(s);
     eprintln!("a series after 10000 connections: {bytes} bytes");
-    assert!(bytes <= 2048, "{bytes} bytes");
+    // 1686 bytes when its counters moved into one block (2 KiB was the
+    // issue's bound).
+    assert!(bytes <= 1792, "{bytes} bytes");
     // The sketch sees the spread: its median is the generator's, ±noise.
     let sketch = s.distribution(families::CONNECT_LATENCY).sketch();
     let bins: Vec<(f64, u64)> = sketch.bins().collect();
