@@ -117,7 +117,8 @@ impl Distribution {
         }
     }
 
-    pub fn as_ref(&self) -> DistributionRef<'_> {
+    /// This distribution, read as a series's are.
+    pub fn read(&self) -> DistributionRef<'_> {
         DistributionRef::new(self.extremes, self.counts.counters(), self.bins.counters())
     }
 }

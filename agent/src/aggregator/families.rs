@@ -253,7 +253,7 @@ mod tests {
         for v in [10, 25, 26, 80, 200, 20_000_000] {
             d.record(v, &LATENCY_LIMITS_US); // µs
         }
-        let d = d.as_ref();
+        let d = d.read();
         let b = d.buckets(&LATENCY_LIMITS_US);
         assert_eq!(b.len(), LATENCY_LIMITS_US.len() + 1);
         // A bound is inclusive: 25 µs is in the first bucket, 26 µs is not.
