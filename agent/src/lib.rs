@@ -26,4 +26,6 @@ pub mod run;
 pub mod shared;
 pub mod spans;
 pub mod sysfs;
+#[cfg(test)]
+pub(crate) mod test_records;
 pub mod xds;

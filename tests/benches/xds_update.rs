@@ -48,7 +48,7 @@ fn main() {
     push(ads::LISTENER_TYPE, vip_listener(VIP, CLUSTER));
     push(ads::ENDPOINT_TYPE, weights(1, 1));
     xds_data::serve_all(&server, "0", &resources);
-    let _agent = topo.start_agent_xds(server.addr(), &[]);
+    let _agent = topo.start_agent_xds(server.addr(), &["--xds-protocol", "sotw"]);
     server
         .wait_for_ack(ads::ENDPOINT_TYPE, "0", WAIT)
         .expect("first sync");

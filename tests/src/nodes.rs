@@ -5,7 +5,10 @@
 //! namespaces; both go, with the link, when the topologies are dropped.
 use std::process::Command;
 
-use crate::harness::{Topology, run};
+use crate::{
+    harness::{Topology, run},
+    workloads,
+};
 
 /// Node A's address on the link.
 pub const NODE_A_IP: &str = "10.213.0.1";
@@ -45,6 +48,34 @@ impl TwoNodes {
             run(Command::new("ip").args(["-n", &topo.netns, "link", "set", "link0", "up"]));
         }
         nodes
+    }
+
+    /// Pods on both nodes, as a cluster's pod network gives them: each
+    /// node holds its pods' addresses (on its loopback) and routes the
+    /// other node's pods over the link, so a pod on A reaches a pod on B
+    /// by the pod's own address, and the reply finds its way back.
+    pub fn place_pods(&self, on_a: &[&str], on_b: &[&str]) {
+        let sides = [
+            (&self.a, on_a, on_b, NODE_B_IP),
+            (&self.b, on_b, on_a, NODE_A_IP),
+        ];
+        for (topo, own, other, via) in sides {
+            workloads::add_addresses(topo, own);
+            for ip in other {
+                let dest = format!("{ip}/32");
+                run(Command::new("ip").args([
+                    "-n",
+                    &topo.netns,
+                    "route",
+                    "add",
+                    &dest,
+                    "via",
+                    via,
+                    "dev",
+                    "link0",
+                ]));
+            }
+        }
     }
 }
 

@@ -4,77 +4,45 @@
 //! counts each client made. Then Kiali's TCP graph queries and the TCP
 //! panels of Istio's workload dashboard run against a real Prometheus
 //! scraping the agent under `--metric-names istio`, and return the pairs.
-use std::{
-    collections::BTreeMap,
-    time::{Duration, Instant},
-};
+use std::collections::BTreeMap;
 
 use kmesh_tests::{
     harness::{Metrics, Topology, privileged},
     prometheus::{self, Prometheus},
     protocol::request_len,
-    workloads,
+    workloads::{self, BATCH, CART_HOST, CART_V1, CART_V2, Pod, WEB},
 };
 
 const VIP: &str = "198.18.0.60:80";
-/// (pod IP, workload, namespace, connections made).
-const CLIENTS: [(&str, &str, &str, u64); 2] = [
-    ("10.77.1.1", "web", "front", 30),
-    ("10.77.2.1", "batch", "jobs", 20),
-];
-/// (backend, workload, revision).
-const BACKENDS: [(&str, &str, &str); 2] = [
-    ("10.77.3.1:8080", "cart-v1", "v1"),
-    ("10.77.3.2:8080", "cart-v2", "v2"),
-];
+/// Each client workload and the connections it makes a round.
+const CLIENTS: [(Pod, u64); 2] = [(WEB, 30), (BATCH, 20)];
+const BACKENDS: [Pod; 2] = [CART_V1, CART_V2];
+const BACKEND_PORT: u16 = 8080;
 /// Each client runs once per round, with scrapes between rounds: a rate
 /// needs a series sampled on both sides of an increase.
 const ROUNDS: u64 = 2;
 const REQUEST_BYTES: u32 = 100;
 const REPLY_BYTES: u32 = 300;
 
+fn backend_addrs() -> Vec<String> {
+    workloads::addresses(&BACKENDS, BACKEND_PORT)
+}
+
 fn mesh() -> String {
-    let mut m = String::from("workloads:\n");
-    for (ip, workload, ns, _) in CLIENTS {
-        m += &format!(
-            "  - {{ name: {workload}-0, namespace: {ns}, workload: {workload}, service_account: {workload}, labels: {{ app: {workload} }}, addresses: [{ip}] }}\n"
-        );
-    }
-    for (addr, workload, rev) in BACKENDS {
-        let ip = addr.split(':').next().unwrap();
-        m += &format!(
-            "  - {{ name: {workload}-0, namespace: shop, workload: {workload}, service_account: cart, labels: {{ app: cart, version: {rev} }}, addresses: [{ip}] }}\n"
-        );
-    }
-    m += &format!(
-        "services:\n  - name: cart.shop.svc.cluster.local\n    vip: {VIP}\n    policy: round_robin\n    backends:\n"
-    );
-    for (addr, _, _) in BACKENDS {
-        m += &format!("      - address: {addr}\n");
-    }
-    m
+    let pods: Vec<Pod> = CLIENTS.iter().map(|c| c.0).chain(BACKENDS).collect();
+    let backends = backend_addrs();
+    let backends: Vec<&str> = backends.iter().map(String::as_str).collect();
+    workloads::mesh(&pods, CART_HOST, VIP, &backends)
 }
 
 /// The pods' addresses, on the namespace's loopback.
 fn add_pod_ips(topo: &Topology) {
     let ips: Vec<&str> = CLIENTS
         .iter()
-        .map(|c| c.0)
-        .chain(BACKENDS.iter().map(|b| b.0.split(':').next().unwrap()))
+        .map(|c| c.0.ip)
+        .chain(BACKENDS.iter().map(|b| b.ip))
         .collect();
     workloads::add_addresses(topo, &ips);
-}
-
-/// Connections each (client, backend) pair made: round robin, and the
-/// clients run one after the other, so each backend gets half of each run.
-fn expected_pairs() -> BTreeMap<(&'static str, &'static str), u64> {
-    let mut pairs = BTreeMap::new();
-    for (_, client, _, n) in CLIENTS {
-        for (_, backend, _) in BACKENDS {
-            pairs.insert((client, backend), n / 2 * ROUNDS);
-        }
-    }
-    pairs
 }
 
 /// `family`'s samples at `reporter` by (source_workload, destination_workload).
@@ -105,38 +73,23 @@ fn every_series_names_both_workloads_and_kiali_draws_the_pairs() {
     };
     let topo = Topology::new("attribution");
     add_pod_ips(&topo);
-    let backends: Vec<&str> = BACKENDS.iter().map(|b| b.0).collect();
+    let backends = backend_addrs();
+    let backends: Vec<&str> = backends.iter().map(String::as_str).collect();
     let _servers = topo.serve_in_cgroup(&backends, false);
     let agent = topo.start_agent_with(&mesh(), &["--metric-names", "istio"]);
-    let prom = Prometheus::start(&bin, &topo.workdir, agent.addr)
+    let prom = Prometheus::start(&bin, &topo.workdir, &[agent.addr])
         .unwrap_or_else(|e| panic!("starting prometheus: {e:#}"));
-    let started = Instant::now();
-    let timeout = Duration::from_secs(30);
-    prom.wait_for_scrapes(1, timeout).expect("first scrape");
+    prom.wait_for_scrapes(1).expect("first scrape");
 
     let request = request_len(REQUEST_BYTES) as f64;
-    let (req, rep) = (REQUEST_BYTES.to_string(), REPLY_BYTES.to_string());
     for _ in 0..ROUNDS {
-        for (ip, _, _, n) in CLIENTS {
-            let report = topo.client(
-                VIP,
-                n,
-                &[
-                    "--source",
-                    ip,
-                    "--request-bytes",
-                    &req,
-                    "--reply-bytes",
-                    &rep,
-                ],
-            );
-            assert_eq!(report.ok, n, "client {ip}: {report:?}");
+        for (client, n) in &CLIENTS {
+            workloads::call_from(&topo, client, VIP, *n, REQUEST_BYTES, REPLY_BYTES);
         }
-        let n = prom.scrapes().expect("counting scrapes");
-        prom.wait_for_scrapes(n + 2, timeout)
+        prom.wait_for_more_scrapes(2)
             .expect("scrapes after the traffic");
     }
-    let total: u64 = CLIENTS.iter().map(|c| c.3).sum::<u64>() * ROUNDS;
+    let total: u64 = CLIENTS.iter().map(|c| c.1).sum::<u64>() * ROUNDS;
     let m = agent.metrics_when(|m| {
         m.value(
             "istio_tcp_connections_closed_total",
@@ -150,61 +103,39 @@ fn every_series_names_both_workloads_and_kiali_draws_the_pairs() {
                 == total
     });
 
-    let expected = expected_pairs();
+    let expected = workloads::round_robin_pairs(&CLIENTS, &BACKENDS, ROUNDS);
     for reporter in ["source", "destination"] {
         let opened = by_pair(&m, "istio_tcp_connections_opened_total", reporter);
         let received = by_pair(&m, "istio_tcp_received_bytes_total", reporter);
         let sent = by_pair(&m, "istio_tcp_sent_bytes_total", reporter);
         assert_eq!(opened.len(), expected.len(), "{reporter}: {opened:?}");
-        for ((client, backend), n) in &expected {
-            let key = (client.to_string(), backend.to_string());
-            assert_eq!(opened[&key], *n as f64, "{reporter} opened {key:?}");
+        for (key, n) in &expected {
+            assert_eq!(opened[key], *n as f64, "{reporter} opened {key:?}");
             // Istio's received bytes are the requests, sent the responses,
             // whichever side reports them.
             assert_eq!(
-                received[&key],
+                received[key],
                 *n as f64 * request,
                 "{reporter} received {key:?}"
             );
             assert!(
-                sent[&key] >= *n as f64 * f64::from(REPLY_BYTES),
+                sent[key] >= *n as f64 * f64::from(REPLY_BYTES),
                 "{reporter} sent {key:?}: {}",
-                sent[&key]
+                sent[key]
             );
         }
     }
     // Every label of a pair's series at both reporters.
+    let clients: Vec<Pod> = CLIENTS.iter().map(|c| c.0).collect();
     for s in m.samples("kmesh_tcp_connections_opened_total") {
         let l = &s.labels;
-        let client = CLIENTS
-            .iter()
-            .find(|c| c.1 == l["source_workload"])
+        let client = workloads::find(&clients, &l["source_workload"])
             .unwrap_or_else(|| panic!("a series from an unknown source: {l:?}"));
-        assert_eq!(l["source_workload_namespace"], client.2, "{l:?}");
-        assert_eq!(l["source_canonical_service"], client.1, "{l:?}");
-        assert_eq!(l["source_canonical_revision"], "latest", "{l:?}");
-        assert_eq!(
-            l["source_principal"],
-            format!("spiffe://cluster.local/ns/{}/sa/{}", client.2, client.1)
-        );
-        let backend = BACKENDS
-            .iter()
-            .find(|b| b.1 == l["destination_workload"])
+        let backend = workloads::find(&BACKENDS, &l["destination_workload"])
             .unwrap_or_else(|| panic!("a series to an unknown workload: {l:?}"));
-        assert_eq!(l["destination_backend"], backend.0, "{l:?}");
-        assert_eq!(l["destination_canonical_service"], "cart", "{l:?}");
-        assert_eq!(l["destination_canonical_revision"], backend.2, "{l:?}");
-        assert_eq!(l["destination_workload_namespace"], "shop", "{l:?}");
-        assert_eq!(
-            l["destination_principal"],
-            "spiffe://cluster.local/ns/shop/sa/cart"
-        );
-        assert_eq!(l["destination_service"], "cart.shop.svc.cluster.local");
-        assert_eq!(l["destination_service_name"], "cart");
-        assert_eq!(l["destination_service_namespace"], "shop");
-        assert_eq!(l["request_protocol"], "tcp");
-        assert_eq!(l["connection_security_policy"], "none");
-        assert_eq!(l["response_flags"], "-");
+        let addr = format!("{}:{BACKEND_PORT}", backend.ip);
+        assert_eq!(l["destination_backend"], addr, "{l:?}");
+        workloads::assert_istio_labels(l, client, backend, CART_HOST);
     }
 
     // The admin API (kmesh-top's source): who calls whom, and each
@@ -246,63 +177,20 @@ fn every_series_names_both_workloads_and_kiali_draws_the_pairs() {
         2 * total,
         "both sides of every connection"
     );
-    for c in &feed {
-        let client = CLIENTS
-            .iter()
-            .find(|cl| c.source.starts_with(&format!("{}:", cl.0)))
-            .unwrap_or_else(|| panic!("a connection from elsewhere: {c:?}"));
-        assert_eq!(
-            c.source_workload.as_deref(),
-            Some(format!("{}/{}", client.2, client.1).as_str()),
-            "{c:?}"
-        );
-        let backend = BACKENDS.iter().find(|b| b.0 == c.backend).unwrap();
-        assert_eq!(
-            c.destination_workload.as_deref(),
-            Some(format!("shop/{}", backend.1).as_str()),
-            "{c:?}"
-        );
-    }
+    workloads::assert_connections_named(&feed, &clients, &BACKENDS, BACKEND_PORT);
 
-    let n = prom.scrapes().expect("counting scrapes");
-    prom.wait_for_scrapes(n + 2, timeout)
+    prom.wait_for_more_scrapes(2)
         .expect("scrapes after the last figures");
     let at = prometheus::unix_now();
-    let window = (started.elapsed().as_secs() + 5).max(30);
-    let pairs = |expr: &str| -> BTreeMap<(String, String), f64> {
+    let window = prom.whole_range();
+    let pairs = |expr: &str| {
         let samples = prom
             .query(expr, Some(at))
             .unwrap_or_else(|e| panic!("{expr}: {e:#}"));
-        samples
-            .into_iter()
-            .map(|s| {
-                let wl = |k: &str| s.labels.get(k).cloned().unwrap_or_default();
-                ((wl("source_workload"), wl("destination_workload")), s.value)
-            })
-            .collect()
+        prometheus::by_workload_pair(&samples)
     };
-    // Kiali's TCP graph for a namespace: three queries, from
-    // kiali/kiali graph/telemetry/istio/istio.go (buildNamespaceTrafficMap,
-    // commit 00d47bbb), with its group-by; a series lacking any of those
-    // labels is skipped by Kiali, so each pair must come back with all.
-    let group = "source_workload_namespace,source_workload,source_canonical_service,source_canonical_revision,destination_service_namespace,destination_service,destination_service_name,destination_workload_namespace,destination_workload,destination_canonical_service,destination_canonical_revision,response_flags";
-    let kiali = |ns: &str| -> [String; 3] {
-        [
-            format!(
-                "sum(rate(istio_tcp_sent_bytes_total{{reporter=\"destination\",source_workload=\"unknown\",destination_workload_namespace=\"{ns}\"}} [{window}s])) by ({group})"
-            ),
-            format!(
-                "sum(rate(istio_tcp_sent_bytes_total{{reporter=\"source\",source_workload_namespace!=\"{ns}\",source_workload!=\"unknown\",destination_service_namespace=\"{ns}\"}} [{window}s])) by ({group})"
-            ),
-            format!(
-                "sum(rate(istio_tcp_sent_bytes_total{{reporter=\"source\",source_workload_namespace=\"{ns}\"}} [{window}s])) by ({group})"
-            ),
-        ]
-    };
-    let all_pairs: Vec<(String, String)> = expected
-        .keys()
-        .map(|(c, b)| (c.to_string(), b.to_string()))
-        .collect();
+    let kiali = |ns: &str| prometheus::kiali_tcp_graph(ns, window);
+    let all_pairs: Vec<(String, String)> = expected.keys().cloned().collect();
     // The service's namespace: no unknown sources, both clients from outside.
     let [unknown, external, internal] = kiali("shop").map(|q| pairs(&q));
     eprintln!("kiali graph of namespace shop, external traffic: {external:?}");

@@ -120,7 +120,8 @@ fn envoy_and_the_agent_ack_and_nack_alike() {
     }
     let topo = Topology::new("oracle");
     let mut oracle = Oracle::start(&topo.workdir.join("envoy"));
-    let _agent = topo.start_agent_xds(oracle.server.addr(), &[]);
+    // Envoy's bootstrap asks for state of the world; the agent speaks the same.
+    let _agent = topo.start_agent_xds(oracle.server.addr(), &["--xds-protocol", "sotw"]);
     oracle.agent_joined();
 
     let (cases, seeds) = all_cases();

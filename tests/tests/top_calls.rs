@@ -21,11 +21,7 @@ const BACKENDS: [(Pod, &str); 2] = [
 ];
 
 const fn pod(ip: &'static str, namespace: &'static str, workload: &'static str) -> Pod {
-    Pod {
-        ip,
-        namespace,
-        workload,
-    }
+    Pod::new(ip, namespace, workload)
 }
 
 fn mesh() -> String {

@@ -73,7 +73,7 @@ fn deathstarbench_dump_over_ads_routes_real_connections() {
     *jaeger = endpoints(JAEGER, &[(jaeger_backends[0], 1), (jaeger_backends[1], 1)]);
     xds_data::serve_all(&server, "dsb-1", &resources);
 
-    let agent = topo.start_agent_xds(server.addr(), &[]);
+    let agent = topo.start_agent_xds(server.addr(), &["--xds-protocol", "sotw"]);
     for t in [
         ads::CLUSTER_TYPE,
         ads::ENDPOINT_TYPE,
@@ -155,7 +155,7 @@ fn endpoint_updates_under_live_traffic_take_effect_by_the_ack() {
     let _backends = topo.serve(&[A, B, C], false);
     let server = AdsServer::start().unwrap();
     echo_mesh(&server, "1", &[(A, 1), (B, 1)]);
-    let agent = topo.start_agent_xds(server.addr(), &[]);
+    let agent = topo.start_agent_xds(server.addr(), &["--xds-protocol", "sotw"]);
     server.wait_for_ack(ads::ENDPOINT_TYPE, "1", WAIT).unwrap();
 
     // Connections that stay open across the update.
@@ -237,7 +237,7 @@ fn invalid_resources_are_nacked_and_the_last_good_state_stays() {
     let _backends = topo.serve(&[A, B], false);
     let server = AdsServer::start().unwrap();
     echo_mesh(&server, "1", &[(A, 1)]);
-    let agent = topo.start_agent_xds(server.addr(), &[]);
+    let agent = topo.start_agent_xds(server.addr(), &["--xds-protocol", "sotw"]);
     server.wait_for_ack(ads::ENDPOINT_TYPE, "1", WAIT).unwrap();
 
     // An endpoint of weight 0 is invalid in Envoy: NACK, version 1 stays.
@@ -359,7 +359,7 @@ fn a_restarted_server_is_reconnected_and_routing_carries_on_meanwhile() {
     let mut server = AdsServer::start().unwrap();
     let addr = server.addr();
     echo_mesh(&server, "1", &[(A, 1)]);
-    let agent = topo.start_agent_xds(addr, &[]);
+    let agent = topo.start_agent_xds(addr, &["--xds-protocol", "sotw"]);
     server.wait_for_ack(ads::ENDPOINT_TYPE, "1", WAIT).unwrap();
 
     server.stop();
@@ -406,6 +406,8 @@ fn tls_and_a_rotating_token_as_istiod_15012_wants() {
     let agent = topo.start_agent_xds(
         server.addr(),
         &[
+            "--xds-protocol",
+            "sotw",
             "--xds-ca-file",
             &ca_arg,
             "--xds-server-name",

@@ -74,11 +74,11 @@ fn to_api(r: &ClosedConnection) -> v1::Connection {
 
 #[cfg(test)]
 mod tests {
-
-    use kmesh_common::ConnEvent;
-
     use super::*;
-    use crate::aggregator::{Direction, SeriesKey};
+    use crate::{
+        aggregator::{Direction, SeriesKey},
+        test_records::Record,
+    };
 
     fn page_of(r: &RecentConnections, after: u64, limit: usize) -> v1::ConnectionsPage {
         page(copy(r, after, limit))
@@ -91,10 +91,9 @@ mod tests {
     #[test]
     fn pages_follow_the_cursor_and_say_what_was_missed() {
         let mut r = RecentConnections::new(3);
-        let ev = ConnEvent {
-            close_reason: kmesh_common::close_reason::RST_RECEIVED,
-            ..ConnEvent::default()
-        };
+        let ev = Record::bare()
+            .reason(kmesh_common::close_reason::RST_RECEIVED)
+            .build();
         for _ in 0..5 {
             r.push(&ev, &key(), None);
         }

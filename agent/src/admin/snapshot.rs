@@ -116,25 +116,54 @@ fn figures(parts: &[&SeriesView]) -> v1::Figures {
     f
 }
 
+/// A backend's series from one side: (service, backend label, direction).
+type BackendKey<'a> = (&'a str, &'a str, Direction);
+/// A call's series from one reporter: (direction, client namespace, client
+/// workload, service).
+type CallKey<'a> = (Direction, &'a str, &'a str, &'a str);
+/// A call's server workloads and series.
+type CallGroup<'a> = (BTreeSet<String>, Vec<&'a SeriesView>);
+
+/// The series grouped both ways a snapshot shows them, in one pass: by
+/// backend (a backend's figures sum its series from every source
+/// workload), and by call.
+struct Grouped<'a> {
+    by_backend: HashMap<BackendKey<'a>, Vec<&'a SeriesView>>,
+    by_call: BTreeMap<CallKey<'a>, CallGroup<'a>>,
+}
+
+impl<'a> Grouped<'a> {
+    fn of(series: &'a [SeriesView]) -> Self {
+        let mut by_backend: HashMap<BackendKey<'a>, Vec<&'a SeriesView>> = HashMap::new();
+        let mut by_call: BTreeMap<CallKey<'a>, CallGroup<'a>> = BTreeMap::new();
+        for s in series {
+            let k = &s.key;
+            by_backend
+                .entry((&k.service, &k.backend, k.direction))
+                .or_default()
+                .push(s);
+            let call = by_call
+                .entry((
+                    k.direction,
+                    &k.source.namespace,
+                    &k.source.workload,
+                    &k.service,
+                ))
+                .or_default();
+            call.0.insert(k.destination.display());
+            call.1.push(s);
+        }
+        Self {
+            by_backend,
+            by_call,
+        }
+    }
+}
+
 /// Who calls whom: series grouped by (client workload, service) from each
 /// reporter; a pair the client's side saw is not listed again from the
 /// server's (the same connections, on one node).
-fn calls(series: &[SeriesView]) -> Vec<v1::Call> {
-    type CallKey<'a> = (Direction, &'a str, &'a str, &'a str);
-    let mut groups: BTreeMap<CallKey<'_>, (BTreeSet<String>, Vec<&SeriesView>)> = BTreeMap::new();
-    for s in series {
-        let k = &s.key;
-        let entry = groups
-            .entry((
-                k.direction,
-                &k.source.namespace,
-                &k.source.workload,
-                &k.service,
-            ))
-            .or_default();
-        entry.0.insert(k.destination.display());
-        entry.1.push(s);
-    }
+fn calls(groups: &BTreeMap<CallKey<'_>, CallGroup<'_>>) -> Vec<v1::Call> {
     let seen_by_source: HashSet<(&str, &str, &str)> = groups
         .keys()
         .filter(|(d, ..)| *d == Direction::Outbound)
@@ -168,14 +197,8 @@ pub fn build(
     control: ControlFigures,
     process: Option<ProcessStats>,
 ) -> v1::Snapshot {
-    // A backend's figures sum its series from every source workload.
-    let mut series: HashMap<(&str, &str, Direction), Vec<&SeriesView>> = HashMap::new();
-    for s in &view.series {
-        series
-            .entry((&s.key.service, &s.key.backend, s.key.direction))
-            .or_default()
-            .push(s);
-    }
+    let grouped = Grouped::of(&view.series);
+    let series = &grouped.by_backend;
     let get = |service: &Arc<str>, backend: &Arc<str>, direction| {
         series
             .get(&(&**service, &**backend, direction))
@@ -238,7 +261,7 @@ pub fn build(
         (&a.service, &a.backend, a.direction).cmp(&(&b.service, &b.backend, b.direction))
     });
 
-    let calls = calls(&view.series);
+    let calls = calls(&grouped.by_call);
     let a = &view.agent;
     let process = process.unwrap_or_default();
     v1::Snapshot {

@@ -1,11 +1,9 @@
 //! Attribution: each end of a connection named by the workload at its
 //! address, as Istio reports it from either side.
-use std::net::SocketAddr;
-
-use kmesh_common::{ConnEvent, close_reason, direction, event_flags, event_kind};
+use kmesh_common::{ConnEvent, close_reason, direction};
 
 use super::{Aggregator, Direction, SeriesKey, SeriesLimits, istio};
-use crate::{addr::ip_to_words, config::parse};
+use crate::{config::parse, test_records::Record};
 
 const MESH: &str = r#"
 workloads:
@@ -34,45 +32,26 @@ fn aggregator() -> Aggregator {
 /// A close record of `client` -> `server`, from the side `dir`; outbound
 /// records are routed through cart's VIP.
 fn close(cookie: u64, dir: u8, client: &str, server: &str, reason: u8) -> ConnEvent {
-    let client: SocketAddr = client.parse().unwrap();
-    let server: SocketAddr = server.parse().unwrap();
-    let (local, remote) = if dir == direction::OUTBOUND {
-        (client, server)
-    } else {
-        (server, client)
-    };
-    let (local_addr, family) = ip_to_words(local.ip());
-    let (remote_addr, _) = ip_to_words(remote.ip());
-    let mut ev = ConnEvent {
-        kind: event_kind::CLOSED,
-        direction: dir,
-        close_reason: reason,
-        family,
-        cookie,
-        local_addr,
-        local_port: local.port(),
-        remote_addr,
-        remote_port: remote.port(),
-        ts_ns: 1_000_000,
-        bytes_sent: 10,
-        bytes_received: 20,
-        ..ConnEvent::default()
-    };
+    let r = Record::closed(reason)
+        .cookie(cookie)
+        .times(0, 1_000_000)
+        .bytes(10, 20);
     if dir == direction::OUTBOUND {
-        ev.flags = event_flags::ROUTED;
-        ev.route.service_id = CART_ID;
-        ev.route.backend_addr = ip_to_words(server.ip()).0;
-        ev.route.backend_port = server.port();
-        ev.route.family = family;
         // The socket's peer is the VIP it dialled.
-        ev.remote_addr = ip_to_words("198.18.0.30".parse().unwrap()).0;
-        ev.remote_port = 80;
+        r.outbound(client, "198.18.0.30:80")
+            .routed(CART_ID, server)
+            .build()
+    } else {
+        r.inbound(server, client).build()
     }
-    ev
 }
 
 fn label<'k>(key: &'k SeriesKey, name: &str) -> &'k str {
-    istio::series_labels(key)
+    label_of(istio::series_labels(key), name)
+}
+
+fn label_of<'k>(labels: [(&str, &'k str); istio::LABELS], name: &str) -> &'k str {
+    labels
         .into_iter()
         .find(|(n, _)| *n == name)
         .unwrap_or_else(|| panic!("no label {name}"))
@@ -149,8 +128,8 @@ fn each_source_workload_has_its_own_series_with_its_own_counts() {
                 (
                     k.source.workload.to_string(),
                     k.destination.workload.to_string(),
-                    s.counts.opened,
-                    s.counts.bytes_sent,
+                    s.counts().opened,
+                    s.counts().bytes_sent,
                 )
             })
             .collect();
@@ -202,7 +181,10 @@ fn a_peer_outside_the_mesh_is_unknown_as_istio_labels_it() {
     }
     assert_eq!(label(&key, "destination_workload"), "cart-v1");
     assert_eq!(
-        istio::close_labels(&key, close_reason::RST_RECEIVED)[istio::LABELS - 1].1,
+        label_of(
+            istio::close_labels(&key, close_reason::RST_RECEIVED),
+            "response_flags"
+        ),
         "DC"
     );
 }

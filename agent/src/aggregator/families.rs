@@ -1,6 +1,6 @@
 //! What the per-series figures are called and how they are bucketed: one
 //! table both exporters read, so `/metrics` and OTLP cannot drift apart.
-use super::{Distribution, SeriesCounts, SeriesStats};
+use super::SeriesCounts;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Unit {
@@ -111,8 +111,6 @@ pub struct HistogramFamily {
     pub limits: &'static [u64],
     /// Recorded units per exported unit (1e6 µs per s).
     pub per_unit: f64,
-    pub get: fn(&SeriesStats) -> &Distribution,
-    pub get_mut: fn(&mut SeriesStats) -> &mut Distribution,
 }
 
 /// Connect latency and RTT: 25 µs (loopback, same node) to 10 s (SYN retries).
@@ -196,8 +194,6 @@ pub const HISTOGRAMS: [HistogramFamily; 6] = [
         bounds: &LATENCY_BOUNDS_S,
         limits: &LATENCY_LIMITS_US,
         per_unit: US_PER_S,
-        get: |s| &s.connect_latency_us,
-        get_mut: |s| &mut s.connect_latency_us,
     },
     HistogramFamily {
         name: "kmesh_tcp_rtt",
@@ -207,8 +203,6 @@ pub const HISTOGRAMS: [HistogramFamily; 6] = [
         bounds: &LATENCY_BOUNDS_S,
         limits: &LATENCY_LIMITS_US,
         per_unit: US_PER_S,
-        get: |s| &s.srtt_us,
-        get_mut: |s| &mut s.srtt_us,
     },
     HistogramFamily {
         name: "kmesh_tcp_min_rtt",
@@ -218,8 +212,6 @@ pub const HISTOGRAMS: [HistogramFamily; 6] = [
         bounds: &LATENCY_BOUNDS_S,
         limits: &LATENCY_LIMITS_US,
         per_unit: US_PER_S,
-        get: |s| &s.min_rtt_us,
-        get_mut: |s| &mut s.min_rtt_us,
     },
     HistogramFamily {
         name: "kmesh_tcp_connection_duration",
@@ -229,8 +221,6 @@ pub const HISTOGRAMS: [HistogramFamily; 6] = [
         bounds: &DURATION_BOUNDS_S,
         limits: &DURATION_LIMITS_US,
         per_unit: US_PER_S,
-        get: |s| &s.duration_us,
-        get_mut: |s| &mut s.duration_us,
     },
     HistogramFamily {
         name: "kmesh_tcp_connection_sent",
@@ -240,8 +230,6 @@ pub const HISTOGRAMS: [HistogramFamily; 6] = [
         bounds: &BYTES_BOUNDS,
         limits: &BYTES_LIMITS,
         per_unit: 1.0,
-        get: |s| &s.conn_bytes_sent,
-        get_mut: |s| &mut s.conn_bytes_sent,
     },
     HistogramFamily {
         name: "kmesh_tcp_connection_received",
@@ -251,14 +239,13 @@ pub const HISTOGRAMS: [HistogramFamily; 6] = [
         bounds: &BYTES_BOUNDS,
         limits: &BYTES_LIMITS,
         per_unit: 1.0,
-        get: |s| &s.conn_bytes_received,
-        get_mut: |s| &mut s.conn_bytes_received,
     },
 ];
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aggregator::Distribution;
 
     #[test]
     fn buckets_split_counts_and_keep_the_rest_in_inf() {
@@ -266,6 +253,7 @@ mod tests {
         for v in [10, 25, 26, 80, 200, 20_000_000] {
             d.record(v, &LATENCY_LIMITS_US); // µs
         }
+        let d = d.read();
         let b = d.buckets(&LATENCY_LIMITS_US);
         assert_eq!(b.len(), LATENCY_LIMITS_US.len() + 1);
         // A bound is inclusive: 25 µs is in the first bucket, 26 µs is not.

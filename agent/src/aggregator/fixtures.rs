@@ -1,8 +1,8 @@
 //! Aggregators and probe records for unit tests.
-use kmesh_common::{ConnEvent, direction, event_flags, event_kind};
+use kmesh_common::ConnEvent;
 
 use super::{Aggregator, SeriesLimits};
-use crate::{addr::ip_to_words, model::fixtures};
+use crate::{model::fixtures, test_records::Record};
 
 /// The service id [`echo_aggregator`] gives `echo`.
 pub const ECHO_ID: u32 = 7;
@@ -19,24 +19,12 @@ pub fn echo_aggregator() -> Aggregator {
 /// The close record of a client's connection routed to echo's backend:
 /// 1 ms long, 50 µs to connect, 100 bytes out and 1000 in.
 pub fn echo_close(cookie: u64, reason: u8, srtt_us: u32) -> ConnEvent {
-    let (backend, family) = ip_to_words("127.0.0.2".parse().unwrap());
-    let mut ev = ConnEvent {
-        kind: event_kind::CLOSED,
-        direction: direction::OUTBOUND,
-        flags: event_flags::ROUTED,
-        close_reason: reason,
-        family,
-        cookie,
-        ts_ns: 1_000_000,
-        connect_latency_ns: 50_000,
-        bytes_sent: 100,
-        bytes_received: 1000,
-        srtt_us,
-        ..ConnEvent::default()
-    };
-    ev.route.service_id = ECHO_ID;
-    ev.route.backend_addr = backend;
-    ev.route.backend_port = 8080;
-    ev.route.family = family;
-    ev
+    Record::closed(reason)
+        .cookie(cookie)
+        .routed(ECHO_ID, "127.0.0.2:8080")
+        .times(0, 1_000_000)
+        .connect_latency_ns(50_000)
+        .bytes(100, 1000)
+        .srtt_us(srtt_us)
+        .build()
 }

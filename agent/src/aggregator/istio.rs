@@ -13,11 +13,21 @@ pub const SECURITY_POLICY: &str = "none";
 /// Envoy's "no flags".
 pub const NO_FLAGS: &str = "-";
 
-/// The labels of a series in the order they are written; the last is
-/// `response_flags`, which the close counters replace per close reason.
+/// How many labels a series is written with.
 pub const LABELS: usize = 21;
 
+/// The labels of a series, `response_flags` `-`: what every figure but a
+/// close counter is labelled with.
 pub fn series_labels(key: &SeriesKey) -> [(&'static str, &str); LABELS] {
+    series_labels_with_flags(key, NO_FLAGS)
+}
+
+/// The labels of a series with `response_flags` `flags` (see
+/// [`response_flags`]), in the order they are written.
+pub fn series_labels_with_flags<'k>(
+    key: &'k SeriesKey,
+    flags: &'static str,
+) -> [(&'static str, &'k str); LABELS] {
     let (src, dst, svc) = (&key.source, &key.destination, &key.service_names);
     [
         ("reporter", key.direction.reporter()),
@@ -40,16 +50,14 @@ pub fn series_labels(key: &SeriesKey) -> [(&'static str, &str); LABELS] {
         ("direction", key.direction.as_str()),
         ("request_protocol", REQUEST_PROTOCOL),
         ("connection_security_policy", SECURITY_POLICY),
-        ("response_flags", NO_FLAGS),
+        ("response_flags", flags),
     ]
 }
 
 /// The labels of a close counter: the series' labels with the response
 /// flags of `reason`.
 pub fn close_labels(key: &SeriesKey, reason: u8) -> [(&'static str, &str); LABELS] {
-    let mut labels = series_labels(key);
-    labels[LABELS - 1].1 = response_flags(reason, key.direction);
-    labels
+    series_labels_with_flags(key, response_flags(reason, key.direction))
 }
 
 /// Envoy's response flags for how a connection ended, as the reporting side
@@ -90,7 +98,8 @@ pub enum IstioCount {
     /// Connections opened: Istio counts an attempt that failed too (it is
     /// closed with `UF`), so opened − closed is what is open.
     Opened,
-    /// Connections closed, failed ones included, by response flags.
+    /// Connections closed, failed ones included; exported split by
+    /// response flags ([`closed_by_flags`]).
     Closed,
 }
 
@@ -118,16 +127,16 @@ pub const ISTIO_COUNTERS: [IstioCounter; 4] = [
 ];
 
 impl IstioCount {
-    /// The counter's value for one series, None for one split by flags.
-    pub fn value(&self, key: &SeriesKey, c: &SeriesCounts) -> Option<u64> {
+    /// The counter's value for one series, over all response flags.
+    pub fn value(&self, key: &SeriesKey, c: &SeriesCounts) -> u64 {
         let client = key.direction == Direction::Outbound;
         match self {
-            IstioCount::Opened => Some(c.opened + c.failed_total()),
-            IstioCount::Closed => None,
-            IstioCount::ResponseBytes if client => Some(c.bytes_received),
-            IstioCount::ResponseBytes => Some(c.bytes_sent),
-            IstioCount::RequestBytes if client => Some(c.bytes_sent),
-            IstioCount::RequestBytes => Some(c.bytes_received),
+            IstioCount::Opened => c.opened + c.failed_total(),
+            IstioCount::Closed => c.closed_total() + c.failed_total(),
+            IstioCount::ResponseBytes if client => c.bytes_received,
+            IstioCount::ResponseBytes => c.bytes_sent,
+            IstioCount::RequestBytes if client => c.bytes_sent,
+            IstioCount::RequestBytes => c.bytes_received,
         }
     }
 }
@@ -197,10 +206,20 @@ mod tests {
         c.failed[idx(close_reason::CONNECT_FAILED)] = 4;
         assert_eq!(closed_by_flags(&out, &c), [("-", 3), ("UC", 2), ("UF", 5)]);
         assert_eq!(closed_by_flags(&inb, &c)[1], ("DC", 2));
+        let flags_of = |labels: [(&str, &str); LABELS]| {
+            labels
+                .into_iter()
+                .find(|(n, _)| *n == "response_flags")
+                .map(|(_, v)| v.to_string())
+        };
         assert_eq!(
-            close_labels(&out, close_reason::TIMEOUT)[LABELS - 1].1,
-            "UT"
+            flags_of(close_labels(&out, close_reason::TIMEOUT)).as_deref(),
+            Some("UT")
         );
+        assert_eq!(flags_of(series_labels(&out)).as_deref(), Some(NO_FLAGS));
+        let split: u64 = closed_by_flags(&out, &c).iter().map(|(_, n)| n).sum();
+        assert_eq!(IstioCount::Closed.value(&out, &c), split);
+        assert_eq!(split, 10);
     }
 
     #[test]
@@ -212,10 +231,10 @@ mod tests {
         };
         let client = SeriesKey::new("s", "b", Direction::Outbound);
         let server = SeriesKey::new("s", "b", Direction::Inbound);
-        assert_eq!(IstioCount::ResponseBytes.value(&client, &c), Some(2000));
-        assert_eq!(IstioCount::RequestBytes.value(&client, &c), Some(100));
+        assert_eq!(IstioCount::ResponseBytes.value(&client, &c), 2000);
+        assert_eq!(IstioCount::RequestBytes.value(&client, &c), 100);
         // The server's sent bytes are the response.
-        assert_eq!(IstioCount::ResponseBytes.value(&server, &c), Some(100));
-        assert_eq!(IstioCount::RequestBytes.value(&server, &c), Some(2000));
+        assert_eq!(IstioCount::ResponseBytes.value(&server, &c), 100);
+        assert_eq!(IstioCount::RequestBytes.value(&server, &c), 2000);
     }
 }

@@ -20,7 +20,7 @@ use std::{
 use kmesh_common::{ConnEvent, close_reason, event_kind};
 
 pub use self::{
-    distribution::Distribution,
+    distribution::{Distribution, DistributionRef},
     labels::{ConfiguredBackend, ConfiguredService, Direction, LabelTable, SeriesKey},
     recent::{ClosedConnection, RECENT_KEPT, RecentConnections},
 };
@@ -79,13 +79,31 @@ pub struct SeriesStats {
     /// The last record that touched it; a removed backend's series expires
     /// some time after this.
     pub last_active: Instant,
-    pub counts: SeriesCounts,
-    pub connect_latency_us: Distribution,
-    pub srtt_us: Distribution,
-    pub min_rtt_us: Distribution,
-    pub duration_us: Distribution,
-    pub conn_bytes_sent: Distribution,
-    pub conn_bytes_received: Distribution,
+    totals: Totals,
+    /// Sum, min and max of each distribution, in the order of [`HISTOGRAMS`].
+    extremes: [distribution::Extremes; HISTOGRAMS.len()],
+    /// Every counter that counts by index, in one allocation: set `2f`
+    /// holds the bucket counts of family `f` (a position in
+    /// [`HISTOGRAMS`]), set `2f + 1` its sketch's bins, the last set the
+    /// connections closed and failed by reason ([`CLOSES`]). A box each
+    /// would cost the allocator's overhead a dozen times; the reasons in
+    /// words would cost 96 bytes where most are never counted.
+    counters: counters::CounterBlock<{ CLOSES + 1 }>,
+}
+
+/// The block set of a series' closes: counter `r` counts connections
+/// closed for reason `r` (an index in [`CLOSE_REASONS`]), counter
+/// `CLOSE_REASONS.len() + r` connections that failed for it.
+const CLOSES: usize = 2 * HISTOGRAMS.len();
+
+/// A series' counts but its closes.
+#[derive(Clone, Copy, Default)]
+struct Totals {
+    opened: u64,
+    active: u64,
+    bytes_sent: u64,
+    bytes_received: u64,
+    retransmits: u64,
 }
 
 impl SeriesStats {
@@ -93,27 +111,60 @@ impl SeriesStats {
         Self {
             created: SystemTime::now(),
             last_active: Instant::now(),
-            counts: SeriesCounts::default(),
-            connect_latency_us: Distribution::default(),
-            srtt_us: Distribution::default(),
-            min_rtt_us: Distribution::default(),
-            duration_us: Distribution::default(),
-            conn_bytes_sent: Distribution::default(),
-            conn_bytes_received: Distribution::default(),
+            totals: Totals::default(),
+            extremes: Default::default(),
+            counters: Default::default(),
         }
     }
 
     /// Records `v` in the distribution at `family` (a position in
     /// [`HISTOGRAMS`]), bucketed at that family's limits.
     pub fn record(&mut self, family: usize, v: u64) {
-        let f = &HISTOGRAMS[family];
-        (f.get_mut)(self).record(v, f.limits);
+        let limits = HISTOGRAMS[family].limits;
+        let counts = &mut self.counters.set_mut(2 * family);
+        if distribution::record_counts(&mut self.extremes[family], counts, v, limits) {
+            sketch::record_in(&mut self.counters.set_mut(2 * family + 1), v);
+        }
+    }
+
+    /// Counts a connection that ended for reason `reason` (an index in
+    /// [`CLOSE_REASONS`]): closed, or failed when it was never established.
+    fn count_close(&mut self, reason: usize, established: bool) {
+        let at = if established {
+            reason
+        } else {
+            CLOSE_REASONS.len() + reason
+        };
+        counters::Store::add(&mut self.counters.set_mut(CLOSES), at as u16, 1);
+    }
+
+    pub fn counts(&self) -> SeriesCounts {
+        let t = self.totals;
+        let closes = self.counters.set(CLOSES);
+        SeriesCounts {
+            opened: t.opened,
+            closed: std::array::from_fn(|r| closes.get(r as u16)),
+            failed: std::array::from_fn(|r| closes.get((CLOSE_REASONS.len() + r) as u16)),
+            active: t.active,
+            bytes_sent: t.bytes_sent,
+            bytes_received: t.bytes_received,
+            retransmits: t.retransmits,
+        }
+    }
+
+    /// The distribution at `family` (a position in [`HISTOGRAMS`]).
+    pub fn distribution(&self, family: usize) -> DistributionRef<'_> {
+        DistributionRef::new(
+            self.extremes[family],
+            self.counters.set(2 * family),
+            self.counters.set(2 * family + 1),
+        )
     }
 
     /// Bytes the series owns on the heap besides this struct (which the
     /// aggregator boxes): its bucket counters and sketches.
     pub fn heap_bytes(&self) -> usize {
-        HISTOGRAMS.iter().map(|f| (f.get)(self).heap_bytes()).sum()
+        self.counters.heap_bytes()
     }
 }
 
@@ -248,7 +299,7 @@ impl Aggregator {
             if let Some(live) = self.live.remove(cookie) {
                 self.agent.lost_closes += 1;
                 if let Some(stats) = self.series.get_mut(&live.key) {
-                    stats.counts.active = stats.counts.active.saturating_sub(1);
+                    stats.totals.active = stats.totals.active.saturating_sub(1);
                 }
             }
         }
@@ -262,7 +313,7 @@ impl Aggregator {
         self.series.retain(|key, s| {
             key.is_overflow()
                 || &*key.service == UNKNOWN
-                || s.counts.active > 0
+                || s.totals.active > 0
                 || now.saturating_duration_since(s.last_active) < expiry
                 || labels.is_configured(key)
         });
@@ -348,8 +399,8 @@ impl Aggregator {
     fn open(&mut self, ev: &ConnEvent, key: SeriesKey) {
         let key = self.admit(key);
         let stats = self.stats(&key);
-        stats.counts.opened += 1;
-        stats.counts.active += 1;
+        stats.totals.opened += 1;
+        stats.totals.active += 1;
         if ev.connect_latency_ns > 0 {
             stats.record(families::CONNECT_LATENCY, ev.connect_latency_ns / 1000);
         }
@@ -374,9 +425,10 @@ impl Aggregator {
             .entry(live.key.clone())
             .or_insert_with(|| Box::new(SeriesStats::new()));
         stats.last_active = Instant::now();
-        stats.counts.bytes_sent += ev.bytes_sent.saturating_sub(live.bytes_sent);
-        stats.counts.bytes_received += ev.bytes_received.saturating_sub(live.bytes_received);
-        stats.counts.retransmits += u64::from(ev.total_retrans.saturating_sub(live.retransmits));
+        let totals = &mut stats.totals;
+        totals.bytes_sent += ev.bytes_sent.saturating_sub(live.bytes_sent);
+        totals.bytes_received += ev.bytes_received.saturating_sub(live.bytes_received);
+        totals.retransmits += u64::from(ev.total_retrans.saturating_sub(live.retransmits));
         live.bytes_sent = live.bytes_sent.max(ev.bytes_sent);
         live.bytes_received = live.bytes_received.max(ev.bytes_received);
         live.retransmits = live.retransmits.max(ev.total_retrans);
@@ -398,7 +450,7 @@ impl Aggregator {
         self.recent.push(ev, &key, vip);
         if never_established {
             let key = self.admit(key);
-            self.stats(&key).counts.failed[reason_idx] += 1;
+            self.stats(&key).count_close(reason_idx, false);
             return;
         }
         if !self.live.contains_key(&ev.cookie) {
@@ -407,8 +459,8 @@ impl Aggregator {
         self.add_totals(ev);
         let live = self.live.remove(&ev.cookie).expect("opened above");
         let stats = self.stats(&live.key);
-        stats.counts.active = stats.counts.active.saturating_sub(1);
-        stats.counts.closed[reason_idx] += 1;
+        stats.totals.active = stats.totals.active.saturating_sub(1);
+        stats.count_close(reason_idx, true);
         if ev.srtt_us > 0 {
             stats.record(families::RTT, u64::from(ev.srtt_us));
         }

@@ -14,7 +14,7 @@ use std::sync::LazyLock;
 
 use kmesh_sketch::{Mapping, RELATIVE_ACCURACY};
 
-use super::counters::Counters;
+use super::counters::{Counters, CountersRef, Store};
 
 /// Bins a sketch keeps at most.
 pub const MAX_BINS: u16 = 512;
@@ -28,24 +28,37 @@ pub struct Sketch {
     bins: Counters,
 }
 
+/// Counts `v` > 0 in the sketch whose bins are `bins` (kept wherever the
+/// caller keeps them: a series keeps all its counters in one block).
+pub fn record_in(bins: &mut impl Store, v: u64) {
+    debug_assert!(v > 0, "zeros are counted apart");
+    // Bins of values >= 1 are 0..=1109 at 2%: u16.
+    let mut i = MAPPING.index(v.max(1)) as u16;
+    if let Some((lo, hi)) = bins.counters().span() {
+        let floor = hi.saturating_sub(MAX_BINS - 1);
+        if i < floor {
+            // Below what the sketch still keeps: the lowest bin.
+            i = floor;
+        } else if i > hi && i - lo >= MAX_BINS {
+            bins.add(i, 1);
+            bins.fold_below(i - (MAX_BINS - 1));
+            return;
+        }
+    }
+    bins.add(i, 1);
+}
+
 impl Sketch {
+    /// A copy of the sketch whose bins are `bins`.
+    pub fn copy_of(bins: CountersRef<'_>) -> Self {
+        Self {
+            bins: Counters::copy_of(bins),
+        }
+    }
+
     /// Counts `v` > 0.
     pub fn record(&mut self, v: u64) {
-        debug_assert!(v > 0, "zeros are counted apart");
-        // Bins of values >= 1 are 0..=1109 at 2%: u16.
-        let mut i = MAPPING.index(v.max(1)) as u16;
-        if let Some((lo, hi)) = self.bins.span() {
-            let floor = hi.saturating_sub(MAX_BINS - 1);
-            if i < floor {
-                // Below what the sketch still keeps: the lowest bin.
-                i = floor;
-            } else if i > hi && i - lo >= MAX_BINS {
-                self.bins.add(i, 1);
-                self.bins.fold_below(i - (MAX_BINS - 1));
-                return;
-            }
-        }
-        self.bins.add(i, 1);
+        record_in(&mut self.bins, v);
     }
 
     /// Bins with values, lowest first, as (value the bin reads as, count).
@@ -68,10 +81,6 @@ impl Sketch {
     /// The α the bins were made with.
     pub fn relative_accuracy(&self) -> f64 {
         RELATIVE_ACCURACY
-    }
-
-    pub fn heap_bytes(&self) -> usize {
-        self.bins.heap_bytes()
     }
 }
 

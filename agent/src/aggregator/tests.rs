@@ -1,7 +1,10 @@
-use kmesh_common::{ConnEvent, close_reason, direction, event_flags, event_kind};
+use kmesh_common::{ConnEvent, close_reason, event_kind};
 
 use super::*;
-use crate::model::{Backend, Mesh, UNKNOWN};
+use crate::{
+    model::{Backend, Mesh, UNKNOWN},
+    test_records::Record,
+};
 
 fn mesh() -> Mesh {
     crate::model::fixtures::echo()
@@ -16,27 +19,21 @@ fn aggregator() -> Aggregator {
 }
 
 fn event(kind: u8, cookie: u64, sent: u64, received: u64) -> ConnEvent {
-    let (backend, family) = crate::addr::ip_to_words("127.0.0.2".parse().unwrap());
-    let mut ev = ConnEvent {
-        kind,
-        direction: direction::OUTBOUND,
-        flags: event_flags::ROUTED,
-        family,
-        cookie,
-        start_ns: 1_000,
-        ts_ns: 2_001_000,
-        connect_latency_ns: 50_000,
-        bytes_sent: sent,
-        bytes_received: received,
-        srtt_us: 40,
-        min_rtt_us: 20,
-        ..ConnEvent::default()
-    };
-    ev.route.service_id = 7;
-    ev.route.backend_addr = backend;
-    ev.route.backend_port = 8080;
-    ev.route.family = family;
-    ev
+    to(kind, cookie, "127.0.0.2:8080", sent, received)
+}
+
+/// A routed record of echo's (service 7) to `backend`.
+fn to(kind: u8, cookie: u64, backend: &str, sent: u64, received: u64) -> ConnEvent {
+    Record::bare()
+        .kind(kind)
+        .cookie(cookie)
+        .routed(7, backend)
+        .times(1_000, 2_001_000)
+        .connect_latency_ns(50_000)
+        .bytes(sent, received)
+        .srtt_us(40)
+        .min_rtt_us(20)
+        .build()
 }
 
 fn only_series(agg: &Aggregator) -> (&SeriesKey, &SeriesStats) {
@@ -57,14 +54,21 @@ fn a_connection_counts_once_with_its_bytes() {
     assert_eq!(&*key.service, "echo");
     assert_eq!(&*key.backend, "127.0.0.2:8080");
     assert_eq!(
-        (s.counts.opened, s.counts.closed_total(), s.counts.active),
+        (
+            s.counts().opened,
+            s.counts().closed_total(),
+            s.counts().active
+        ),
         (1, 1, 0)
     );
-    assert_eq!((s.counts.bytes_sent, s.counts.bytes_received), (150, 1500));
-    assert_eq!(s.connect_latency_us.count(), 1);
-    assert_eq!(s.connect_latency_us.sum, 50);
-    assert_eq!(s.duration_us.sum, 2000);
-    assert_eq!(s.conn_bytes_received.sum, 1500);
+    assert_eq!(
+        (s.counts().bytes_sent, s.counts().bytes_received),
+        (150, 1500)
+    );
+    assert_eq!(s.distribution(families::CONNECT_LATENCY).count(), 1);
+    assert_eq!(s.distribution(families::CONNECT_LATENCY).sum, 50);
+    assert_eq!(s.distribution(families::DURATION).sum, 2000);
+    assert_eq!(s.distribution(families::RECEIVED).sum, 1500);
 }
 
 #[test]
@@ -74,9 +78,9 @@ fn a_lost_established_record_is_made_up_at_close() {
     close.close_reason = close_reason::RST_RECEIVED;
     agg.record(&close);
     let (_, s) = only_series(&agg);
-    assert_eq!((s.counts.opened, s.counts.active), (1, 0));
-    assert_eq!(s.counts.closed[2], 1, "rst_received is the third reason");
-    assert_eq!((s.counts.bytes_sent, s.counts.bytes_received), (10, 20));
+    assert_eq!((s.counts().opened, s.counts().active), (1, 0));
+    assert_eq!(s.counts().closed[2], 1, "rst_received is the third reason");
+    assert_eq!((s.counts().bytes_sent, s.counts().bytes_received), (10, 20));
 }
 
 #[test]
@@ -88,9 +92,9 @@ fn failed_connects_are_not_opened() {
     let (_, s) = only_series(&agg);
     assert_eq!(
         (
-            s.counts.opened,
-            s.counts.closed_total(),
-            s.counts.failed_total()
+            s.counts().opened,
+            s.counts().closed_total(),
+            s.counts().failed_total()
         ),
         (0, 0, 1)
     );
@@ -111,16 +115,10 @@ fn unknown_services_and_short_records_are_counted_not_guessed() {
 #[test]
 fn inbound_connections_are_named_by_their_local_backend() {
     let mut agg = aggregator();
-    let (local, family) = crate::addr::ip_to_words("127.0.0.2".parse().unwrap());
-    let ev = ConnEvent {
-        kind: event_kind::ESTABLISHED,
-        direction: direction::INBOUND,
-        family,
-        local_addr: local,
-        local_port: 8080,
-        cookie: 5,
-        ..ConnEvent::default()
-    };
+    let ev = Record::established()
+        .inbound("127.0.0.2:8080", "0.0.0.0:0")
+        .cookie(5)
+        .build();
     agg.record(&ev);
     let (key, _) = only_series(&agg);
     assert_eq!((&*key.service, key.direction), ("echo", Direction::Inbound));
@@ -137,10 +135,13 @@ fn wide_mesh(n: u8) -> Mesh {
 }
 
 fn to_backend(cookie: u64, i: u8) -> ConnEvent {
-    let mut ev = event(event_kind::ESTABLISHED, cookie, 0, 0);
-    let (addr, _) = crate::addr::ip_to_words(format!("127.0.1.{i}").parse().unwrap());
-    ev.route.backend_addr = addr;
-    ev
+    to(
+        event_kind::ESTABLISHED,
+        cookie,
+        &format!("127.0.1.{i}:8080"),
+        0,
+        0,
+    )
 }
 
 fn apply(agg: &mut Aggregator, mesh: &Mesh) {
@@ -162,7 +163,7 @@ fn series_beyond_the_limit_go_to_the_overflow_series_and_are_counted() {
     agg.record(&to_backend(6, 1));
     let keys: Vec<_> = agg
         .series()
-        .map(|(k, s)| (k.clone(), s.counts.opened))
+        .map(|(k, s)| (k.clone(), s.counts().opened))
         .collect();
     assert_eq!(keys.len(), 4, "3 series and the overflow: {keys:?}");
     let overflow = keys
@@ -218,7 +219,7 @@ fn a_connection_whose_close_was_lost_stops_being_active() {
     assert_eq!(agg.open_cookies().len(), 2);
     agg.close_lost(&[2, 3]);
     let (_, s) = only_series(&agg);
-    assert_eq!((s.counts.opened, s.counts.active), (2, 1));
+    assert_eq!((s.counts().opened, s.counts().active), (2, 1));
     assert_eq!(agg.agent.lost_closes, 1, "cookie 3 was never open");
     assert_eq!(agg.open_cookies(), [1]);
 }
@@ -231,7 +232,7 @@ fn footprint(s: &SeriesStats) -> usize {
 }
 
 #[test]
-fn a_busy_series_costs_at_most_2_kib() {
+fn a_busy_series_costs_at_most_1_75_kib() {
     let mut agg = fixtures::echo_aggregator();
     let backend = "127.0.0.2:8080".parse().unwrap();
     let mut spread = super::synthetic::Spread::new(1);
@@ -239,12 +240,15 @@ fn a_busy_series_costs_at_most_2_kib() {
         agg.record(&spread.close(fixtures::ECHO_ID, backend));
     }
     let (_, s) = only_series(&agg);
-    assert_eq!(s.duration_us.count(), 10_000);
+    assert_eq!(s.distribution(families::DURATION).count(), 10_000);
     let bytes = footprint(s);
     eprintln!("a series after 10000 connections: {bytes} bytes");
-    assert!(bytes <= 2048, "{bytes} bytes");
+    // 1686 bytes when its counters moved into one block (2 KiB was the
+    // issue's bound).
+    assert!(bytes <= 1792, "{bytes} bytes");
     // The sketch sees the spread: its median is the generator's, ±noise.
-    let bins: Vec<(f64, u64)> = s.connect_latency_us.sketch().bins().collect();
+    let sketch = s.distribution(families::CONNECT_LATENCY).sketch();
+    let bins: Vec<(f64, u64)> = sketch.bins().collect();
     let mut below = 0;
     let (p50, _) = *bins
         .iter()

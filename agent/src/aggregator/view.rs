@@ -10,7 +10,7 @@ use std::{
 };
 
 use super::{
-    AgentStats, Aggregator, ConfiguredBackend, ConfiguredService, Distribution, SeriesCounts,
+    AgentStats, Aggregator, ConfiguredBackend, ConfiguredService, DistributionRef, SeriesCounts,
     SeriesKey, families::HISTOGRAMS, sketch::Sketch,
 };
 
@@ -32,7 +32,7 @@ pub struct HistogramView {
 }
 
 impl HistogramView {
-    pub fn of(d: &Distribution, limits: &[u64], sketch: bool) -> Self {
+    pub fn of(d: DistributionRef<'_>, limits: &[u64], sketch: bool) -> Self {
         let count = d.count();
         Self {
             count,
@@ -41,7 +41,7 @@ impl HistogramView {
             max: d.max,
             buckets: d.buckets(limits),
             zeros: d.zeros(),
-            sketch: sketch.then(|| d.sketch().clone()),
+            sketch: sketch.then(|| d.sketch()),
         }
     }
 }
@@ -102,11 +102,13 @@ impl Aggregator {
             .map(|(key, s)| SeriesView {
                 key: key.clone(),
                 created: s.created,
-                counts: s.counts,
+                counts: s.counts(),
                 histograms: HISTOGRAMS
                     .iter()
                     .enumerate()
-                    .map(|(i, f)| HistogramView::of((f.get)(s), f.limits, families.contains(&i)))
+                    .map(|(i, f)| {
+                        HistogramView::of(s.distribution(i), f.limits, families.contains(&i))
+                    })
                     .collect(),
             })
             .collect();

@@ -17,7 +17,7 @@ use crate::{
         families::{
             self, ACTIVE_HELP, ACTIVE_NAME, CLOSE_COUNTERS, COUNTERS, HISTOGRAMS, HistogramFamily,
         },
-        istio::{self, series_labels},
+        istio::{self, IstioCount, series_labels},
         view::{AggregateView, HistogramView, SeriesView},
     },
     export::MetricNames,
@@ -99,14 +99,18 @@ fn encode_istio_counters(
         let mut metric =
             encoder.encode_descriptor(family.name, family.help, None, MetricType::Counter)?;
         for s in series {
-            if let Some(v) = family.kind.value(&s.key, &s.counts) {
-                encode_counter(metric.encode_family(&series_labels(&s.key))?, v)?;
-                continue;
-            }
-            for (flags, v) in istio::closed_by_flags(&s.key, &s.counts) {
-                let mut labels = series_labels(&s.key);
-                labels[istio::LABELS - 1].1 = flags;
-                encode_counter(metric.encode_family(&labels)?, v)?;
+            match family.kind {
+                // Istio splits closed connections by how they ended.
+                IstioCount::Closed => {
+                    for (flags, v) in istio::closed_by_flags(&s.key, &s.counts) {
+                        let labels = istio::series_labels_with_flags(&s.key, flags);
+                        encode_counter(metric.encode_family(&labels)?, v)?;
+                    }
+                }
+                IstioCount::Opened | IstioCount::RequestBytes | IstioCount::ResponseBytes => {
+                    let v = family.kind.value(&s.key, &s.counts);
+                    encode_counter(metric.encode_family(&series_labels(&s.key))?, v)?;
+                }
             }
         }
     }

@@ -103,7 +103,7 @@ fn non_zero<const N: usize>(mut id: [u8; N]) -> [u8; N] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::addr::ip_to_words;
+    use crate::test_records::Record;
 
     fn key(client_isn: u32, server_isn: u32, server: &str) -> ConnectionKey {
         ConnectionKey {
@@ -159,20 +159,10 @@ mod tests {
     }
 
     fn event(dir: u8, local: &str, remote: &str, isns: (u32, u32)) -> ConnEvent {
-        let (local, remote): (SocketAddr, SocketAddr) =
-            (local.parse().unwrap(), remote.parse().unwrap());
-        ConnEvent {
-            direction: dir,
-            flags: event_flags::ISNS,
-            family: ip_to_words(local.ip()).1,
-            local_addr: ip_to_words(local.ip()).0,
-            local_port: local.port(),
-            remote_addr: ip_to_words(remote.ip()).0,
-            remote_port: remote.port(),
-            local_isn: isns.0,
-            remote_isn: isns.1,
-            ..ConnEvent::default()
-        }
+        Record::bare()
+            .sockets(dir, local, remote)
+            .isns(isns.0, isns.1)
+            .build()
     }
 
     #[test]

@@ -72,6 +72,7 @@ fn ratio_keeps(ratio: f64, trace_id: TraceId) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_records::Record;
 
     fn settings(ratio: f64) -> SamplingSettings {
         SamplingSettings {
@@ -81,11 +82,7 @@ mod tests {
     }
 
     fn closed(reason: u8, srtt_us: u32) -> ConnEvent {
-        ConnEvent {
-            close_reason: reason,
-            srtt_us,
-            ..ConnEvent::default()
-        }
+        Record::bare().reason(reason).srtt_us(srtt_us).build()
     }
 
     #[test]

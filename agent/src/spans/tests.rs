@@ -1,10 +1,10 @@
 use std::time::Duration;
 
-use kmesh_common::{ConnEvent, close_reason, direction, event_flags, event_kind};
+use kmesh_common::{ConnEvent, close_reason, direction, event_kind};
 use opentelemetry::{Value, trace::Status};
 
 use super::*;
-use crate::{addr::ip_to_words, aggregator::Direction};
+use crate::{aggregator::Direction, test_records::Record};
 
 const CLIENT: &str = "127.0.0.9:40000";
 const BACKEND: &str = "127.0.0.2:8080";
@@ -22,39 +22,21 @@ fn key(direction: Direction) -> SeriesKey {
 }
 
 fn record(kind: u8, dir: u8, reason: u8) -> ConnEvent {
-    let client: SocketAddr = CLIENT.parse().unwrap();
-    let backend: SocketAddr = BACKEND.parse().unwrap();
-    let vip: SocketAddr = VIP.parse().unwrap();
-    let (local, remote) = if dir == direction::INBOUND {
-        (backend, client)
-    } else {
-        (client, backend)
-    };
-    let mut ev = ConnEvent {
-        kind,
-        direction: dir,
-        close_reason: reason,
-        family: ip_to_words(local.ip()).1,
-        local_addr: ip_to_words(local.ip()).0,
-        local_port: local.port(),
-        remote_addr: ip_to_words(remote.ip()).0,
-        remote_port: remote.port(),
-        cookie: u64::from(dir) + 1,
-        start_ns: 1_000_000,
-        ts_ns: 5_000_000,
-        bytes_sent: 10,
-        bytes_received: 20,
-        srtt_us: 50,
-        ..ConnEvent::default()
-    };
-    if dir == direction::OUTBOUND {
-        ev.flags = event_flags::ROUTED;
-        ev.connect_latency_ns = 30_000;
-        ev.route.orig_addr = ip_to_words(vip.ip()).0;
-        ev.route.orig_port = vip.port();
-        ev.route.family = ev.family;
+    let r = Record::closed(reason)
+        .kind(kind)
+        .cookie(u64::from(dir) + 1)
+        .times(1_000_000, 5_000_000)
+        .bytes(10, 20)
+        .srtt_us(50);
+    if dir == direction::INBOUND {
+        return r.inbound(BACKEND, CLIENT).build();
     }
-    ev
+    // The spans read what the client dialled, not the route's service.
+    r.outbound(CLIENT, BACKEND)
+        .routed(0, BACKEND)
+        .dialled(VIP)
+        .connect_latency_ns(30_000)
+        .build()
 }
 
 fn attr(span: &SpanData, key: &str) -> Option<Value> {
@@ -265,16 +247,15 @@ fn loopback_connections_in_different_namespaces_are_not_paired() {
 
 /// `record` with the ISNs the probe reads at establishment: the client's
 /// local ISN is the server's remote one and the other way round.
-fn with_isns(mut ev: ConnEvent) -> ConnEvent {
+fn with_isns(ev: ConnEvent) -> ConnEvent {
     const CLIENT_ISN: u32 = 0x1111_2222;
     const SERVER_ISN: u32 = 0xdead_beef;
-    ev.flags |= event_flags::ISNS;
-    (ev.local_isn, ev.remote_isn) = if ev.direction == direction::INBOUND {
+    let (local, remote) = if ev.direction == direction::INBOUND {
         (SERVER_ISN, CLIENT_ISN)
     } else {
         (CLIENT_ISN, SERVER_ISN)
     };
-    ev
+    Record::from(ev).isns(local, remote).build()
 }
 
 fn closed_span(a: &mut SpanAssembler, dir: u8, reason: u8) -> SpanData {

@@ -33,6 +33,7 @@ pub fn mesh_of(set: &ResourceSet, probe: ProbeSettings) -> (Mesh, Report, BTreeS
         pending,
         unrouted,
         findings,
+        ..
     } = translate::translate(set);
     let report = Report {
         rejected: set.rejected.clone(),

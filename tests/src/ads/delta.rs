@@ -1,12 +1,19 @@
-//! The incremental (delta) side of the test server, as istiod serves
-//! Istio ambient's `istio.workload.Address` to ztunnel: one type, every
-//! stream wildcard. A stream's first request gets every resource (less
-//! those whose version it already holds, by `initial_resource_versions`,
-//! and with a removal for names it holds that are gone); each
+//! The incremental (delta) side of the test server, as istiod serves it:
+//! Istio ambient's `istio.workload.Address` to ztunnel, and Envoy's
+//! clusters, endpoints, listeners and routes to a sidecar. Per stream and
+//! type, a first request with no names is a wildcard subscription (every
+//! resource of the type); one with names subscribes to those, and later
+//! requests add (`resource_names_subscribe`) and drop
+//! (`resource_names_unsubscribe`) names. A first request gets what it
+//! subscribed to (less what it already holds at the same version, by
+//! `initial_resource_versions`, and with a removal for names it holds that
+//! are gone); newly subscribed names get a response of their own (empty if
+//! none exists, so the client knows); each
 //! [`AdsServer::set_delta`](super::AdsServer::set_delta) pushes what changed
-//! and what was removed. Requests echoing anything but the latest nonce of
-//! their stream are logged as stale and ignored, as for SotW.
-use std::collections::{BTreeMap, HashMap};
+//! and what was removed, to the streams subscribed to it. Requests echoing
+//! anything but the latest nonce of their stream are logged as stale and
+//! ignored, as for SotW. A type never set is not answered.
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use envoy_types::pb::{
     envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource},
@@ -25,6 +32,7 @@ pub struct DeltaRequest {
     pub type_url: String,
     pub response_nonce: String,
     pub subscribe: Vec<String>,
+    pub unsubscribe: Vec<String>,
     pub initial_versions: BTreeMap<String, String>,
     pub node: Option<RecordedNode>,
     pub error: Option<RecordedError>,
@@ -35,6 +43,7 @@ pub struct DeltaRequest {
 #[derive(Clone, Debug, PartialEq)]
 pub struct DeltaResponse {
     pub stream: usize,
+    pub type_url: String,
     pub nonce: String,
     pub resources: Vec<String>,
     pub removed: Vec<String>,
@@ -62,6 +71,27 @@ impl DeltaLog {
         self.requests.iter().rev().find(|r| r.error.is_some())
     }
 
+    /// The responses of `type_url`, in order.
+    pub fn responses_of<'l>(
+        &'l self,
+        type_url: &'l str,
+    ) -> impl Iterator<Item = &'l DeltaResponse> {
+        self.responses
+            .iter()
+            .filter(move |r| r.type_url == type_url)
+    }
+
+    /// The requests of `type_url` on `stream`, in order.
+    pub fn requests_of<'l>(
+        &'l self,
+        stream: usize,
+        type_url: &'l str,
+    ) -> impl Iterator<Item = &'l DeltaRequest> {
+        self.requests
+            .iter()
+            .filter(move |r| r.stream == stream && r.type_url == type_url)
+    }
+
     pub fn summary(&self) -> String {
         format!(
             "{} delta streams; requests: {:?}; responses: {:?}",
@@ -87,17 +117,34 @@ impl DeltaLog {
     }
 }
 
+/// What a stream subscribed to of one type.
+enum Subscription {
+    Wildcard,
+    Names(BTreeSet<String>),
+}
+
+impl Subscription {
+    fn wants(&self, name: &str) -> bool {
+        match self {
+            Subscription::Wildcard => true,
+            Subscription::Names(names) => names.contains(name),
+        }
+    }
+}
+
 struct DeltaStream {
     outbox: DeltaOutbox,
     latest_nonce: Option<String>,
-    /// Its initial request has come.
-    subscribed: bool,
+    /// Per type, once its first request has come.
+    subscriptions: HashMap<String, Subscription>,
 }
+
+type Served = BTreeMap<String, (String, Any)>;
 
 #[derive(Default)]
 pub(super) struct DeltaState {
-    /// Name → (version, resource); None until first set.
-    resources: Option<BTreeMap<String, (String, Any)>>,
+    /// Per type: name → (version, resource); a type never set is absent.
+    resources: HashMap<String, Served>,
     streams: HashMap<usize, DeltaStream>,
     last_nonce: u64,
     pub(super) log: DeltaLog,
@@ -112,7 +159,7 @@ impl DeltaState {
             DeltaStream {
                 outbox,
                 latest_nonce: None,
-                subscribed: false,
+                subscriptions: HashMap::new(),
             },
         );
         id
@@ -130,14 +177,15 @@ impl DeltaState {
         let Some(stream) = self.streams.get_mut(&id) else {
             return;
         };
-        let initial = r.response_nonce.is_empty();
-        stream.subscribed |= initial;
-        let stale = !initial && stream.latest_nonce.as_deref() != Some(&r.response_nonce);
+        let first = !stream.subscriptions.contains_key(&r.type_url);
+        let stale = !r.response_nonce.is_empty()
+            && stream.latest_nonce.as_deref() != Some(&r.response_nonce);
         self.log.requests.push(DeltaRequest {
             stream: id,
             type_url: r.type_url.clone(),
             response_nonce: r.response_nonce.clone(),
             subscribe: r.resource_names_subscribe.clone(),
+            unsubscribe: r.resource_names_unsubscribe.clone(),
             initial_versions: r.initial_resource_versions.clone().into_iter().collect(),
             node: r.node.as_ref().map(|n| RecordedNode {
                 id: n.id.clone(),
@@ -150,14 +198,42 @@ impl DeltaState {
             }),
             stale,
         });
-        if !initial {
+        if stale {
             return;
         }
-        let Some(all) = &self.resources else { return };
+        let url = r.type_url.clone();
+        let wildcard = r.resource_names_subscribe.iter().any(|n| n == "*")
+            || (first && r.resource_names_subscribe.is_empty());
+        let new_names: BTreeSet<String> = r
+            .resource_names_subscribe
+            .iter()
+            .filter(|n| *n != "*")
+            .cloned()
+            .collect();
+        let sub = stream
+            .subscriptions
+            .entry(url.clone())
+            .or_insert_with(|| Subscription::Names(BTreeSet::new()));
+        if wildcard {
+            *sub = Subscription::Wildcard;
+        } else if let Subscription::Names(names) = sub {
+            names.extend(new_names.iter().cloned());
+            for n in &r.resource_names_unsubscribe {
+                names.remove(n);
+            }
+        }
+        if !first && new_names.is_empty() {
+            // An ACK, a NACK or an unsubscription: nothing to send.
+            return;
+        }
+        let Some(all) = self.resources.get(&url) else {
+            return;
+        };
         let held = &r.initial_resource_versions;
+        let wants = |n: &str| wildcard || new_names.contains(n);
         let resources: Vec<(String, (String, Any))> = all
             .iter()
-            .filter(|(n, (v, _))| held.get(*n) != Some(v))
+            .filter(|(n, (v, _))| wants(n) && held.get(*n) != Some(v))
             .map(|(n, v)| (n.clone(), v.clone()))
             .collect();
         let removed = held
@@ -165,15 +241,14 @@ impl DeltaState {
             .filter(|n| !all.contains_key(*n))
             .cloned()
             .collect();
-        let type_url = r.type_url.clone();
-        self.send(id, &type_url, resources, removed);
+        self.send(id, &url, resources, removed);
     }
 
-    /// Replaces the resources, pushing what changed to every stream that
-    /// has subscribed.
+    /// Replaces the resources of `type_url`, pushing what changed to every
+    /// stream subscribed to any of it.
     pub(super) fn set(&mut self, type_url: &str, version: &str, named: Vec<(String, Any)>) {
-        let old = self.resources.take().unwrap_or_default();
-        let new: BTreeMap<String, (String, Any)> = named
+        let old = self.resources.remove(type_url).unwrap_or_default();
+        let new: Served = named
             .into_iter()
             .map(|(n, a)| {
                 let v = match old.get(&n) {
@@ -193,15 +268,26 @@ impl DeltaState {
             .filter(|n| !new.contains_key(*n))
             .cloned()
             .collect();
-        self.resources = Some(new);
-        let ids: Vec<usize> = self
-            .streams
-            .iter()
-            .filter(|(_, s)| s.subscribed)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ids {
-            self.send(id, type_url, changed.clone(), removed.clone());
+        self.resources.insert(type_url.to_string(), new);
+        let mut pushes = Vec::new();
+        for (id, s) in &self.streams {
+            let Some(sub) = s.subscriptions.get(type_url) else {
+                continue;
+            };
+            let mine: Vec<(String, (String, Any))> = changed
+                .iter()
+                .filter(|(n, _)| sub.wants(n))
+                .cloned()
+                .collect();
+            let gone: Vec<String> = removed.iter().filter(|n| sub.wants(n)).cloned().collect();
+            // A wildcard stream hears of every set (as the ambient tests
+            // expect); a named one only of its names.
+            if matches!(sub, Subscription::Wildcard) || !mine.is_empty() || !gone.is_empty() {
+                pushes.push((*id, mine, gone));
+            }
+        }
+        for (id, mine, gone) in pushes {
+            self.send(id, type_url, mine, gone);
         }
     }
 
@@ -258,6 +344,7 @@ impl DeltaState {
         stream.latest_nonce = Some(response.nonce.clone());
         self.log.responses.push(DeltaResponse {
             stream: id,
+            type_url: response.type_url.clone(),
             nonce: response.nonce.clone(),
             resources: response.resources.iter().map(|r| r.name.clone()).collect(),
             removed: response.removed_resources.clone(),

@@ -177,8 +177,10 @@ impl AdsServer {
     }
 
     /// Replaces the resources of `type_url` (named, in the order given) and
-    /// pushes them to every stream subscribed to the type.
+    /// pushes them to every stream subscribed to the type, state of the
+    /// world and delta alike: a client speaking either protocol gets them.
     pub fn set(&self, type_url: &str, version: &str, resources: Vec<(String, Any)>) {
+        lock(&self.delta).set(type_url, version, resources.clone());
         lock(&self.state).set(type_url, version, resources);
     }
 
@@ -189,9 +191,9 @@ impl AdsServer {
         lock(&self.state).push_raw(response);
     }
 
-    /// Delta xDS (ambient): replaces the resources of `type_url` (one type,
-    /// every stream wildcard) and pushes what changed and what is gone to
-    /// every delta stream. A resource keeps its version while unchanged.
+    /// Delta xDS only: replaces the resources of `type_url` and pushes what
+    /// changed and what is gone to every delta stream subscribed to it. A
+    /// resource keeps its version while unchanged.
     pub fn set_delta(&self, type_url: &str, version: &str, resources: Vec<(String, Any)>) {
         lock(&self.delta).set(type_url, version, resources);
     }

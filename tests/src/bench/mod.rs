@@ -11,6 +11,7 @@ pub mod report;
 pub mod series;
 pub mod sidecar;
 pub mod topology;
+pub mod xds_delta;
 
 use std::{
     net::SocketAddr,

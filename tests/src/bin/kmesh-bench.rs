@@ -18,7 +18,7 @@ use kmesh_tests::{
         Bench, Settings, agent_cost, datapath,
         load::{self, Load},
         report::{Results, Scenario},
-        series,
+        series, xds_delta,
     },
 };
 
@@ -41,6 +41,10 @@ enum Command {
     /// (no root needed). Each count runs in a process of its own, so one's
     /// freed memory does not hide the next one's.
     Series(SeriesArgs),
+    /// What one endpoint change costs at N services, state of the world
+    /// against delta: the agent's CPU time per push and the time from the
+    /// push to the kernel (the ACK). Needs root.
+    XdsPush(XdsPushArgs),
     /// (internal) Serve echo and sink on the given addresses until killed.
     #[command(hide = true)]
     Serve {
@@ -126,6 +130,18 @@ struct SeriesArgs {
     json: PathBuf,
 }
 
+#[derive(Args)]
+struct XdsPushArgs {
+    #[arg(long, default_value_t = 10_000)]
+    services: usize,
+    /// Endpoint changes pushed per protocol.
+    #[arg(long, default_value_t = 20)]
+    pushes: usize,
+    /// Where to write the JSON results.
+    #[arg(long, default_value = "target/kmesh-bench-xds-push.json")]
+    json: PathBuf,
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum ScenarioArg {
     Direct,
@@ -151,6 +167,15 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run(args),
         Command::Series(args) => series(args),
+        Command::XdsPush(args) => {
+            let costs = ["sotw", "delta"]
+                .into_iter()
+                .map(|p| xds_delta::measure(p, args.services, args.pushes))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            print!("{}", xds_delta::table(&costs));
+            std::fs::write(&args.json, serde_json::to_string_pretty(&costs)?)?;
+            Ok(())
+        }
         Command::Serve { echo, sink } => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

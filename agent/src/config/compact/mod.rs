@@ -7,6 +7,7 @@
 //! between two fields (a backend's address family against the vip's) is
 //! made at the one written second. The format is documented in
 //! docs/configuration.md.
+mod non_empty;
 mod workloads;
 
 use std::{collections::BTreeMap, fmt, net::SocketAddr, time::Duration};
@@ -16,6 +17,7 @@ use serde::{
     de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor},
 };
 
+use self::non_empty::NonEmptyField;
 use crate::model::{
     Backend, MAX_BACKENDS, Mesh, Origin, Policy, ProbeSettings, RESERVED_NAMES, Service,
 };
@@ -135,14 +137,11 @@ impl<'de> Visitor<'de> for ServiceVisitor {
                 }
                 ServiceField::Namespace => {
                     unset(&namespace, "namespace")?;
-                    let ns: String = map.next_value()?;
-                    if ns.trim().is_empty() {
-                        return Err(de::Error::custom(format!(
-                            "{}: namespace must not be empty (leave it out when there is none)",
-                            service.label()
-                        )));
-                    }
-                    namespace = Some(ns.trim().to_string());
+                    let field = NonEmptyField::new(
+                        format!("{}: namespace", service.label()),
+                        "leave it out when there is none",
+                    );
+                    namespace = Some(map.next_value_seed(field)?.0);
                 }
                 ServiceField::Vip => {
                     unset(&service.vip, "vip")?;
@@ -203,16 +202,13 @@ impl Visitor<'_> for ServiceNameVisitor {
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<ServiceName, E> {
-        let name = v.trim();
-        if name.is_empty() {
-            return Err(E::custom("a service's name must not be empty"));
-        }
-        if RESERVED_NAMES.contains(&name) {
+        let name = NonEmptyField::new("a service's name".into(), "").check(v)?;
+        if RESERVED_NAMES.contains(&name.as_str()) {
             return Err(E::custom(format!(
                 "the name {name:?} is reserved for series of unconfigured destinations; rename the service"
             )));
         }
-        Ok(ServiceName(name.to_string()))
+        Ok(ServiceName(name))
     }
 }
 
@@ -364,14 +360,11 @@ impl<'de> Visitor<'de> for BackendSeed<'_, '_> {
                 }
                 BackendField::Workload => {
                     unset(&workload, "workload")?;
-                    let named: String = map.next_value()?;
-                    if named.trim().is_empty() {
-                        return Err(de::Error::custom(format!(
-                            "{}: workload must not be empty (a uid, or namespace/name, of `workloads:`)",
-                            list.label(addr)
-                        )));
-                    }
-                    workload = Some(named.trim().to_string());
+                    let field = NonEmptyField::new(
+                        format!("{}: workload", list.label(addr)),
+                        "a uid, or namespace/name, of `workloads:`",
+                    );
+                    workload = Some(map.next_value_seed(field)?.0);
                 }
             }
         }

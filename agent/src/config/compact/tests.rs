@@ -329,3 +329,47 @@ fn workload_errors_name_the_workload_and_the_fix() {
         "{err}"
     );
 }
+
+#[test]
+fn empty_names_are_refused_naming_the_field_and_line() {
+    let cases = [
+        (
+            "services:\n  - name: s\n    namespace: \" \"\n    vip: 198.18.0.1:80\n",
+            [
+                "line 3",
+                "service \"s\": namespace must not be empty",
+                "leave it out",
+            ],
+        ),
+        (
+            "services:\n  - name: s\n    vip: 198.18.0.1:80\n    backends:\n      - address: 127.0.0.1:80\n        workload: \"\"\n",
+            [
+                "line 6",
+                "backend 127.0.0.1:80: workload must not be empty",
+                "namespace/name",
+            ],
+        ),
+        (
+            "services:\n  - name: \"  \"\n    vip: 198.18.0.1:80\n",
+            [
+                "line 2",
+                "a service's name must not be empty",
+                "services[0].name",
+            ],
+        ),
+        (
+            "services: []\nworkloads:\n  - name: a\n    namespace: n\n    service_account: \"\"\n    addresses: [10.0.0.1]\n",
+            [
+                "line 5",
+                "workloads[0].service_account",
+                "must not be empty",
+            ],
+        ),
+    ];
+    for (text, expected) in cases {
+        let err = error_of(text);
+        for part in expected {
+            assert!(err.contains(part), "{text}: {part:?} not in {err}");
+        }
+    }
+}

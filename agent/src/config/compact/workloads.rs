@@ -9,6 +9,7 @@ use serde::{
     de::{self, Visitor},
 };
 
+use super::non_empty::NonEmpty;
 use crate::model::{Mesh, Workload, Workloads};
 
 #[derive(Debug, Deserialize)]
@@ -164,20 +165,6 @@ fn find<'w>(all: &'w Workloads, named: &str) -> Option<&'w Workload> {
         all.iter()
             .find(|w| w.namespace == namespace && w.name == name)
     })
-}
-
-#[derive(Debug)]
-struct NonEmpty(String);
-
-impl<'de> Deserialize<'de> for NonEmpty {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        let s = s.trim();
-        if s.is_empty() {
-            return Err(de::Error::custom("must not be empty"));
-        }
-        Ok(NonEmpty(s.to_string()))
-    }
 }
 
 /// A workload's IP address (no port: a workload is all its ports).

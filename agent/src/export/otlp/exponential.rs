@@ -86,7 +86,7 @@ mod tests {
         for v in values {
             d.record(*v, &BYTES_LIMITS);
         }
-        HistogramView::of(&d, &BYTES_LIMITS, true)
+        HistogramView::of(d.read(), &BYTES_LIMITS, true)
     }
 
     fn base(scale: i32) -> f64 {

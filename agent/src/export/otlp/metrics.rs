@@ -54,13 +54,18 @@ pub fn network_type(addr: &SocketAddr) -> &'static str {
     if addr.is_ipv4() { "ipv4" } else { "ipv6" }
 }
 
-/// Attributes of one series; `vip` is the address its clients dial.
-fn series_attributes(key: &SeriesKey, vip: Option<SocketAddr>) -> Vec<KeyValue> {
-    let mut attrs: Vec<KeyValue> = istio::series_labels(key)
+/// Istio's labels of one series, with response flags `flags`.
+fn istio_attributes(key: &SeriesKey, flags: &'static str) -> Vec<KeyValue> {
+    istio::series_labels_with_flags(key, flags)
         .iter()
         .map(|(k, v)| kv(k, s(v)))
-        .collect();
-    attrs.push(kv("network.transport", s("tcp")));
+        .collect()
+}
+
+/// The attributes of one series besides Istio's labels; `vip` is the
+/// address its clients dial.
+fn network_attributes(key: &SeriesKey, vip: Option<SocketAddr>) -> Vec<KeyValue> {
+    let mut attrs = vec![kv("network.transport", s("tcp"))];
     if key.is_overflow() {
         attrs.push(kv("otel.metric.overflow", Value::BoolValue(true)));
     }
@@ -123,8 +128,20 @@ fn sum(
 
 struct Series<'a> {
     view: &'a SeriesView,
+    /// Istio's labels (no response flags) and the network attributes.
     attrs: Vec<KeyValue>,
+    /// The network attributes alone, for points with response flags.
+    network: Vec<KeyValue>,
     start: u64,
+}
+
+impl Series<'_> {
+    /// The attributes of a point with response flags `flags`.
+    fn attrs_with_flags(&self, flags: &'static str) -> Vec<KeyValue> {
+        let mut attrs = istio_attributes(&self.view.key, flags);
+        attrs.extend(self.network.iter().cloned());
+        attrs
+    }
 }
 
 /// Requests carrying every series, [`SERIES_PER_REQUEST`] at a time; the
@@ -141,14 +158,19 @@ pub fn requests(
     let series: Vec<Series<'_>> = view
         .series
         .iter()
-        .map(|v| Series {
-            view: v,
-            attrs: series_attributes(
-                &v.key,
-                vips.get(&(v.key.service.clone(), v.key.backend.clone()))
-                    .copied(),
-            ),
-            start: nanos(v.created),
+        .map(|v| {
+            let vip = vips
+                .get(&(v.key.service.clone(), v.key.backend.clone()))
+                .copied();
+            let network = network_attributes(&v.key, vip);
+            let mut attrs = istio_attributes(&v.key, istio::NO_FLAGS);
+            attrs.extend(network.iter().cloned());
+            Series {
+                view: v,
+                attrs,
+                network,
+                start: nanos(v.created),
+            }
         })
         .collect();
     let mut requests: Vec<ExportMetricsServiceRequest> = series
@@ -215,10 +237,8 @@ fn series_metrics(
                 if v == 0 {
                     continue;
                 }
-                let mut attrs = x.attrs.clone();
-                // The series' attributes begin with Istio's labels, flags last.
                 let flags = istio::response_flags(*code, x.view.key.direction);
-                attrs[istio::LABELS - 1] = kv("response_flags", s(flags));
+                let mut attrs = x.attrs_with_flags(flags);
                 attrs.push(kv("kmesh.close_reason", s(reason)));
                 points.push(number(attrs, x.start, now, v));
             }

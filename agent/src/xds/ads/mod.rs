@@ -1,12 +1,16 @@
 //! The ADS client: one gRPC stream to istiod (or any xDS server) carrying
-//! clusters, endpoints, listeners and routes, state of the world. Each
+//! clusters, endpoints, listeners and routes, state of the world here or
+//! incremental in [`delta_client`] (`--xds-protocol`). Each
 //! response is decoded and checked ([`stream`]), translated, handed to the
 //! control loop to apply, and only then ACKed, so an ACK means the kernel
 //! routes by it. A stream that fails is reopened with jittered exponential
 //! backoff; until the new stream has delivered every type, the last mesh
 //! applied keeps routing.
+pub mod delta;
+pub mod delta_client;
 pub mod node;
 pub mod settings;
+pub mod store;
 pub mod stream;
 
 use std::{
@@ -15,14 +19,25 @@ use std::{
     time::{Duration, Instant},
 };
 
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use envoy_types::pb::envoy::{
+    config::core::v3::Node,
+    service::discovery::v3::{
+        DeltaDiscoveryRequest, DiscoveryRequest,
+        aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
+    },
+};
 use kmesh_api::v1;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tracing::{info, warn};
 
-use self::{settings::AdsSettings, stream::StreamState};
+use self::{
+    delta::DeltaState,
+    settings::{AdsSettings, XdsProtocol},
+    store::ENVOY_TYPES,
+    stream::StreamState,
+};
 use super::{Report, mesh_of};
 use crate::{
     backoff::Backoff,
@@ -66,6 +81,11 @@ pub async fn run(
     status: SharedStatus,
     stop: watch::Receiver<bool>,
 ) {
+    if settings.protocol == XdsProtocol::Delta {
+        let state = DeltaState::new(Default::default(), &ENVOY_TYPES);
+        let mode = delta_client::Sidecar::default();
+        return delta_client::run(settings, updates, status, stop, state, mode).await;
+    }
     let mut sotw = Sotw {
         settings: &settings,
         updates: &updates,
@@ -161,7 +181,31 @@ pub(crate) async fn open(
 /// with the bearer token.
 pub(crate) type Requests<T> = (mpsc::Sender<T>, tonic::Request<ReceiverStream<T>>);
 
-pub(crate) fn requests<T>(settings: &AdsSettings, initial: Vec<T>) -> Result<Requests<T>, String> {
+/// A request that carries the node (SotW's and delta's).
+pub(crate) trait WithNode {
+    fn set_node(&mut self, node: Node);
+}
+
+impl WithNode for DiscoveryRequest {
+    fn set_node(&mut self, node: Node) {
+        self.node = Some(node);
+    }
+}
+
+impl WithNode for DeltaDiscoveryRequest {
+    fn set_node(&mut self, node: Node) {
+        self.node = Some(node);
+    }
+}
+
+pub(crate) fn requests<T: WithNode>(
+    settings: &AdsSettings,
+    mut initial: Vec<T>,
+) -> Result<Requests<T>, String> {
+    if let Some(first) = initial.first_mut() {
+        // Istio reads the node from a stream's first request only.
+        first.set_node(settings.node.to_node());
+    }
     let (tx, rx) = mpsc::channel::<T>(initial.len() + 16);
     for r in initial {
         let _ = tx.try_send(r);
@@ -243,12 +287,7 @@ impl Session<'_> {
     async fn run(&mut self) -> Result<(), String> {
         let mut client = open(self.settings).await?;
         let mut state = StreamState::new();
-        let mut initial = state.initial_requests();
-        if let Some(first) = initial.first_mut() {
-            // Istio reads the node from a stream's first request only.
-            first.node = Some(self.settings.node.to_node());
-        }
-        let (tx, request) = requests(self.settings, initial)?;
+        let (tx, request) = requests(self.settings, state.initial_requests())?;
         let mut responses = client
             .stream_aggregated_resources(request)
             .await
@@ -313,21 +352,29 @@ impl Session<'_> {
     async fn apply(&mut self, state: &StreamState) -> Result<(), String> {
         let (mut mesh, report, pending) = mesh_of(&state.resources, ProbeSettings::default());
         keep_pending(&mut mesh, &pending, self.last_applied.as_ref());
-        let (applied, outcome) = oneshot::channel();
-        self.updates
-            .send(Update {
-                mesh: mesh.clone(),
-                report,
-                applied,
-            })
-            .await
-            .map_err(|_| "the agent is shutting down".to_string())?;
-        outcome
-            .await
-            .map_err(|_| "the agent is shutting down".to_string())??;
+        send_update(self.updates, mesh.clone(), report).await?;
         *self.last_applied = Some(mesh);
         Ok(())
     }
+}
+
+/// Hands `mesh` to the control loop and waits for it to be applied.
+pub(crate) async fn send_update(
+    updates: &mpsc::Sender<Update>,
+    mesh: Mesh,
+    report: Report,
+) -> Result<(), String> {
+    let (applied, outcome) = oneshot::channel();
+    const SHUTTING_DOWN: &str = "the agent is shutting down";
+    updates
+        .send(Update {
+            mesh,
+            report,
+            applied,
+        })
+        .await
+        .map_err(|_| SHUTTING_DOWN.to_string())?;
+    outcome.await.map_err(|_| SHUTTING_DOWN.to_string())?
 }
 
 fn keep_pending(mesh: &mut Mesh, pending: &BTreeSet<SocketAddr>, last: Option<&Mesh>) {

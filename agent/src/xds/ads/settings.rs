@@ -39,6 +39,31 @@ pub struct XdsArgs {
     /// delta xDS, as ztunnel does).
     #[arg(long, env = "KMESH_XDS_MODE", value_enum, default_value_t = XdsMode::Sidecar)]
     pub xds_mode: XdsMode,
+    /// How the sidecar mode's resources travel: `delta` (incremental,
+    /// `DeltaAggregatedResources`: a change carries only the resources
+    /// that changed) or `sotw` (state of the world: every response carries
+    /// the whole set of its type). Ambient mode is always delta.
+    #[arg(long, env = "KMESH_XDS_PROTOCOL", value_enum, default_value_t = XdsProtocol::Delta)]
+    pub xds_protocol: XdsProtocol,
+}
+
+/// The ADS flavour of the sidecar mode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum XdsProtocol {
+    /// Incremental: `DeltaAggregatedResources`.
+    #[default]
+    Delta,
+    /// State of the world: `StreamAggregatedResources`.
+    Sotw,
+}
+
+impl XdsProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            XdsProtocol::Delta => "delta",
+            XdsProtocol::Sotw => "sotw",
+        }
+    }
 }
 
 /// Which API the agent reads from the control plane.
@@ -69,6 +94,8 @@ pub struct AdsSettings {
     pub token_file: Option<PathBuf>,
     pub node: NodeIdentity,
     pub mode: XdsMode,
+    /// Delta or SotW; ambient mode is always delta.
+    pub protocol: XdsProtocol,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -162,6 +189,10 @@ impl XdsArgs {
             token_file: self.xds_token_file.clone(),
             node,
             mode: self.xds_mode,
+            protocol: match self.xds_mode {
+                XdsMode::Sidecar => self.xds_protocol,
+                XdsMode::Ambient => XdsProtocol::Delta,
+            },
         }))
     }
 }

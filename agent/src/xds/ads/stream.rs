@@ -345,7 +345,7 @@ fn drop_unsubscribed(set: &mut ResourceSet, kind: ResourceType, names: &BTreeSet
 }
 
 /// The load assignments the EDS clusters in force need.
-fn eds_names(set: &ResourceSet) -> BTreeSet<String> {
+pub(crate) fn eds_names(set: &ResourceSet) -> BTreeSet<String> {
     set.clusters
         .values()
         .map(|v| &v.resource)
@@ -363,7 +363,7 @@ fn eds_names(set: &ResourceSet) -> BTreeSet<String> {
 }
 
 /// The route configurations the listeners in force name over RDS.
-fn rds_names(set: &ResourceSet) -> BTreeSet<String> {
+pub(crate) fn rds_names(set: &ResourceSet) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
     for l in set.listeners.values().map(|v| &v.resource) {
         for chain in l.filter_chains.iter().chain(l.default_filter_chain.iter()) {

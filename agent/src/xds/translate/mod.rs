@@ -12,6 +12,7 @@
 //! Routes that name no address (a gateway's `*`) are derived all the same
 //! and listed as unrouted, with the reason.
 mod backends;
+pub mod incremental;
 mod routes;
 mod weights;
 pub mod workloads;
@@ -97,6 +98,10 @@ pub struct Translation {
     pub pending: BTreeSet<SocketAddr>,
     pub unrouted: Vec<Unrouted>,
     pub findings: Vec<Finding>,
+    /// What each service was resolved from, so a change of endpoints
+    /// re-resolves only the services that read them
+    /// ([`incremental::update_endpoints`]).
+    pub index: incremental::Index,
 }
 
 pub fn translate(set: &ResourceSet) -> Translation {
@@ -117,10 +122,8 @@ pub fn translate(set: &ResourceSet) -> Translation {
             aside.reason.clone(),
         );
     }
-    let mut findings = t.findings.0;
-    findings.sort();
-    findings.dedup();
-    t.out.findings = findings;
+    t.out.index.finish(set, t.findings.0);
+    t.out.findings = t.out.index.findings();
     t.out
 }
 
@@ -547,6 +550,7 @@ impl<'a> Translator<'a> {
         (vhost, domains): (&str, Vec<String>),
         reason: &str,
     ) {
+        self.out.index.unrouted(self.set, target);
         // Any address of the right family will do to resolve the backends.
         let probe = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), port);
         let mut scratch = Findings::default();
@@ -576,12 +580,31 @@ impl<'a> Translator<'a> {
         vip: SocketAddr,
         name: &str,
         target: &Target,
-        mut resources: Vec<ResourceRef>,
+        resources: Vec<ResourceRef>,
         (listener, bound): (&str, bool),
     ) {
         if vip.port() == 0 {
             return;
         }
+        self.out
+            .index
+            .call(vip, name, target, &resources, (listener, bound));
+        // What resolving this service finds is the service's own, so that
+        // re-resolving it replaces just that.
+        let from = self.findings.0.len();
+        self.resolve_service(vip, name, target, resources, (listener, bound));
+        let found = self.findings.0.split_off(from);
+        self.out.index.found(vip, found);
+    }
+
+    fn resolve_service(
+        &mut self,
+        vip: SocketAddr,
+        name: &str,
+        target: &Target,
+        mut resources: Vec<ResourceRef>,
+        (listener, bound): (&str, bool),
+    ) {
         let r = match backends::resolve(self.set, target, vip, &mut self.findings) {
             Outcome::Routed(r) => r,
             Outcome::Passthrough => {

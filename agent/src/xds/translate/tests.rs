@@ -2,7 +2,7 @@
 //! in config/tests.rs).
 use super::*;
 
-fn set_of(yaml: &str) -> ResourceSet {
+pub(super) fn set_of(yaml: &str) -> ResourceSet {
     let value: serde_json::Value = serde_yaml_ng::from_str(yaml).unwrap();
     let mut set = ResourceSet::default();
     crate::xds::json::read(&value, "v1", &mut set).unwrap();
@@ -16,7 +16,7 @@ const EDS_CLUSTER: &str = r#"
   eds_cluster_config: { service_name: outbound|80||echo.test.svc.cluster.local }
 "#;
 
-fn tcp_listener(name: &str, ip: &str, cluster: &str) -> String {
+pub(super) fn tcp_listener(name: &str, ip: &str, cluster: &str) -> String {
     format!(
         r#"
 - "@type": type.googleapis.com/envoy.config.listener.v3.Listener

@@ -1,10 +1,10 @@
-use kmesh_common::{ConnEvent, close_reason, direction, event_kind};
+use kmesh_common::close_reason;
 use opentelemetry_proto::tonic::metrics::v1::Metric;
 
 use super::*;
 use crate::{
-    addr::ip_to_words,
     aggregator::{Aggregator, SeriesLimits, families::LATENCY_BOUNDS_S},
+    test_records::Record,
 };
 
 fn aggregator() -> Aggregator {
@@ -179,19 +179,14 @@ fn a_large_mesh_is_split_into_requests_a_receiver_accepts() {
     let mut agg = Aggregator::new(SeriesLimits::default());
     agg.update_labels(&mesh, std::iter::empty());
     for (cookie, addr) in addrs.iter().enumerate() {
-        let (remote, family) = ip_to_words(addr.ip());
-        agg.record(&ConnEvent {
-            kind: event_kind::CLOSED,
-            direction: direction::OUTBOUND,
-            close_reason: close_reason::FIN,
-            family,
-            cookie: cookie as u64,
-            remote_addr: remote,
-            remote_port: addr.port(),
-            ts_ns: 1_000_000,
-            srtt_us: 40 + cookie as u32,
-            ..ConnEvent::default()
-        });
+        agg.record(
+            &Record::closed(close_reason::FIN)
+                .outbound("0.0.0.0:0", &addr.to_string())
+                .cookie(cookie as u64)
+                .times(0, 1_000_000)
+                .srtt_us(40 + cookie as u32)
+                .build(),
+        );
     }
     let view = agg.view(false);
     assert_eq!(view.series.len(), 1000);
