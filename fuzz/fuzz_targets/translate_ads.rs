@@ -14,8 +14,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 use kmesh_agent::{
     model::ProbeSettings,
     xds::{
-        self,
-        ambient::{self, delta::DeltaState},
+        self, ambient,
         resources::{Rejected, Resource, ResourceSet, ResourceType},
     },
 };
@@ -59,8 +58,8 @@ fuzz_target!(|data: &[u8]| {
     let (mesh, _report, _pending) = xds::mesh_of(&set, ProbeSettings::default());
     kmesh_fuzz_input::check_mesh(&mesh);
     if !addresses.is_empty() {
-        let mut state = DeltaState::new();
-        state.initial_request();
+        let mut state = ambient::delta::new_state();
+        state.initial_requests();
         state.handle(&DeltaDiscoveryResponse {
             type_url: ambient::ADDRESS_TYPE_URL.into(),
             nonce: "n".into(),
