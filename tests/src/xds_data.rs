@@ -60,6 +60,33 @@ pub fn by_type(set: &ResourceSet) -> ResourceMap {
     ])
 }
 
+/// Serves a one-service mesh at `version`: a listener on `vip`, its EDS
+/// cluster and `backends` (address, weight); no routes.
+pub fn serve_one_service(
+    server: &AdsServer,
+    version: &str,
+    vip: &str,
+    cluster: &str,
+    backends: &[(&str, u32)],
+) {
+    server.set(
+        ads::CLUSTER_TYPE,
+        version,
+        vec![eds_cluster(cluster, LbPolicy::Random)],
+    );
+    server.set(
+        ads::ENDPOINT_TYPE,
+        version,
+        vec![endpoints(cluster, backends)],
+    );
+    server.set(
+        ads::LISTENER_TYPE,
+        version,
+        vec![vip_listener(vip, cluster)],
+    );
+    server.set(ads::ROUTE_TYPE, version, vec![]);
+}
+
 /// Serves `resources` at `version` (clusters and endpoints first, as istiod
 /// orders a push).
 pub fn serve_all(server: &AdsServer, version: &str, resources: &ResourceMap) {

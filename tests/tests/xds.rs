@@ -128,22 +128,7 @@ const C: &str = "127.0.0.4:8080";
 
 /// A one-service mesh: a VIP listener, its EDS cluster and `backends`.
 fn echo_mesh(server: &AdsServer, version: &str, backends: &[(&str, u32)]) {
-    server.set(
-        ads::CLUSTER_TYPE,
-        version,
-        vec![eds_cluster(CLUSTER, LbPolicy::Random)],
-    );
-    server.set(
-        ads::ENDPOINT_TYPE,
-        version,
-        vec![endpoints(CLUSTER, backends)],
-    );
-    server.set(
-        ads::LISTENER_TYPE,
-        version,
-        vec![vip_listener(VIP, CLUSTER)],
-    );
-    server.set(ads::ROUTE_TYPE, version, vec![]);
+    xds_data::serve_one_service(server, version, VIP, CLUSTER, backends);
 }
 
 #[test]

@@ -14,7 +14,7 @@ use kmesh_tests::{
     ads::{self, ADDRESS_TYPE, AdsServer, DeltaLog},
     ambient_data,
     harness::{Agent, Topology, block_on, privileged},
-    xds_data::{eds_cluster, endpoints, vip_listener},
+    xds_data::{self, eds_cluster, endpoints, vip_listener},
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -70,22 +70,7 @@ fn routed(topo: &Topology, vip: &str, n: u64) -> std::collections::BTreeMap<Stri
 }
 
 fn one_service(server: &AdsServer, version: &str, backends: &[(&str, u32)]) {
-    server.set(
-        ads::CLUSTER_TYPE,
-        version,
-        vec![eds_cluster(CLUSTER, LbPolicy::Random)],
-    );
-    server.set(
-        ads::ENDPOINT_TYPE,
-        version,
-        vec![endpoints(CLUSTER, backends)],
-    );
-    server.set(
-        ads::LISTENER_TYPE,
-        version,
-        vec![vip_listener(VIP, CLUSTER)],
-    );
-    server.set(ads::ROUTE_TYPE, version, vec![]);
+    xds_data::serve_one_service(server, version, VIP, CLUSTER, backends);
 }
 
 #[test]
